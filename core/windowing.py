@@ -80,3 +80,46 @@ def hu_from_uint8(values: np.ndarray, window: Window) -> np.ndarray:
     c, w = float(window.center), float(window.width)
     v = np.asarray(values, dtype=np.float32) / np.float32(255.0)
     return ((v - np.float32(0.5)) * np.float32(max(w - 1.0, 1.0)) + np.float32(c - 0.5)).astype(np.float32)
+
+
+def grey_from_picture(pixels: np.ndarray) -> np.ndarray:
+    """Grey values of an 8-bit picture (JPG/PNG decoded by Pillow): uint8 (y, x).
+
+    Args:
+        pixels: uint8 (y, x) grey, (y, x, 3) RGB or (y, x, 4) RGBA array.
+
+    Returns:
+        uint8 (y, x). RGB is converted with the ITU-R BT.601 luma weights
+        (0.299 R + 0.587 G + 0.114 B, as Pillow's ``convert("L")``); alpha is ignored.
+
+    Raises:
+        ValueError: the array is not 2-D grey or 3-D with 3 or 4 channels.
+    """
+    arr = np.asarray(pixels)
+    if arr.ndim == 2:
+        return arr.astype(np.uint8, copy=False)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[..., :3].astype(np.float32)
+        grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    raise ValueError(f"expected a grey (y, x) or colour (y, x, 3|4) picture, got shape {arr.shape}")
+
+
+def hu_from_picture(pixels: np.ndarray, window: Window) -> np.ndarray:
+    """Estimated HU of an 8-bit CT export (JPG/PNG): grey conversion, then :func:`hu_from_uint8`.
+
+    The reader of JPG/PNG slices (``core.imaging``) and the training pipeline both use this, so a
+    picture reaches the model the same way whichever path read it.
+
+    Args:
+        pixels: uint8 (y, x), (y, x, 3) or (y, x, 4) array.
+        window: the window the export was made with (for IQ-OTH/NCCD:
+            ``WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD]``).
+
+    Returns:
+        float32 (y, x) in HU (estimated; exact only inside the window).
+
+    Raises:
+        ValueError: see :func:`grey_from_picture`.
+    """
+    return hu_from_uint8(grey_from_picture(pixels), window)

@@ -1,0 +1,51 @@
+"""Shared fixtures: paths to the real data in ../shared, and isolated settings per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from core.config import load_settings
+
+SHARED_DATASETS = Path(
+    os.environ.get("LUNGREVIEW_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+)
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    """The shared datasets folder (LUNGREVIEW_DATA_DIR or ../shared/datasets); must exist."""
+    assert SHARED_DATASETS.is_dir(), f"shared datasets not found at {SHARED_DATASETS}"
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def iq_dir(datasets_dir: Path) -> Path:
+    """The IQ-OTH/NCCD class-folder copy."""
+    path = datasets_dir / "iq-othnccd"
+    assert path.is_dir(), f"IQ-OTH/NCCD not found at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def tcia_dir(datasets_dir: Path) -> Path:
+    """The Lung-PET-CT-Dx study of patient Lung_Dx-A0002 (DICOM + Annotation)."""
+    path = datasets_dir / "lung-pet-ct-dx"
+    assert path.is_dir(), f"Lung-PET-CT-Dx sample not found at {path}"
+    return path
+
+
+@pytest.fixture()
+def isolated_settings(tmp_path, monkeypatch):
+    """Settings with the database and var/ in a temporary folder (registry and data unchanged)."""
+    var = tmp_path / "var"
+    monkeypatch.setenv("LUNGREVIEW_VAR_DIR", str(var))
+    monkeypatch.setenv("LUNGREVIEW_DB_URL", f"sqlite:///{var / 'test.db'}")
+    monkeypatch.setenv("LUNGREVIEW_STUDY_KEY", "test-secret")
+    from core import config
+
+    config.get_settings.cache_clear()
+    yield load_settings()
+    config.get_settings.cache_clear()
