@@ -1,0 +1,295 @@
+"""The LungReview database schema: SQLAlchemy 2 ORM classes with typed ``Mapped[...]`` columns.
+
+Tables (one class each): ``users`` (:class:`User`), ``studies`` (:class:`Study`), ``inferences``
+(:class:`Inference`), ``reviews`` (:class:`Review`), ``feedback`` (:class:`Feedback`) and
+``audit_events`` (:class:`AuditEvent`).
+
+Privacy: no table has a column for a patient's name, ID, birth date or a raw DICOM UID. A study is
+known only by its pseudonymous ``study_key`` (HMAC-SHA256 of StudyInstanceUID, made by
+``core.imaging.study_key_for``) and the sha256 of the uploaded bytes (``content_hash``).
+
+Integrity rules live in the database as well as in ``db.repository``: CHECK constraints for every
+closed choice (``core.config.Finding``, ``Agreement``, ``Role``, :class:`AuditAction`, source kind)
+and every range (confidence and SUS answers 1-5, SUS score 0-100, probabilities 0-1), foreign
+keys, and append-only tables. ``reviews`` and ``audit_events`` are append-only: the ORM refuses
+UPDATE and DELETE of their rows (``before_update``/``before_delete`` mapper events raise
+:class:`AppendOnlyError`) and the Alembic migration adds triggers (SQLite, PostgreSQL) that refuse
+them in SQL too. A reader who changes their mind adds a new :class:`Review` whose
+``supersedes_id`` points at the earlier one; nothing is overwritten.
+
+Times are timezone-aware UTC (``DateTime(timezone=True)``; SQLite gives them back naive, in UTC).
+Schema changes go through Alembic (``db/migrations``); ``tests/db/test_migrations.py`` checks that
+the migrated schema equals this metadata.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from core.config import Agreement, Finding, Role
+
+
+class AuditAction(StrEnum):
+    """What an :class:`AuditEvent` records."""
+
+    SIGN_IN = "sign-in"
+    SIGN_IN_FAILED = "sign-in-failed"
+    SIGN_OUT = "sign-out"
+    UPLOAD = "upload"
+    INFERENCE = "inference"
+    REVIEW = "review"
+    FEEDBACK = "feedback"
+    EXPORT = "export"
+    ADMIN_CHANGE = "admin-change"
+
+
+class SourceKind(StrEnum):
+    """What the study was uploaded as (``core.imaging.Study.source_kind``)."""
+
+    DICOM = "dicom"
+    JPG = "jpg"
+    PNG = "png"
+
+
+class AppendOnlyError(RuntimeError):
+    """An UPDATE or DELETE of an append-only row (review, audit event) was attempted."""
+
+
+#: Constraint names are fixed so that Alembic migrations are the same on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Tables whose rows may be inserted but never updated or deleted.
+APPEND_ONLY_TABLES: tuple[str, ...] = ("reviews", "audit_events")
+
+
+def _in(column: str, choices: type[StrEnum]) -> str:
+    """SQL ``column IN ('a', 'b', ...)`` for the values of a StrEnum (portable SQL)."""
+    return f"{column} IN ({', '.join(repr(c.value) for c in choices)})"
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every LungReview table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class User(Base):
+    """A person who signs in: radiologist, lead, coordinator or admin.
+
+    ``password_hash`` is a bcrypt hash (``bcrypt.hashpw``, cost 12), never the password.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_in("role", Role), name="role"),
+        CheckConstraint("length(username) >= 3", name="username_length"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, username={self.username!r}, role={self.role!r}, active={self.active!r})"
+
+
+class Study(Base):
+    """One uploaded study, known by its pseudonymous key and the sha256 of the uploaded bytes."""
+
+    __tablename__ = "studies"
+    __table_args__ = (
+        CheckConstraint(_in("source_kind", SourceKind), name="source_kind"),
+        CheckConstraint("n_series >= 1", name="n_series_positive"),
+        CheckConstraint("n_slices >= 1", name="n_slices_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_key: Mapped[str] = mapped_column(String(128), index=True)
+    modality: Mapped[str] = mapped_column(String(16))
+    n_series: Mapped[int] = mapped_column(Integer)
+    n_slices: Mapped[int] = mapped_column(Integer)
+    source_kind: Mapped[str] = mapped_column(String(8))
+    uploaded_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    uploaded_at: Mapped[datetime] = mapped_column(default=utc_now)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    uploader: Mapped[User] = relationship(lazy="joined")
+    inferences: Mapped[list[Inference]] = relationship(back_populates="study", order_by="Inference.id")
+
+
+class Inference(Base):
+    """One run of a registered model on a study: per-slice probabilities and the series result.
+
+    ``slice_probabilities`` is a JSON list of n lists of k floats in [0, 1] (slice order of the
+    series, class order of the model card); ``series_result`` is ``SeriesResult.to_dict()`` from
+    ``core.inference``. ``ai_label`` and ``series_score`` are copied out of it for queries.
+    """
+
+    __tablename__ = "inferences"
+    __table_args__ = (
+        CheckConstraint(_in("ai_label", Finding), name="ai_label"),
+        CheckConstraint("threshold >= 0 AND threshold <= 1", name="threshold_range"),
+        CheckConstraint("series_score >= 0 AND series_score <= 1", name="series_score_range"),
+        CheckConstraint("latency_ms >= 0", name="latency_nonnegative"),
+        Index("ix_inferences_study_model", "study_id", "model_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    model_id: Mapped[str] = mapped_column(String(128))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    slice_probabilities: Mapped[list[Any]] = mapped_column(JSON)
+    series_result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    ai_label: Mapped[str] = mapped_column(String(16))
+    series_score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    ood: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    study: Mapped[Study] = relationship(back_populates="inferences")
+
+
+class Review(Base):
+    """A radiologist's read of a study, next to the AI result they were shown. Append-only.
+
+    A later change by the same reader on the same study is a new row with ``supersedes_id`` set
+    to the row it replaces (unique: a review is superseded at most once). The CURRENT review of a
+    reader on a study is the one no other row supersedes.
+    """
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint(_in("finding", Finding), name="finding"),
+        CheckConstraint(_in("agreement", Agreement), name="agreement"),
+        CheckConstraint("confidence BETWEEN 1 AND 5", name="confidence_range"),
+        CheckConstraint("heatmap_helpful IS NULL OR heatmap_helpful BETWEEN 1 AND 5", name="heatmap_range"),
+        CheckConstraint("seconds_to_decision >= 0", name="seconds_nonnegative"),
+        Index("ix_reviews_study_reader", "study_id", "reader_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id"), index=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    finding: Mapped[str] = mapped_column(String(16))
+    agreement: Mapped[str] = mapped_column(String(16))
+    confidence: Mapped[int] = mapped_column(Integer)
+    heatmap_helpful: Mapped[int | None] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    seconds_to_decision: Mapped[float] = mapped_column(Float)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    reader: Mapped[User] = relationship(lazy="joined")
+    inference: Mapped[Inference] = relationship()
+
+
+class Feedback(Base):
+    """One answer to the System Usability Scale (Brooke 1996) plus two free-text answers.
+
+    ``answers`` is the JSON list of the ten SUS answers (1-5, statement order of
+    ``core.sus.SUS_STATEMENTS``); the ten are also kept in columns ``q1``..``q10`` so the
+    database can check their range. ``sus_score`` (0-100) comes from ``core.sus.sus_score``.
+    ``role`` is the user's role when they answered.
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        CheckConstraint(_in("role", Role), name="role"),
+        CheckConstraint("sus_score >= 0 AND sus_score <= 100", name="sus_score_range"),
+        *(CheckConstraint(f"q{i} BETWEEN 1 AND 5", name=f"q{i}_range") for i in range(1, 11)),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    q1: Mapped[int] = mapped_column(Integer)
+    q2: Mapped[int] = mapped_column(Integer)
+    q3: Mapped[int] = mapped_column(Integer)
+    q4: Mapped[int] = mapped_column(Integer)
+    q5: Mapped[int] = mapped_column(Integer)
+    q6: Mapped[int] = mapped_column(Integer)
+    q7: Mapped[int] = mapped_column(Integer)
+    q8: Mapped[int] = mapped_column(Integer)
+    q9: Mapped[int] = mapped_column(Integer)
+    q10: Mapped[int] = mapped_column(Integer)
+    sus_score: Mapped[float] = mapped_column(Float)
+    helped: Mapped[str] = mapped_column(Text, default="")
+    hindered: Mapped[str] = mapped_column(Text, default="")
+    app_version: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    @property
+    def answers(self) -> list[int]:
+        """The ten SUS answers, statement order."""
+        return [getattr(self, f"q{i}") for i in range(1, 11)]
+
+
+class AuditEvent(Base):
+    """Who did what to which object, when. Append-only (ORM events and database triggers).
+
+    ``user_id`` is NULL for failed sign-ins by unknown names. ``detail`` never holds patient
+    identifiers (only pseudonymous keys, ids, model ids, counts).
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (CheckConstraint(_in("action", AuditAction), name="action"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    object_type: Mapped[str] = mapped_column(String(32), default="")
+    object_id: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+def _refuse_change(kind: str):
+    def listener(mapper, connection, target) -> None:
+        raise AppendOnlyError(
+            f"{type(target).__name__} rows are append-only: {kind} is not allowed. "
+            "Add a new row instead (a changed review supersedes the earlier one)."
+        )
+
+    return listener
+
+
+for _cls in (Review, AuditEvent):
+    event.listen(_cls, "before_update", _refuse_change("UPDATE"))
+    event.listen(_cls, "before_delete", _refuse_change("DELETE"))

@@ -1,0 +1,150 @@
+"""Database engine and sessions: one engine per process, migrated to the newest schema on start.
+
+Usage (the caller owns the transaction; repository functions never commit)::
+
+    engine = make_engine()                      # get_settings().db_url, migrated to head
+    factory = make_session_factory(engine)
+    with factory.begin() as s:                  # commits on success, rolls back on error
+        repository.add_review(s, ...)
+
+SQLite (the default, a file under ``var/``): the parent folder is created; every connection gets
+``PRAGMA journal_mode=WAL`` (readers do not block the writer), ``foreign_keys=ON``,
+``busy_timeout`` (30 s: a writer waits for another instead of failing with "database is locked")
+and ``synchronous=FULL`` (a committed transaction survives a crash, also of the machine). Every
+transaction starts with ``BEGIN IMMEDIATE``, which takes the write lock up front; with the
+default deferred ``BEGIN`` a transaction that reads and then writes can fail at once with
+"database is locked" when another process wrote in between (SQLite docs, "Transaction",
+section 2.2; the pysqlite recipe in SQLAlchemy's SQLite dialect docs, "Serializable isolation /
+Savepoints / Transactional DDL"). Any other SQLAlchemy URL (e.g. ``postgresql+psycopg://...``)
+works unchanged: nothing SQLite-specific runs for other dialects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import get_settings
+
+MIGRATIONS_DIR: Path = Path(__file__).resolve().parent / "migrations"
+
+#: Seconds a SQLite connection waits for another writer before giving up.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+class DatabaseError(RuntimeError):
+    """The database could not be opened or migrated; the message says what to check."""
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic ``Config`` built in code (no alembic.ini needed; works from any folder).
+
+    Args:
+        url: SQLAlchemy database URL; used only when no connection is handed over in
+            ``cfg.attributes["connection"]``.
+
+    Returns:
+        Config with ``script_location`` = ``db/migrations`` and ``sqlalchemy.url`` = url.
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, connection_record) -> None:  # pragma: no cover - trivial
+        # Autocommit at the driver level, so that SQLAlchemy's "begin" event below decides
+        # how a transaction starts (BEGIN IMMEDIATE) and PRAGMAs run outside transactions.
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA synchronous = FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str | None = None, *, migrate: bool = True, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
+                echo: bool = False) -> Engine:
+    """Create the engine for ``url`` and migrate the schema to the newest Alembic revision.
+
+    Args:
+        url: SQLAlchemy URL; None means ``get_settings().db_url`` (a SQLite file in ``var/``).
+        migrate: run ``alembic upgrade head`` (default True; tests of the migrations pass False).
+        busy_timeout_s: SQLite only: seconds to wait for another writer.
+        echo: log SQL (debugging).
+
+    Returns:
+        Engine. For SQLite files the parent folder exists afterwards and each connection is set
+        up as in the module docstring.
+
+    Raises:
+        DatabaseError: the URL is malformed, or the database cannot be reached or migrated
+            (message names the URL without its password, and the cause).
+    """
+    raw = url or get_settings().db_url
+    try:
+        parsed = make_url(raw)
+    except Exception as exc:
+        raise DatabaseError(f"The database URL {raw!r} is not a valid SQLAlchemy URL: {exc}. "
+                            "Check LUNGREVIEW_DB_URL.") from exc
+    kwargs: dict = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": busy_timeout_s}
+    engine = create_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        _configure_sqlite(engine, busy_timeout_s)
+    if migrate:
+        try:
+            upgrade(engine)
+        except Exception as exc:
+            engine.dispose()
+            raise DatabaseError(
+                f"Could not open and migrate the database at {parsed.render_as_string(hide_password=True)}: "
+                f"{type(exc).__name__}: {exc}. Check that the URL is right, the server is running and "
+                "the folder is writable."
+            ) from exc
+    return engine
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database behind ``engine`` to ``revision`` with Alembic's API.
+
+    The whole upgrade runs in one transaction on one connection (on SQLite ``BEGIN IMMEDIATE``),
+    so processes starting at the same time migrate one after the other.
+    """
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    """Migrate the database behind ``engine`` down to ``revision`` (default: empty)."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory bound to ``engine``; use ``with factory.begin() as s:``.
+
+    ``expire_on_commit=False`` so that rows returned by repository functions can still be read
+    after the transaction has ended (e.g. by a Streamlit page).
+    """
+    return sessionmaker(bind=engine, expire_on_commit=False)
