@@ -103,7 +103,12 @@ def make_engine(url: str | None = None, *, migrate: bool = True, busy_timeout_s:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(f"Cannot create the database folder {folder}: {exc}. "
+                                    "Check LUNGREVIEW_DB_URL / LUNGREVIEW_VAR_DIR.") from exc
         kwargs["connect_args"] = {"timeout": busy_timeout_s}
     engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":

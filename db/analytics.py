@@ -1,0 +1,333 @@
+"""Agreement, usability and export analytics over the review database, as pandas DataFrames.
+
+Only the CURRENT review of each reader on each study counts (a review superseded by the same
+reader's later review is ignored). The AI's read of a review is the label (``ai_label``) of the
+inference the reader was shown; agreement "per model" groups by that inference's model.
+
+Statistics and their sources:
+
+* Cohen's kappa (Cohen 1960), unweighted and linearly weighted with the order
+  normal < benign < malignant (Cohen 1968), via ``sklearn.metrics.cohen_kappa_score``.
+* Fleiss' kappa for several readers on the same studies: Fleiss JL, "Measuring nominal scale
+  agreement among many raters", Psychological Bulletin 76(5):378-382, 1971 (see
+  :func:`fleiss_kappa`).
+* SUS summary: mean, median and a two-sided 95 % Student-t confidence interval of the mean
+  (``mean +- t(0.975, n-1) * sd / sqrt(n)``, ``scipy.stats.t``); SUS scores from ``core.sus``.
+
+Functions that show feedback results take an optional ``viewer``; when given, only leads,
+coordinators and admins may read them (``PermissionDenied`` otherwise). Exports contain
+pseudonymous study keys and user ids only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score, confusion_matrix
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.config import CLASS_NAMES, Role
+from db.repository import (
+    FEEDBACK_READER_ROLES,
+    ValidationError,
+    _current_filter,
+    _require_role,
+    _user,
+    log_event,
+)
+from db.schema import AuditAction, AuditEvent, Feedback, Inference, Review, Study, User
+
+EXPORT_KINDS: tuple[str, ...] = ("reviews", "agreement", "feedback", "audit")
+
+_READS_COLUMNS = [
+    "review_id", "study_id", "study_key", "reader_id", "reader", "reader_role", "inference_id", "model_id",
+    "ai_label", "series_score", "finding", "agreement", "confidence", "heatmap_helpful", "seconds_to_decision",
+    "supersedes_id", "reviewed_at",
+]
+
+
+def current_reads(s: Session, *, include_superseded: bool = False) -> pd.DataFrame:
+    """One row per review (default: only current ones) with the AI read the reader was shown.
+
+    Returns:
+        DataFrame with columns ``review_id, study_id, study_key, reader_id, reader, reader_role,
+        inference_id, model_id, ai_label, series_score, finding, agreement, confidence,
+        heatmap_helpful, seconds_to_decision, supersedes_id, reviewed_at``, ordered by review id.
+    """
+    q = (
+        select(Review.id.label("review_id"), Review.study_id, Study.study_key, Review.reader_id,
+               User.display_name.label("reader"), User.role.label("reader_role"), Review.inference_id,
+               Inference.model_id, Inference.ai_label, Inference.series_score, Review.finding, Review.agreement,
+               Review.confidence, Review.heatmap_helpful, Review.seconds_to_decision, Review.supersedes_id,
+               Review.created_at.label("reviewed_at"))
+        .join(Study, Study.id == Review.study_id)
+        .join(User, User.id == Review.reader_id)
+        .join(Inference, Inference.id == Review.inference_id)
+        .order_by(Review.id)
+    )
+    if not include_superseded:
+        q = q.where(_current_filter())
+    return pd.DataFrame(s.execute(q).mappings().all(), columns=_READS_COLUMNS)
+
+
+def kappa_pair(reader: Sequence[str], ai: Sequence[str], weights: str | None = None) -> float:
+    """Cohen's kappa between two reads of the same cases (Cohen 1960; weighted: Cohen 1968).
+
+    Args:
+        reader, ai: equal-length sequences of Finding values.
+        weights: None (unweighted) or "linear" (disagreement weight |i - j| with normal=0,
+            benign=1, malignant=2).
+
+    Returns:
+        float kappa in [-1, 1]; NaN when fewer than 2 cases or chance agreement is 1 (both
+        raters used one and the same class only), where kappa is undefined.
+    """
+    if len(reader) < 2:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        k = cohen_kappa_score(list(reader), list(ai), labels=list(CLASS_NAMES), weights=weights)
+    return float(k) if np.isfinite(k) else float("nan")
+
+
+def _agreement_rows(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    rows = []
+    for key, g in df.groupby(keys, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        same = (g["finding"] == g["ai_label"]).to_numpy()
+        rows.append({
+            **dict(zip(keys, key, strict=True)),
+            "n_cases": len(g),
+            "percent_agreement": float(100.0 * same.mean()),
+            "kappa": kappa_pair(g["finding"].tolist(), g["ai_label"].tolist()),
+            "kappa_linear": kappa_pair(g["finding"].tolist(), g["ai_label"].tolist(), weights="linear"),
+            "reader_said_agree": int((g["agreement"] == "agree").sum()),
+        })
+    cols = keys + ["n_cases", "percent_agreement", "kappa", "kappa_linear", "reader_said_agree"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def agreement_table(s: Session, by: str = "model") -> pd.DataFrame:
+    """Reader-vs-AI agreement per model, or per reader and model.
+
+    Args:
+        by: "model" (all readers pooled, one row per model) or "reader" (one row per reader and
+            model: a reader compared with different models is not pooled).
+
+    Returns:
+        DataFrame: ``model_id`` (and ``reader_id``, ``reader`` for by="reader"), ``n_cases``
+        (current reviews), ``percent_agreement`` (finding == AI label, 0-100), ``kappa``
+        (Cohen, unweighted), ``kappa_linear`` (linear weights, normal < benign < malignant),
+        ``reader_said_agree`` (reviews where the reader ticked "agree"). Empty when no reviews.
+
+    Raises:
+        ValidationError: ``by`` is neither "model" nor "reader".
+    """
+    if by not in ("model", "reader"):
+        raise ValidationError(f"Agreement can be grouped by 'model' or 'reader', not {by!r}.")
+    df = current_reads(s)
+    keys = ["model_id"] if by == "model" else ["reader_id", "reader", "model_id"]
+    return _agreement_rows(df, keys)
+
+
+def reader_ai_confusion(s: Session, model_id: str, reader_id: int | None = None) -> pd.DataFrame:
+    """Confusion matrix of reader finding (rows) against the AI label (columns) for one model.
+
+    Returns:
+        int DataFrame 3 x 3, index ``reader: normal`` .. ``reader: malignant``, columns
+        ``AI: normal`` .. ``AI: malignant`` (class order ``core.config.CLASS_NAMES``); counts of
+        current reviews (of ``reader_id`` only, when given). All zeros when there are none.
+    """
+    df = current_reads(s)
+    df = df[df["model_id"] == model_id]
+    if reader_id is not None:
+        df = df[df["reader_id"] == int(reader_id)]
+    labels = list(CLASS_NAMES)
+    if df.empty:
+        m = np.zeros((len(labels), len(labels)), dtype=int)
+    else:
+        m = confusion_matrix(df["finding"], df["ai_label"], labels=labels)
+    return pd.DataFrame(m, index=[f"reader: {c}" for c in labels], columns=[f"AI: {c}" for c in labels])
+
+
+def fleiss_kappa(counts: np.ndarray) -> float:
+    """Fleiss' kappa for N subjects each rated by the same number n of raters into k classes.
+
+    Fleiss 1971 (Psychol Bull 76:378-382), equations as usually written: with n_ij the number of
+    raters who put subject i in class j,
+    ``p_j = sum_i n_ij / (N n)``, ``P_i = (sum_j n_ij^2 - n) / (n (n - 1))``,
+    ``P_bar = mean_i P_i``, ``P_e = sum_j p_j^2``, ``kappa = (P_bar - P_e) / (1 - P_e)``.
+
+    Args:
+        counts: int array (N, k), N >= 1; every row sums to the same n >= 2.
+
+    Returns:
+        float kappa (1 = perfect agreement, 0 = chance); NaN if P_e == 1 (one class only).
+
+    Raises:
+        ValidationError: not 2-D, negative counts, rows with different sums or n < 2.
+    """
+    c = np.asarray(counts, dtype=float)
+    if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 2 or np.any(c < 0):
+        raise ValidationError("Fleiss' kappa needs a table of non-negative counts, subjects x classes.")
+    n_per = c.sum(axis=1)
+    n = n_per[0]
+    if not np.all(n_per == n) or n < 2:
+        raise ValidationError("Fleiss' kappa needs the same number (at least 2) of raters for every subject.")
+    p_j = c.sum(axis=0) / (c.shape[0] * n)
+    p_i = (np.square(c).sum(axis=1) - n) / (n * (n - 1))
+    p_bar = p_i.mean()
+    p_e = np.square(p_j).sum()
+    if np.isclose(p_e, 1.0):
+        return float("nan")
+    return float((p_bar - p_e) / (1.0 - p_e))
+
+
+def fleiss_kappa_table(s: Session) -> pd.DataFrame:
+    """Fleiss' kappa among readers who read the same studies (current reviews only).
+
+    Fleiss 1971 needs the same number of raters per subject, so studies are grouped by how many
+    readers read them (2, 3, ...); one row per group. Studies read by a single reader are left out.
+
+    Returns:
+        DataFrame with columns ``n_readers_per_study``, ``n_studies``, ``kappa`` (NaN when all
+        reads fall in one class); empty when no study has two or more current reviews.
+    """
+    df = current_reads(s)
+    rows = []
+    if not df.empty:
+        table = pd.crosstab(df["study_id"], df["finding"]).reindex(columns=list(CLASS_NAMES), fill_value=0)
+        sizes = table.sum(axis=1)
+        for m in sorted(set(sizes[sizes >= 2])):
+            sub = table[sizes == m].to_numpy()
+            rows.append({"n_readers_per_study": int(m), "n_studies": int(sub.shape[0]), "kappa": fleiss_kappa(sub)})
+    return pd.DataFrame(rows, columns=["n_readers_per_study", "n_studies", "kappa"])
+
+
+def _check_viewer(s: Session, viewer, what: str) -> None:
+    if viewer is not None:
+        _require_role(_user(s, viewer, "viewer"), FEEDBACK_READER_ROLES, what)
+
+
+def _feedback_frame(s: Session) -> pd.DataFrame:
+    q = select(Feedback.id, Feedback.user_id, Feedback.role, Feedback.sus_score, Feedback.helped, Feedback.hindered,
+               Feedback.app_version, Feedback.created_at,
+               *(getattr(Feedback, f"q{i}") for i in range(1, 11))).order_by(Feedback.id)
+    cols = ["feedback_id", "user_id", "role", "sus_score", "helped", "hindered", "app_version", "created_at",
+            *(f"q{i}" for i in range(1, 11))]
+    return pd.DataFrame(s.execute(q).all(), columns=cols)
+
+
+def sus_interval(scores: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Student-t confidence interval of the mean SUS score.
+
+    ``mean +- t((1 + level) / 2, n - 1) * sd / sqrt(n)`` with the sample sd (ddof=1).
+
+    Returns:
+        (low, high); (NaN, NaN) for fewer than 2 scores. Not clipped to 0-100.
+    """
+    x = np.asarray(scores, dtype=float)
+    if x.size < 2:
+        return float("nan"), float("nan")
+    half = stats.t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def sus_summary(s: Session, *, viewer=None) -> pd.DataFrame:
+    """SUS scores per role and overall: n, mean, median, sd, 95 % t-interval of the mean.
+
+    Each user's every questionnaire counts (no de-duplication by user).
+
+    Returns:
+        DataFrame with columns ``role`` (a Role value or "all"), ``n``, ``mean``, ``median``, ``sd``,
+        ``ci_low``, ``ci_high``; roles without answers are left out; empty when none.
+
+    Raises:
+        PermissionDenied: ``viewer`` given and not a lead, coordinator or admin.
+    """
+    _check_viewer(s, viewer, "read feedback results")
+    df = _feedback_frame(s)
+    rows = []
+    groups = [(r.value, df[df["role"] == r.value]) for r in Role] + [("all", df)]
+    for role, g in groups:
+        if g.empty:
+            continue
+        x = g["sus_score"].to_numpy(dtype=float)
+        lo, hi = sus_interval(x)
+        rows.append({"role": role, "n": int(x.size), "mean": float(x.mean()), "median": float(np.median(x)),
+                     "sd": float(x.std(ddof=1)) if x.size > 1 else float("nan"), "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows, columns=["role", "n", "mean", "median", "sd", "ci_low", "ci_high"])
+
+
+def feedback_texts(s: Session, *, viewer=None) -> pd.DataFrame:
+    """Free-text feedback with the answerer's role (no names), newest first; blank answers dropped.
+
+    Returns:
+        DataFrame with columns ``created_at``, ``role``, ``sus_score``, ``helped``, ``hindered``.
+
+    Raises:
+        PermissionDenied: ``viewer`` given and not a lead, coordinator or admin.
+    """
+    _check_viewer(s, viewer, "read feedback results")
+    df = _feedback_frame(s)
+    df = df[(df["helped"].str.strip() != "") | (df["hindered"].str.strip() != "")]
+    cols = ["created_at", "role", "sus_score", "helped", "hindered"]
+    return df.sort_values("feedback_id", ascending=False)[cols].reset_index(drop=True)
+
+
+def export_frame(s: Session, what: str) -> pd.DataFrame:
+    """The table behind :func:`export_csv` (see there)."""
+    if what == "reviews":
+        df = current_reads(s, include_superseded=True)
+        current = set(current_reads(s)["review_id"])
+        df["current"] = df["review_id"].isin(current)
+        return df.drop(columns=["reader"])
+    if what == "agreement":
+        per_model = agreement_table(s, "model").assign(reader_id=pd.NA)
+        per_reader = agreement_table(s, "reader").drop(columns=["reader"])
+        both = pd.concat([per_model.assign(level="model"), per_reader.assign(level="reader")], ignore_index=True)
+        return both[["level", "model_id", "reader_id", "n_cases", "percent_agreement", "kappa", "kappa_linear",
+                     "reader_said_agree"]]
+    if what == "feedback":
+        return _feedback_frame(s)
+    if what == "audit":
+        q = select(AuditEvent.id, AuditEvent.at, AuditEvent.user_id, AuditEvent.action, AuditEvent.object_type,
+                   AuditEvent.object_id, AuditEvent.detail).order_by(AuditEvent.id)
+        return pd.DataFrame(s.execute(q).all(),
+                            columns=["event_id", "at", "user_id", "action", "object_type", "object_id", "detail"])
+    raise ValidationError(f"Unknown export {what!r}: choose one of {', '.join(EXPORT_KINDS)}.")
+
+
+def export_csv(s: Session, what: str, *, viewer=None) -> str:
+    """Export one table as CSV text (UTF-8, header row, comma-separated, ISO times in UTC).
+
+    Args:
+        what: "reviews" (every review, superseded ones flagged ``current=False``, with the AI read
+            shown), "agreement" (per model and per reader), "feedback" (SUS answers, scores, free
+            text, role), "audit" (audit events).
+        viewer: the user exporting; when given, "feedback" and "audit" need a lead, coordinator or
+            admin, and an "export" audit event is recorded.
+
+    Returns:
+        str CSV. Identifiers are pseudonymous study keys and numeric user ids only.
+
+    Raises:
+        ValidationError: unknown ``what``. PermissionDenied: see ``viewer``.
+    """
+    if what not in EXPORT_KINDS:
+        raise ValidationError(f"Unknown export {what!r}: choose one of {', '.join(EXPORT_KINDS)}.")
+    if viewer is not None:
+        user = _user(s, viewer, "viewer")
+        roles = FEEDBACK_READER_ROLES if what in ("feedback", "audit") else set(Role)
+        _require_role(user, roles, f"export {what}")
+        df = export_frame(s, what)
+        log_event(s, user_id=user.id, action=AuditAction.EXPORT, object_type="export", object_id=what,
+                  detail=f"{len(df)} rows")
+    else:
+        df = export_frame(s, what)
+    return df.to_csv(index=False)
