@@ -586,6 +586,27 @@ def _read_dicom(name: str, data: bytes, digest: str) -> _Instance | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pixels = ds.pixel_array
+    except RuntimeError as exc:
+        tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        if tsyntax is None or not tsyntax.is_compressed:
+            raise NotAnImageError(
+                f"‘{name}’ is DICOM but its pixel data could not be decoded ({str(exc)[:160]}); "
+                "the file may be corrupt, export it again."
+            ) from exc
+        # every installed plugin failed: name the ones pydicom knows of but that are not installed
+        try:
+            missing = pydicom.pixels.get_decoder(tsyntax).missing_dependencies
+        except NotImplementedError:
+            missing = []
+        plugin = ", ".join(m.split(" - ")[0] for m in missing) or _NO_PLUGIN
+        plugin = plugin.replace("gdcm", "python-gdcm") if plugin.startswith("gdcm") else plugin
+        raise UnsupportedTransferSyntaxError(
+            f"‘{name}’ is compressed as ‘{tsyntax.name}’ and the installed decoders could not decode it "
+            f"(another decoder, {plugin}, might; or the file is damaged). Export the series uncompressed "
+            "and upload it again.",
+            transfer_syntax=tsyntax.name,
+            plugin=plugin,
+        ) from exc
     except Exception as exc:
         raise NotAnImageError(
             f"‘{name}’ is DICOM but its pixel data could not be decoded ({type(exc).__name__}: "
@@ -613,7 +634,16 @@ def _read_dicom(name: str, data: bytes, digest: str) -> _Instance | None:
     except (TypeError, ValueError):
         instance_number = None
     sop_uid = str(ds.get("SOPInstanceUID", "")) or None
-    inverted = photometric == "MONOCHROME1" and not colour
+    # MONOCHROME1 means "minimum value displayed white" (PS3.3 C.7.6.3.1.2). CT values that the
+    # modality LUT maps to HU are physical (dense = high) whatever the display intent, so they are
+    # kept; other MONOCHROME1 data (CR/DX/...) is reflected so that, as in MONOCHROME2, dense = high.
+    values_are_hu = str(ds.get("RescaleType", "")).upper() == "HU" or (
+        str(ds.get("Modality", "")).upper() == "CT"
+        and ("RescaleSlope" in ds or "SharedFunctionalGroupsSequence" in ds)
+    )
+    inverted = photometric == "MONOCHROME1" and not colour and not values_are_hu
+    if photometric == "MONOCHROME1" and values_are_hu and not colour:
+        notes.append("MONOCHROME1 CT: HU kept as physical values (only the display intent is inverted)")
     if colour:
         notes.append(f"{photometric} picture converted to grey (BT.601 luma); HU estimated")
     if inverted:
