@@ -508,7 +508,16 @@ def _check_size(name: str, rows: int, cols: int, frames: int) -> None:
 def _check_decoder(name: str, ds: Dataset) -> None:
     """Raise UnsupportedTransferSyntaxError when no installed plugin decodes the pixel data."""
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if tsyntax is None or not tsyntax.is_compressed:
+    if tsyntax is None:
+        return
+    if not tsyntax.is_transfer_syntax:  # private or newer than pydicom (e.g. JPEG XL)
+        raise UnsupportedTransferSyntaxError(
+            f"‘{name}’ uses the transfer syntax {tsyntax}, which LungReview does not know; export the "
+            "series uncompressed (Explicit VR Little Endian) and upload it again.",
+            transfer_syntax=str(tsyntax),
+            plugin=_NO_PLUGIN,
+        )
+    if not tsyntax.is_compressed:
         return
     plugin = _PLUGIN_FOR_SYNTAX.get(tsyntax, _NO_PLUGIN)
     try:
@@ -646,6 +655,7 @@ def _read_dicom(name: str, data: bytes, digest: str) -> _Instance | None:
         notes.append("MONOCHROME1 CT: HU kept as physical values (only the display intent is inverted)")
     if colour:
         notes.append(f"{photometric} picture converted to grey (BT.601 luma); HU estimated")
+        windows = []  # a colour capture's own window does not apply to the estimated HU
     if inverted:
         notes.append("MONOCHROME1: values reflected so that higher = denser, as in MONOCHROME2")
         lo, hi = _stored_range(ds)

@@ -461,6 +461,12 @@ class TestReadUploadsErrors:
         assert info.value.plugin == "none available to LungReview"
         assert "MPEG2" in str(info.value) and "uncompressed" in str(info.value)
 
+    def test_unknown_transfer_syntax_is_unsupported(self):
+        data = make_dicom(transfer_syntax="1.2.3.4.5.6", encapsulated_junk=True)
+        with pytest.raises(UnsupportedTransferSyntaxError, match="does not know") as info:
+            read_uploads([("private.dcm", data)])
+        assert info.value.transfer_syntax == "1.2.3.4.5.6"
+
     def test_dicom_over_pixel_limit_is_refused(self, limits):
         limits(MAX_PIXELS=100)
         with pytest.raises(ImageTooLargeError, match="16 x 16 = 256 pixels"):
