@@ -90,7 +90,7 @@ def kappa_pair(reader: Sequence[str], ai: Sequence[str], weights: str | None = N
     if len(reader) < 2:
         return float("nan")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore")  # RuntimeWarning / UndefinedMetricWarning: NaN below
         k = cohen_kappa_score(list(reader), list(ai), labels=list(CLASS_NAMES), weights=weights)
     return float(k) if np.isfinite(k) else float("nan")
 
