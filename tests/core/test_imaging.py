@@ -387,6 +387,19 @@ class TestReadPathsSynthetic:
         assert result.studies[0].study_key == study_key_for(a)
         assert [len(s.slices) for s in result.studies[0].series] == [2, 1]
 
+    def test_modality_lut_sequence_maps_stored_values(self):
+        from pydicom.dataset import Dataset
+        from pydicom.sequence import Sequence as DicomSequence
+
+        lut = Dataset()
+        lut.add_new("LUTDescriptor", "US", [256, 0, 16])
+        lut.ModalityLUTType = "HU"
+        lut.add_new("LUTData", "US", [3 * v + 5 for v in range(256)])
+        stored = np.arange(64, dtype=np.int16).reshape(8, 8)
+        data = make_dicom(pixels=stored, slope=None, extra={"ModalityLUTSequence": DicomSequence([lut])})
+        series = read_uploads([("lut.dcm", data)]).series[0]
+        np.testing.assert_array_equal(series.hu[0], 3 * stored.astype(np.float32) + 5)
+
     def test_multi_valued_windows_become_pairs(self):
         series = read_uploads([("w.dcm", make_dicom(window=((-600, 40), (1500, 400))))]).series[0]
         assert series.windows == (Window(-600, 1500), Window(40, 400))
@@ -592,6 +605,16 @@ class TestPictures:
             "Bengin case (2).jpg",
         ]
         assert result.studies[0].study_key == read_uploads(items[::-1]).studies[0].study_key
+
+    def test_zip_of_pictures_is_one_picture_series(self, iq_dir):
+        folder = iq_dir / "Normal cases"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for n in (3, 1, 2):
+                zf.write(folder / f"Normal case ({n}).jpg", f"patient/Normal case ({n}).jpg")
+        result = read_uploads([("pictures.zip", buf.getvalue())])
+        assert [s.source for s in result.series[0].slices] == [f"Normal case ({n}).jpg" for n in (1, 2, 3)]
+        assert result.studies[0].source_kind == "jpg"
 
     def test_picture_over_pixel_limit_is_refused_before_decoding(self, limits, monkeypatch):
         limits(MAX_PIXELS=1000)
