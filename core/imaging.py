@@ -248,6 +248,8 @@ class Series:
     def hu(self) -> np.ndarray:
         """The volume: float32 (z, y, x) in HU, z in slice order.
 
+        A new array on every call (stacked from ``slices``); keep it if you need it twice.
+
         Raises:
             ValueError: the slices differ in size (possible for pictures); use ``slices`` instead.
         """
@@ -1159,7 +1161,14 @@ class _Reader:
                 if _is_skipped(rel):
                     self.skipped.append(rel)
                     continue
-                self.add_bytes(rel, child.read_bytes())
+                try:  # a bad ZIP inside the folder must not stop the walk
+                    self.add_bytes(rel, child.read_bytes())
+                except ImagingError as exc:
+                    self.problems.append(FileProblem(rel, exc))
+                except OSError as exc:
+                    self.problems.append(
+                        FileProblem(rel, ImagingError(f"‘{rel}’ could not be opened ({exc})."))
+                    )
         elif path.is_file():
             self.add_bytes(path.name, path.read_bytes())
         else:

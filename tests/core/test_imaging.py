@@ -527,6 +527,14 @@ class TestReadUploadsErrors:
         with pytest.raises(ArchiveTooLargeError, match="more than the limit of 1 MB"):
             read_uploads([("big.zip", buf.getvalue())])
 
+    def test_zip_bomb_in_a_folder_does_not_stop_the_walk(self, tmp_path):
+        with zipfile.ZipFile(tmp_path / "a_bomb.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            zf.writestr("slice.dcm", bytes(40 << 20))
+        (tmp_path / "b_slice.dcm").write_bytes(make_dicom())
+        result = read_paths([tmp_path])
+        assert len(result.series) == 1
+        assert [(p.name, type(p.error)) for p in result.problems] == [("a_bomb.zip", ArchiveTooLargeError)]
+
     def test_nothing_given(self):
         with pytest.raises(EmptyArchiveError):
             read_uploads([])
