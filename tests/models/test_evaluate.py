@@ -178,6 +178,7 @@ class TestLabelIndices:
         labels = ["normal", "benign", "malignant"]
         assert label_indices(labels, CLASS_NAMES).tolist() == [0, 1, 2]
         assert label_indices(labels, ("no_cancer", "cancer")).tolist() == [0, 0, 1]
+        assert label_indices(labels, ("non-malignant", "malignant")).tolist() == [0, 0, 1]
 
     def test_unknown_label_raises(self):
         with pytest.raises(EvaluationError, match="no class"):
