@@ -1,0 +1,522 @@
+"""Train a classifier on the IQ-OTH/NCCD split manifest and write a complete registry entry.
+
+    python -m models.train --arch {basic_cnn,advanced_cnn,resnet50} [--data DIR] [--split MANIFEST]
+        [--out REGISTRY_ENTRY_OR_ID] [--epochs N] [--weights none|imagenet|PATH] [--seed N]
+        [--task 3class|binary] [--batch-size N] [--lr X] [--limit N] [--size PX]
+        [--patience N] [--max-minutes M] [--hp KEY=VALUE ...]
+
+Pipeline (all slices go through the shared preprocessing):
+
+1. read the split manifest (default ``<registry>/splits/iqothnccd_seed42.csv``, created with
+   :func:`core.datasets.build_split` when missing); ``--limit N`` keeps at most N slices per split
+   (stratified by label), for tests;
+2. :func:`core.datasets.load_hu` + :func:`core.preprocessing.preprocess` once per slice, cached
+   in memory as float32 (n, size, size, channels);
+3. ``tf.data`` pipeline; training batches only pass through :func:`models.architectures.augmentation`;
+4. Adam, categorical cross-entropy, class weights ``n / (k * n_c)`` (the "balanced" heuristic
+   of scikit-learn; benign is ~11 % of slices), dropout + L2 in the model, EarlyStopping on
+   ``val_loss`` with ``restore_best_weights``, ModelCheckpoint of the best epoch,
+   ReduceLROnPlateau, an optional wall-clock budget, one progress line per epoch;
+5. the malignant decision threshold is chosen on the VALIDATION split only: the largest
+   threshold whose validation malignant sensitivity is >= 0.95 (never on test);
+6. the entry (model.keras, card.json, history.json, split.csv) is written with
+   :func:`models.registry.write_entry`; ResNet-50 is stored with float16 kernels, and the
+   largest probability difference to the float32 model on the validation slices is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.config import CLASS_NAMES, REPO_ROOT, get_settings
+from core.datasets import (
+    DatasetError,
+    build_split,
+    default_manifest_path,
+    file_sha256,
+    load_hu,
+    read_manifest,
+    write_manifest,
+)
+from core.preprocessing import PreprocessSpec, preprocess
+
+#: Default input spec per architecture: small grey inputs for the CNNs (CPU budget), the
+#: ImageNet-style 224 x 224 x 3 caffe-scaled input for ResNet-50 (the inference benchmark size).
+DEFAULT_SPECS: dict[str, dict[str, Any]] = {
+    "basic_cnn": {"size": 128, "channels": 1, "scaling": "unit"},
+    "advanced_cnn": {"size": 160, "channels": 1, "scaling": "unit"},
+    "resnet50": {"size": 224, "channels": 3, "scaling": "resnet50"},
+}
+BINARY_CLASS_NAMES = ("non-malignant", "malignant")
+TARGET_SENSITIVITY = 0.95
+INTENDED_USE = (
+    "Research and teaching only: ranks CT slices (IQ-OTH/NCCD-like 8-bit axial chest CT exports) as "
+    "normal, benign or malignant to support a qualified radiologist reviewing them in LungReview. "
+    "Not a medical device; must not be used for diagnosis or treatment decisions."
+)
+LIMITATIONS = [
+    "Trained on IQ-OTH/NCCD only: a single centre (two Baghdad hospitals, Siemens SOMATOM, 2019); "
+    "performance on other scanners, protocols or populations is unknown.",
+    "Trained on 8-bit JPG exports whose HU are estimated from an assumed export window, not on DICOM HU.",
+    "Patients are pseudo-patient groups inferred from file numbers and image similarity, not true "
+    "patient ids: some leakage between splits or splitting of one patient may remain.",
+    "This copy holds 903 of the 1097 released slices; the withheld part is reserved for independent "
+    "evaluation and was not seen here, so the validation numbers in this card are optimistic.",
+    "Slice-level labels: a slice labelled malignant may not show the tumour; benign is rare (~11 %).",
+    "Not a diagnostic device: every output is a suggestion for a qualified radiologist to check.",
+]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or finish; the message says what to do."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced: the written card, the in-memory model and its entry folder."""
+
+    card: Any
+    model: Any
+    entry: Path
+    x_val: np.ndarray
+    val_probabilities: np.ndarray
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _relative(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def limit_manifest(df: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
+    """At most ``limit`` slices per split, sampled per label so every class stays present.
+
+    Args:
+        df: split manifest.
+        limit: slices per split (>= 3).
+        seed: sampling seed.
+
+    Returns:
+        the selected rows (a copy), original order.
+    """
+    keep = []
+    for _, part in df.groupby("split"):
+        labels = sorted(part["label"].unique())
+        per = max(1, limit // len(labels))
+        for lab in labels:
+            rows = part[part["label"] == lab]
+            keep.append(rows.sample(n=min(per, len(rows)), random_state=seed))
+    return df.loc[sorted(pd.concat(keep).index)].copy()
+
+
+def preprocess_paths(root: Path, paths: Sequence[str], spec: PreprocessSpec) -> np.ndarray:
+    """Load and preprocess slices: float32 (n, size, size, channels) (see core.preprocessing)."""
+    out = np.empty((len(paths), *spec.input_shape), dtype=np.float32)
+    for i, hu in enumerate(load_hu(root, paths)):
+        out[i] = preprocess(hu, spec)[0]
+    return out
+
+
+def choose_threshold(p_pos: np.ndarray, y_pos: np.ndarray, target: float = TARGET_SENSITIVITY) -> float:
+    """Largest threshold t with sensitivity P(p >= t | positive) >= ``target`` on the given (validation) data.
+
+    Args:
+        p_pos: float (n,) predicted probability of the positive (malignant) class.
+        y_pos: bool (n,) true positive labels.
+        target: required sensitivity in (0, 1].
+
+    Returns:
+        the threshold in [0, 1]: the ``floor((1 - target) * n_pos)``-th smallest positive score
+        (so at most that many positives fall below it); 0.5 when there are no positives.
+    """
+    scores = np.sort(np.asarray(p_pos, dtype=np.float64)[np.asarray(y_pos, dtype=bool)])
+    if scores.size == 0:
+        return 0.5
+    misses = int(np.floor((1.0 - target) * scores.size + 1e-9))
+    return float(np.clip(scores[misses], 0.0, 1.0))
+
+
+def validation_metrics(
+    y: np.ndarray, proba: np.ndarray, class_names: Sequence[str], thresholds: dict[str, float]
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class sensitivity (argmax and with the thresholds) on validation.
+
+    Args:
+        y: int (n,) true class indices.
+        proba: float (n, k) probabilities.
+        class_names: k names.
+        thresholds: card thresholds for :func:`core.decision.decide`.
+
+    Returns:
+        JSON-able dict (scikit-learn metrics).
+    """
+    from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
+
+    from core.decision import decide
+
+    labels = list(range(len(class_names)))
+    out: dict[str, Any] = {"n": int(len(y))}
+    for name, pred in (
+        ("argmax", proba.argmax(axis=1)),
+        ("thresholded", decide(proba, class_names, thresholds)),
+    ):
+        rec = recall_score(y, pred, labels=labels, average=None, zero_division=0)
+        out[name] = {
+            "accuracy": float(accuracy_score(y, pred)),
+            "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+            "sensitivity": {c: float(r) for c, r in zip(class_names, rec, strict=True)},
+        }
+    try:
+        if len(class_names) == 2:
+            out["roc_auc"] = float(roc_auc_score(y, proba[:, 1]))
+        else:
+            out["roc_auc_macro_ovr"] = float(roc_auc_score(y, proba, multi_class="ovr", labels=labels))
+    except ValueError:
+        pass
+    return out
+
+
+def _resolve_out(out: str | None, arch: str) -> tuple[Path, str]:
+    """(registry_dir, model_id) from --out: a path (its parent is the registry) or an id."""
+    if out is None:
+        return get_settings().registry_dir, f"{arch}_v1"
+    if "/" in out or "\\" in out:
+        p = Path(out)
+        return p.parent.resolve(), p.name
+    return get_settings().registry_dir, out
+
+
+def _parse_hp(items: Sequence[str]) -> dict[str, Any]:
+    hp: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise TrainingError(f"--hp expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            hp[k] = json.loads(v)
+        except json.JSONDecodeError:
+            hp[k] = v
+    return hp
+
+
+def train(argv: Sequence[str] | None = None) -> TrainResult:
+    """Run the training described by command-line style arguments (see the module docstring).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        TrainingError, core.datasets.DatasetError, models.architectures.ArchitectureError,
+        models.registry.RegistryError: with a message saying what to fix.
+    """
+    args = build_parser().parse_args(argv)
+    import keras
+    import tensorflow as tf
+
+    from models.architectures import GRADCAM_LAYERS, augmentation, build_model, count_params
+    from models.registry import ModelCard, save_model, write_entry
+
+    t_start = time.perf_counter()
+    keras.utils.set_random_seed(args.seed)
+    registry_dir, model_id = _resolve_out(args.out, args.arch)
+    root = Path(args.data) if args.data else get_settings().iq_othnccd_dir
+
+    manifest_path = Path(args.split) if args.split else default_manifest_path(42)
+    if not manifest_path.is_file():
+        if args.split:
+            raise TrainingError(
+                f"split manifest {manifest_path} not found; create it with python -m core.datasets --out"
+            )
+        write_manifest(build_split(root, seed=42), manifest_path)
+    manifest = read_manifest(manifest_path)
+    manifest_sha = file_sha256(manifest_path)
+    if args.limit:
+        if args.limit < 3:
+            raise TrainingError("--limit must be at least 3 (one slice of each class per split)")
+        manifest = limit_manifest(manifest, args.limit, args.seed)
+
+    if args.task == "binary":
+        class_names: tuple[str, ...] = BINARY_CLASS_NAMES
+        y_all = (manifest["label"] == "malignant").astype(int).to_numpy()
+    else:
+        class_names = CLASS_NAMES
+        y_all = manifest["label"].map({c: i for i, c in enumerate(CLASS_NAMES)}).to_numpy()
+    k = len(class_names)
+
+    spec_kwargs = dict(DEFAULT_SPECS[args.arch])
+    if args.size:
+        spec_kwargs["size"] = args.size
+    spec = PreprocessSpec(**spec_kwargs)
+
+    t0 = time.perf_counter()
+    splits = {}
+    for name in ("train", "val", "test"):
+        mask = (manifest["split"] == name).to_numpy()
+        if name != "test":
+            if not mask.any():
+                raise TrainingError(
+                    f"the manifest has no {name} slices; rebuild it with python -m core.datasets"
+                )
+            splits[name] = (preprocess_paths(root, list(manifest.loc[mask, "path"]), spec), y_all[mask])
+    prep_seconds = time.perf_counter() - t0
+    x_tr, y_tr = splits["train"]
+    x_va, y_va = splits["val"]
+    print(
+        f"[train] {args.arch} -> {model_id}: {len(x_tr)} train / {len(x_va)} val slices, input {spec.input_shape}, "
+        f"preprocessed in {prep_seconds:.0f} s",
+        flush=True,
+    )
+
+    counts = np.bincount(y_tr, minlength=k).astype(float)
+    class_weight = {i: float(len(y_tr) / (k * c)) if c > 0 else 0.0 for i, c in enumerate(counts)}
+
+    aug = augmentation(args.seed)
+    oh_tr = keras.utils.to_categorical(y_tr, k).astype("float32")
+    oh_va = keras.utils.to_categorical(y_va, k).astype("float32")
+    ds_tr = (
+        tf.data.Dataset.from_tensor_slices((x_tr, oh_tr))
+        .shuffle(len(x_tr), seed=args.seed, reshuffle_each_iteration=True)
+        .batch(args.batch_size)
+        .map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=1)
+        .prefetch(1)
+    )
+    ds_va = tf.data.Dataset.from_tensor_slices((x_va, oh_va)).batch(args.batch_size)
+
+    weights = None if args.weights in (None, "none") else args.weights
+    hp = _parse_hp(args.hp)
+    model = build_model(args.arch, spec, num_classes=k, weights=weights, **hp)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=args.lr),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"train_{model_id}_", dir=_var_dir()))
+    ckpt = tmp / "best.keras"
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            print(
+                f"[train] epoch {epoch + 1}/{args.epochs}  loss {logs.get('loss', float('nan')):.4f}  "
+                f"acc {logs.get('accuracy', float('nan')):.3f}  val_loss {logs.get('val_loss', float('nan')):.4f}  "
+                f"val_acc {logs.get('val_accuracy', float('nan')):.3f}  lr {lr:.2e}  "
+                f"({time.perf_counter() - self.t:.0f} s)",
+                flush=True,
+            )
+
+    class Budget(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if args.max_minutes and (time.perf_counter() - t_start) / 60 > args.max_minutes:
+                print(f"[train] time budget of {args.max_minutes} min reached; stopping", flush=True)
+                self.model.stop_training = True
+
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=args.patience, restore_best_weights=True
+    )
+    callbacks = [
+        Progress(),
+        early,
+        keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_loss", save_best_only=True),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(1, args.patience // 2)
+        ),
+        Budget(),
+    ]
+    t_fit = time.perf_counter()
+    hist = model.fit(
+        ds_tr,
+        validation_data=ds_va,
+        epochs=args.epochs,
+        class_weight=class_weight,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    fit_seconds = time.perf_counter() - t_fit
+    history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
+    epochs_run = len(history.get("loss", []))
+    best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else epochs_run
+    if early.best_weights is not None and early.stopped_epoch == 0 and best_epoch != epochs_run:
+        # EarlyStopping restores only when it stops; a budget stop or the last epoch keeps the final
+        # weights, so put the best epoch's weights back (the same weights as the checkpoint file).
+        model.set_weights(early.best_weights)
+    history["best_epoch"] = best_epoch
+
+    p_va = np.asarray(model.predict(x_va, batch_size=args.batch_size, verbose=0), dtype=np.float32)
+    pos = class_names.index("malignant")
+    threshold = choose_threshold(p_va[:, pos], y_va == pos)
+    thresholds = {"malignant": round(threshold, 6)}
+    val = validation_metrics(y_va, p_va, class_names, thresholds)
+
+    float16 = args.arch == "resnet50" or args.float16
+    model_file = tmp / "model.keras"
+    storage = save_model(model, model_file, float16=float16)
+    reloaded = keras.saving.load_model(model_file, safe_mode=True, compile=False)
+    p_re = np.asarray(reloaded.predict(x_va, batch_size=args.batch_size, verbose=0), dtype=np.float32)
+    storage["max_abs_probability_difference_val"] = float(np.abs(p_re - p_va).max())
+    storage["label_changes_val"] = int((p_re.argmax(1) != p_va.argmax(1)).sum())
+    storage["checked_on"] = f"{len(x_va)} validation slices, reloaded model vs in-memory float32 model"
+
+    start_weights = {
+        None: "random initialisation (ImageNet weights not reachable offline)",
+        "imagenet": "ImageNet (keras.applications download)",
+    }.get(weights, f"local weights file {weights}")
+    training = {
+        "dataset": "IQ-OTH/NCCD (doi:10.17632/bhmdr45bh2), 903-slice copy, class folders",
+        "data_dir": _relative(root),
+        "split_manifest": f"{model_id}/split.csv",
+        "split_source": _relative(manifest_path),
+        "split_sha256": manifest_sha,
+        "split_grouping": "core.datasets.group_patients (pseudo-patients), split_by_group seed 42",
+        "n_slices": {"train": int(len(x_tr)), "val": int(len(x_va))},
+        "limit": args.limit,
+        "starting_weights": start_weights,
+        "epochs_max": args.epochs,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "fit_seconds": round(fit_seconds, 1),
+        "preprocess_seconds": round(prep_seconds, 1),
+        "seed": args.seed,
+        "hyperparameters": {
+            **build_model_defaults(args.arch),
+            **hp,
+            "learning_rate": args.lr,
+            "batch_size": args.batch_size,
+            "optimizer": "Adam",
+            "loss": "categorical_crossentropy",
+            "class_weight": {class_names[i]: round(w, 4) for i, w in class_weight.items()},
+            "early_stopping": {
+                "monitor": "val_loss",
+                "patience": args.patience,
+                "restore_best_weights": True,
+            },
+            "reduce_lr_on_plateau": {"factor": 0.5, "patience": max(1, args.patience // 2)},
+            "augmentation": "RandomFlip(horizontal), RandomRotation(0.05), RandomZoom(0.1), "
+            "RandomTranslation(0.05, 0.05); training batches only",
+            "max_minutes": args.max_minutes,
+        },
+        "parameters": count_params(model),
+        "threshold_rule": f"malignant: largest threshold with validation sensitivity >= {TARGET_SENSITIVITY}",
+        "validation": val,
+        "weights_storage": storage,
+        "git_commit": _git_commit(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+    }
+    card = ModelCard(
+        id=model_id,
+        architecture=args.arch,
+        task=args.task,
+        class_names=tuple(class_names),
+        preprocessing=spec,
+        gradcam_layer=GRADCAM_LAYERS[args.arch],
+        thresholds=thresholds,
+        training=training,
+        intended_use=INTENDED_USE,
+        limitations=list(LIMITATIONS),
+    )
+    card = write_entry(
+        card, model_file, registry_dir=registry_dir, history=history, split_manifest=manifest_path
+    )
+    entry = registry_dir / model_id
+    print(
+        f"[train] wrote {entry}: {epochs_run} epochs (best {best_epoch}) in {fit_seconds:.0f} s, "
+        f"val macro-F1 {val['argmax']['macro_f1']:.3f} (argmax) / {val['thresholded']['macro_f1']:.3f} "
+        f"(malignant threshold {threshold:.3f}), {card.size_bytes / 2**20:.1f} MiB, "
+        f"reload max |dp| {storage['max_abs_probability_difference_val']:.2e}",
+        flush=True,
+    )
+    return TrainResult(card=card, model=model, entry=entry, x_val=x_va, val_probabilities=p_va)
+
+
+def build_model_defaults(arch: str) -> dict[str, Any]:
+    """The architecture's default hyperparameters (for the card)."""
+    from models.architectures import DEFAULT_HP
+
+    return dict(DEFAULT_HP[arch])
+
+
+def _var_dir() -> Path:
+    var = get_settings().var_dir
+    var.mkdir(parents=True, exist_ok=True)
+    return var
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (see the module docstring)."""
+    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", required=True, choices=("basic_cnn", "advanced_cnn", "resnet50"))
+    ap.add_argument("--data", default=None, help="IQ-OTH/NCCD folder (default: settings' data dir)")
+    ap.add_argument(
+        "--split", default=None, help="split manifest CSV (default: <registry>/splits/iqothnccd_seed42.csv)"
+    )
+    ap.add_argument("--out", default=None, help="registry entry folder or model id (default: <arch>_v1)")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--weights", default="none", help="none | imagenet | path to a local .h5 weights file")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--task", choices=("3class", "binary"), default="3class")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--limit", type=int, default=None, help="at most N slices per split (tests)")
+    ap.add_argument("--size", type=int, default=None, help="input size in pixels (default per architecture)")
+    ap.add_argument("--patience", type=int, default=6, help="EarlyStopping patience in epochs")
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that exceeds this")
+    ap.add_argument(
+        "--float16", action="store_true", help="store kernels as float16 (always on for resnet50)"
+    )
+    ap.add_argument(
+        "--hp", nargs="*", default=[], help="architecture hyperparameters KEY=VALUE (JSON values)"
+    )
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; prints errors as one readable line and returns 2."""
+    from models.architectures import ArchitectureError
+    from models.registry import RegistryError
+
+    try:
+        train(argv)
+    except (TrainingError, DatasetError, ArchitectureError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
