@@ -209,8 +209,8 @@ def create_user(s: Session, username: str, display_name: str, role: Role | str, 
                 actor: User | int | None = None) -> User:
     """Create a user with a bcrypt-hashed password.
 
-    The first user may be created without ``actor`` (and should be an admin); afterwards only an
-    active admin ``actor`` may create users.
+    The first user is created without ``actor`` and must be an admin; afterwards only an active
+    admin ``actor`` may create users.
 
     Args:
         username: 3-64 characters of letters, digits, ``_ . @ -``; unique (case-insensitive).
@@ -223,7 +223,8 @@ def create_user(s: Session, username: str, display_name: str, role: Role | str, 
         The new User (flushed).
 
     Raises:
-        ValidationError: bad username/display name/role/password, or the username is taken.
+        ValidationError: bad username/display name/role/password, the username is taken, or the
+            first user is not an admin.
         PermissionDenied: users exist and ``actor`` is missing or not an active admin.
     """
     role = _choice(role, Role, "role")
@@ -242,6 +243,8 @@ def create_user(s: Session, username: str, display_name: str, role: Role | str, 
         _require_role(admin, {Role.ADMIN}, "create users")
         actor_id: int | None = admin.id
     else:
+        if role != Role.ADMIN.value:
+            raise ValidationError("The first user must be an admin (role 'admin'), who then adds the others.")
         actor_id = None
     if s.scalar(select(User.id).where(func.lower(User.username) == username.lower())) is not None:
         raise ValidationError(f"The username {username!r} is already taken; choose another.")

@@ -25,6 +25,10 @@ class TestHasUsers:
 
 
 class TestCreateUser:
+    def test_first_user_must_be_an_admin(self, factory):
+        with factory() as s, pytest.raises(repo.ValidationError, match="first user must be an admin"):
+            repo.create_user(s, "rad", "Dr Rad", "radiologist", "long-password")
+
     def test_stores_a_bcrypt_hash_not_the_password(self, factory, people):
         with factory() as s:
             user = s.get(User, people["rad1"])
