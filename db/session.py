@@ -15,7 +15,8 @@ transaction starts with ``BEGIN IMMEDIATE``, which takes the write lock up front
 default deferred ``BEGIN`` a transaction that reads and then writes can fail at once with
 "database is locked" when another process wrote in between (SQLite docs, "Transaction",
 section 2.2; the pysqlite recipe in SQLAlchemy's SQLite dialect docs, "Serializable isolation /
-Savepoints / Transactional DDL"). Any other SQLAlchemy URL (e.g. ``postgresql+psycopg://...``)
+Savepoints / Transactional DDL"). Sessions that only read can use
+``make_session_factory(engine, read_only=True)`` (deferred BEGIN, never wait). Any other SQLAlchemy URL (e.g. ``postgresql+psycopg://...``)
 works unchanged: nothing SQLite-specific runs for other dialects.
 """
 
@@ -35,6 +36,9 @@ MIGRATIONS_DIR: Path = Path(__file__).resolve().parent / "migrations"
 
 #: Seconds a SQLite connection waits for another writer before giving up.
 SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+_READ_ONLY_OPTION = "lungreview_read_only"
 
 
 class DatabaseError(RuntimeError):
@@ -72,7 +76,10 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions (make_session_factory(read_only=True)) use a deferred BEGIN: in WAL
+        # mode they read a snapshot and never wait for the writer.
+        read_only = conn.get_execution_options().get(_READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str | None = None, *, migrate: bool = True, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
@@ -146,10 +153,18 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
         command.downgrade(cfg, revision)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
     """A session factory bound to ``engine``; use ``with factory.begin() as s:``.
 
     ``expire_on_commit=False`` so that rows returned by repository functions can still be read
     after the transaction has ended (e.g. by a Streamlit page).
+
+    Args:
+        engine: from :func:`make_engine`.
+        read_only: SQLite only: start transactions with a deferred ``BEGIN`` instead of
+            ``BEGIN IMMEDIATE`` so that pages that only read (worklist, analytics) never wait for
+            a writer. Do not write through such a session: a deferred transaction that writes
+            can fail with "database is locked". No effect on other databases.
     """
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    bind = engine.execution_options(**{_READ_ONLY_OPTION: True}) if read_only else engine
+    return sessionmaker(bind=bind, expire_on_commit=False)

@@ -7,7 +7,7 @@ import os
 import pytest
 from sqlalchemy import inspect, text
 
-from db.session import DatabaseError, alembic_config, make_engine
+from db.session import DatabaseError, alembic_config, make_engine, make_session_factory
 
 
 class TestMakeEngine:
@@ -93,3 +93,12 @@ class TestMakeSessionFactory:
         with factory.begin() as s:
             user = repo.create_user(s, "solo", "Solo Admin", "admin", "long-password")
         assert user.username == "solo"  # expire_on_commit=False
+
+    def test_read_only_sessions_read_while_a_writer_holds_the_lock(self, engine, factory, people):
+        from db import repository as repo
+
+        reader_factory = make_session_factory(engine, read_only=True)
+        with factory.begin() as writer:
+            writer.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: the write lock is held from here
+            with reader_factory() as s:
+                assert [u.username for u in repo.list_users(s)][:1] == ["admin"]
