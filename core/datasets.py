@@ -242,7 +242,9 @@ def dhash_bits(thumbs: np.ndarray) -> np.ndarray:
     """
     out = np.zeros((len(thumbs), 64), dtype=bool)
     for i, t in enumerate(thumbs):
-        small = np.asarray(Image.fromarray(np.asarray(t, np.float32), mode="F").resize((9, 8), Image.Resampling.BILINEAR))
+        small = np.asarray(
+            Image.fromarray(np.asarray(t, np.float32), mode="F").resize((9, 8), Image.Resampling.BILINEAR)
+        )
         out[i] = (small[:, 1:] > small[:, :-1]).ravel()
     return out
 
@@ -289,7 +291,12 @@ def neighbour_correlations(df: pd.DataFrame, thumbs: np.ndarray) -> pd.DataFrame
         for k in range(1, len(idx)):
             gap = nums[k] - nums[k - 1] if pd.notna(nums[k]) and pd.notna(nums[k - 1]) else pd.NA
             rows.append(
-                {"row": idx[k], "prev": idx[k - 1], "gap": gap, "corr": _correlation(thumbs[idx[k]], thumbs[idx[k - 1]])}
+                {
+                    "row": idx[k],
+                    "prev": idx[k - 1],
+                    "gap": gap,
+                    "corr": _correlation(thumbs[idx[k]], thumbs[idx[k - 1]]),
+                }
             )
     return pd.DataFrame(rows, columns=["row", "prev", "gap", "corr"]).set_index("row")
 
@@ -361,7 +368,9 @@ def group_patients(
     root = root if root is not None else df.attrs.get("root")
     if thumbs is None:
         if root is None:
-            raise DatasetError("group_patients needs the dataset folder: pass root= or use catalogue()'s output")
+            raise DatasetError(
+                "group_patients needs the dataset folder: pass root= or use catalogue()'s output"
+            )
         thumbs = thumbnails(root, list(df["path"]))
     uf = _UnionFind(len(df))
     nb = neighbour_correlations(df, thumbs.canvas)
@@ -456,7 +465,9 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> str:
     """
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
-        raise DatasetError(f"manifest columns missing: {missing}; run catalogue, group_patients, split_by_group")
+        raise DatasetError(
+            f"manifest columns missing: {missing}; run catalogue, group_patients, split_by_group"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     df.loc[:, list(MANIFEST_COLUMNS)].to_csv(path, index=False, lineterminator="\n")
@@ -474,7 +485,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"split manifest {path} not found; create it with python -m core.datasets --out {path}")
+        raise DatasetError(
+            f"split manifest {path} not found; create it with python -m core.datasets --out {path}"
+        )
     df = pd.read_csv(path, dtype={"path": str, "label": str, "sha256": str, "group": str, "split": str})
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
@@ -539,7 +552,9 @@ def _calibrate(df: pd.DataFrame, thumbs: Thumbnails) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: build the split and print group count and class balance per split."""
     ap = argparse.ArgumentParser(prog="python -m core.datasets", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=None, help="class-folder dataset (default: settings' IQ-OTH/NCCD)")
+    ap.add_argument(
+        "--data", type=Path, default=None, help="class-folder dataset (default: settings' IQ-OTH/NCCD)"
+    )
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", type=Path, default=None, help="manifest CSV to write (default: do not write)")
     ap.add_argument("--calibrate", action="store_true", help="print the similarity distributions")

@@ -92,6 +92,7 @@ class TrainResult:
     model: Any
     entry: Path
     x_val: np.ndarray
+    y_val: np.ndarray
     val_probabilities: np.ndarray
 
 
@@ -461,7 +462,7 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
         f"reload max |dp| {storage['max_abs_probability_difference_val']:.2e}",
         flush=True,
     )
-    return TrainResult(card=card, model=model, entry=entry, x_val=x_va, val_probabilities=p_va)
+    return TrainResult(card=card, model=model, entry=entry, x_val=x_va, y_val=y_va, val_probabilities=p_va)
 
 
 def build_model_defaults(arch: str) -> dict[str, Any]:

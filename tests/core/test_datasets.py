@@ -76,7 +76,11 @@ def plain_folder(tmp_path: Path) -> Path:
 class TestCatalogue:
     def test_reads_every_iq_othnccd_slice_with_its_label(self, iq_catalogue):
         assert len(iq_catalogue) == 903
-        assert iq_catalogue["label"].value_counts().to_dict() == {"malignant": 458, "normal": 345, "benign": 100}
+        assert iq_catalogue["label"].value_counts().to_dict() == {
+            "malignant": 458,
+            "normal": 345,
+            "benign": 100,
+        }
 
     def test_parses_file_numbers_and_sizes(self, iq_catalogue):
         row = iq_catalogue[iq_catalogue["path"] == "Bengin cases/Bengin case (17).jpg"].iloc[0]

@@ -1,0 +1,144 @@
+"""Tests for models.train: a tiny real training run writes a complete, loadable registry entry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.datasets import file_sha256
+from models import train as train_mod
+from models.train import choose_threshold, limit_manifest, main, train
+
+pytest.importorskip("keras")
+
+MANIFEST = train_mod.REPO_ROOT / "models" / "registry" / "splits" / "iqothnccd_seed42.csv"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import os
+
+    from core import config
+
+    tmp = tmp_path_factory.mktemp("train")
+    old = os.environ.get("LUNGREVIEW_VAR_DIR")
+    os.environ["LUNGREVIEW_VAR_DIR"] = str(tmp / "var")
+    config.get_settings.cache_clear()
+    try:
+        result = train(
+            [
+                "--arch",
+                "basic_cnn",
+                "--limit",
+                "12",
+                "--epochs",
+                "1",
+                "--size",
+                "32",
+                "--out",
+                str(tmp / "reg" / "tiny_v1"),
+            ]
+        )
+    finally:
+        if old is None:
+            os.environ.pop("LUNGREVIEW_VAR_DIR", None)
+        else:
+            os.environ["LUNGREVIEW_VAR_DIR"] = old
+        config.get_settings.cache_clear()
+    return tmp / "reg", result
+
+
+class TestTrain:
+    def test_writes_a_complete_entry(self, tiny_run):
+        reg, result = tiny_run
+        folder = reg / "tiny_v1"
+        assert {p.name for p in folder.iterdir()} >= {"model.keras", "card.json", "history.json", "split.csv"}
+        card = json.loads((folder / "card.json").read_text())
+        for key in (
+            "id",
+            "architecture",
+            "task",
+            "class_names",
+            "preprocessing",
+            "gradcam_layer",
+            "thresholds",
+            "model_file",
+            "sha256",
+            "training",
+            "intended_use",
+            "limitations",
+            "size_bytes",
+        ):
+            assert key in card, key
+        t = card["training"]
+        for key in (
+            "dataset",
+            "split_manifest",
+            "split_sha256",
+            "starting_weights",
+            "epochs_run",
+            "seconds",
+            "seed",
+            "hyperparameters",
+            "git_commit",
+            "date",
+            "validation",
+        ):
+            assert key in t, key
+        assert t["split_sha256"] == file_sha256(MANIFEST) == file_sha256(folder / "split.csv")
+        assert card["preprocessing"]["size"] == 32 and card["class_names"] == [
+            "normal",
+            "benign",
+            "malignant",
+        ]
+        assert any("not a diagnostic device" in s.lower() for s in card["limitations"])
+        assert len(json.loads((folder / "history.json").read_text())["loss"]) == 1
+
+    def test_entry_loads_back_and_predicts_like_the_trained_model(self, tiny_run):
+        from models.registry import load_model
+
+        reg, result = tiny_run
+        loaded = load_model("tiny_v1", reg)
+        p = loaded.model.predict(result.x_val, verbose=0)
+        np.testing.assert_allclose(p, result.val_probabilities, atol=1e-6)
+        assert loaded.card.training["weights_storage"]["max_abs_probability_difference_val"] < 1e-6
+
+    def test_threshold_is_chosen_on_validation(self, tiny_run):
+        _, result = tiny_run
+        card = result.card
+        assert card.training["n_slices"]["val"] == len(result.x_val) == len(result.y_val)
+        expected = choose_threshold(result.val_probabilities[:, 2], result.y_val == 2)
+        assert card.thresholds["malignant"] == pytest.approx(expected, abs=1e-6)
+
+    def test_bad_manifest_path_exits_with_a_message(self, tmp_path, capsys):
+        code = main(
+            ["--arch", "basic_cnn", "--split", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x")]
+        )
+        assert code == 2 and "not found" in capsys.readouterr().err
+
+
+class TestChooseThreshold:
+    def test_keeps_at_least_the_target_sensitivity(self):
+        rng = np.random.default_rng(0)
+        p = rng.uniform(0, 1, 200)
+        y = rng.uniform(0, 1, 200) < p
+        t = choose_threshold(p, y, 0.95)
+        assert (p[y] >= t).mean() >= 0.95
+        # and it is the largest such: any higher positive score drops below the target
+        higher = np.sort(p[y])[np.sort(p[y]) > t]
+        if higher.size:
+            assert (p[y] >= higher[0]).mean() < 0.95
+
+    def test_without_positives_returns_half(self):
+        assert choose_threshold(np.array([0.2, 0.9]), np.array([False, False])) == 0.5
+
+
+class TestLimitManifest:
+    def test_keeps_every_class_in_every_split(self):
+        df = pd.read_csv(MANIFEST)
+        small = limit_manifest(df, 9, seed=0)
+        assert small.groupby("split")["label"].nunique().to_dict() == {"test": 3, "train": 3, "val": 3}
+        assert small.groupby("split").size().max() <= 9
