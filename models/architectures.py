@@ -39,10 +39,18 @@ DEFAULT_HP: dict[str, dict[str, Any]] = {
         "dropout": 0.4,
         "dense_units": 64,
         "l2": 1e-4,
+        "head": "flatten",
     },
     "advanced_cnn": {"filters": 32, "kernel_size": 3, "n_conv": 3, "dropout": 0.4, "l2": 1e-4},
     "resnet50": {"dropout": 0.3, "l2": 1e-4},
 }
+
+
+#: Batch-norm moving-average momentum. Keras' default (0.99) needs many hundreds of steps to
+#: forget its initial statistics; with ~40 training steps per epoch here the validation outputs
+#: (inference mode, moving statistics) stayed degenerate for the first epochs, so 0.9 is used
+#: for every BN layer, ResNet-50's included.
+BN_MOMENTUM = 0.9
 
 
 class ArchitectureError(ValueError):
@@ -95,7 +103,12 @@ def _basic_cnn(spec: PreprocessSpec, num_classes: int, hp: dict[str, Any]) -> ke
         )(x)
         x = layers.Activation("relu", name="last_conv" if i == n else f"block{i}_relu")(x)
         x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if hp["head"] == "flatten":
+        x = layers.Flatten(name="flatten")(x)
+    elif hp["head"] == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    else:
+        raise ArchitectureError(f"basic_cnn head must be 'flatten' or 'avg', got {hp['head']!r}")
     x = layers.Dropout(hp["dropout"], name="dropout")(x)
     x = layers.Dense(
         int(hp["dense_units"]), activation="relu", kernel_regularizer=regularizers.l2(hp["l2"]), name="dense"
@@ -116,7 +129,7 @@ def _advanced_cnn(spec: PreprocessSpec, num_classes: int, hp: dict[str, Any]) ->
         kernel_regularizer=reg,
         name="stem_conv",
     )(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     n = int(hp["n_conv"])
     for i in range(1, n + 1):
@@ -124,7 +137,7 @@ def _advanced_cnn(spec: PreprocessSpec, num_classes: int, hp: dict[str, Any]) ->
         shortcut = layers.Conv2D(
             f, 1, strides=2, padding="same", use_bias=False, kernel_regularizer=reg, name=f"res{i}_shortcut"
         )(x)
-        shortcut = layers.BatchNormalization(name=f"res{i}_shortcut_bn")(shortcut)
+        shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"res{i}_shortcut_bn")(shortcut)
         y = layers.SeparableConv2D(
             f,
             k,
@@ -134,7 +147,7 @@ def _advanced_cnn(spec: PreprocessSpec, num_classes: int, hp: dict[str, Any]) ->
             pointwise_regularizer=reg,
             name=f"res{i}_sep1",
         )(x)
-        y = layers.BatchNormalization(name=f"res{i}_bn1")(y)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"res{i}_bn1")(y)
         y = layers.Activation("relu", name=f"res{i}_relu1")(y)
         y = layers.SeparableConv2D(
             f,
@@ -145,7 +158,7 @@ def _advanced_cnn(spec: PreprocessSpec, num_classes: int, hp: dict[str, Any]) ->
             pointwise_regularizer=reg,
             name=f"res{i}_sep2",
         )(y)
-        y = layers.BatchNormalization(name=f"res{i}_bn2")(y)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"res{i}_bn2")(y)
         y = layers.MaxPooling2D(3, strides=2, padding="same", name=f"res{i}_pool")(y)
         x = layers.Add(name=f"res{i}_add")([y, shortcut])
         x = layers.Activation("relu", name="last_conv" if i == n else f"res{i}_out")(x)
@@ -163,6 +176,9 @@ def _resnet50(spec: PreprocessSpec, num_classes: int, hp: dict[str, Any], weight
         raise ArchitectureError(f"resnet50 needs inputs of at least 32x32 pixels, got {spec.size}")
     inputs = keras.Input(shape=spec.input_shape, name="image")
     backbone = keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=inputs)
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     x = layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     return keras.Model(inputs, _head(x, num_classes, hp["dropout"], hp["l2"]), name="resnet50")
 
@@ -177,8 +193,8 @@ def build_model(
     """Build an (untrained or pre-initialised) classifier.
 
     Args:
-        arch: ``"basic_cnn"`` (``n_conv`` blocks of conv-ReLU-maxpool, global average pooling,
-            dropout, dense ReLU, dropout, dense softmax), ``"advanced_cnn"`` (strided stem, then
+        arch: ``"basic_cnn"`` (``n_conv`` blocks of conv-ReLU-maxpool, flatten (``head="flatten"``)
+            or global average pooling (``head="avg"``), dropout, dense ReLU, dropout, softmax), ``"advanced_cnn"`` (strided stem, then
             ``n_conv`` residual blocks of two separable convolutions with batch norm and a
             1x1 strided shortcut, global pooling, dropout, softmax; L2 on every kernel) or
             ``"resnet50"`` (Keras ResNet-50 backbone, flat graph, + pooling, dropout, softmax).
@@ -189,7 +205,7 @@ def build_model(
             (``.h5`` / ``.weights.h5``): for resnet50 the backbone's no-top weights (as Keras'
             ``ResNet50(weights=path)``), for the CNNs the whole model's weights.
         **hp: hyperparameters overriding :data:`DEFAULT_HP` (``filters``, ``kernel_size``,
-            ``n_conv``, ``dropout``, ``dense_units``, ``l2``).
+            ``n_conv``, ``dropout``, ``dense_units``, ``l2``, basic_cnn ``head``).
 
     Returns:
         an uncompiled ``keras.Model`` mapping float32 (b, size, size, channels) to float32

@@ -92,6 +92,19 @@ class TestBuildModel:
         with pytest.raises(ArchitectureError, match="ImageNet"):
             build_model("basic_cnn", TINY["basic_cnn"], weights="imagenet")
 
+    def test_basic_cnn_head_choice(self):
+        flat = build_model("basic_cnn", TINY["basic_cnn"], head="flatten")
+        avg = build_model("basic_cnn", TINY["basic_cnn"], head="avg")
+        assert "flatten" in {layer.name for layer in flat.layers}
+        assert "avg_pool" in {layer.name for layer in avg.layers}
+        with pytest.raises(ArchitectureError, match="head"):
+            build_model("basic_cnn", TINY["basic_cnn"], head="max")
+
+    def test_batch_norm_momentum_is_set_everywhere(self, tiny_models):
+        for arch in ("advanced_cnn", "resnet50"):
+            bns = [la for la in tiny_models[arch].layers if isinstance(la, keras.layers.BatchNormalization)]
+            assert bns and all(la.momentum == 0.9 for la in bns), arch
+
     def test_unknown_hyperparameter_raises(self):
         with pytest.raises(ArchitectureError, match="unknown hyperparameters"):
             build_model("basic_cnn", TINY["basic_cnn"], filterz=3)
