@@ -98,7 +98,12 @@ def _relative(path: Path) -> str:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -129,7 +134,12 @@ def select_slices(
     if data is not None:
         root = Path(data)
         df = group_patients(catalogue(root), root)
-        source = {"kind": "folder", "root": _relative(root), "split": "all", "grouping": "core.datasets.group_patients"}
+        source = {
+            "kind": "folder",
+            "root": _relative(root),
+            "split": "all",
+            "grouping": "core.datasets.group_patients",
+        }
         return root, df, source
 
     training = dict(getattr(card, "training", {}) or {})
@@ -148,7 +158,11 @@ def select_slices(
             "pass --data with a class-folder dataset instead"
         )
     sha = file_sha256(manifest)
-    recorded = training.get("split_sha256") or training.get("split_manifest_sha256") or training.get("manifest_sha256")
+    recorded = (
+        training.get("split_sha256")
+        or training.get("split_manifest_sha256")
+        or training.get("manifest_sha256")
+    )
     if recorded and recorded != sha:
         raise EvaluationError(
             f"split manifest {manifest} has sha256 {sha[:12]}..., but the model card records "
@@ -345,8 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\r  {done}/{total} slices", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     kwargs = dict(
-        registry_dir=args.registry, data=args.data, split=args.split, batch_size=args.batch_size,
-        n_boot=args.n_boot, seed=args.seed, use_thresholds=not args.argmax, progress=progress,
+        registry_dir=args.registry,
+        data=args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        use_thresholds=not args.argmax,
+        progress=progress,
     )
     try:
         if args.all:

@@ -60,7 +60,9 @@ def tiny_registry(tmp_path_factory, tiny_data: Path) -> Path:
 
     rows = []
     for f in sorted(tiny_data.rglob("*.jpg")):
-        label = {"Normal cases": "normal", "Bengin cases": "benign", "Malignant cases": "malignant"}[f.parent.name]
+        label = {"Normal cases": "normal", "Bengin cases": "benign", "Malignant cases": "malignant"}[
+            f.parent.name
+        ]
         rows.append({"path": f.relative_to(tiny_data).as_posix(), "label": label, "number": _number(f.name)})
     df = pd.DataFrame(rows)
     df["sha256"] = "0" * 64
@@ -101,10 +103,28 @@ def data_settings(tiny_data: Path, monkeypatch):
 
 def _check_report(rep: dict, n: int, k: int = 3) -> None:
     for key in (
-        "model_id", "model_sha256", "data", "split", "n", "accuracy", "macro_f1", "per_class",
-        "sensitivity_malignant", "specificity_malignant", "roc_auc_ovr", "roc_auc_malignant", "ece",
-        "brier", "confusion_matrix", "ci95", "ci_method", "roc_curves", "reliability", "decision",
-        "latency_ms_per_slice", "model_size_bytes",
+        "model_id",
+        "model_sha256",
+        "data",
+        "split",
+        "n",
+        "accuracy",
+        "macro_f1",
+        "per_class",
+        "sensitivity_malignant",
+        "specificity_malignant",
+        "roc_auc_ovr",
+        "roc_auc_malignant",
+        "ece",
+        "brier",
+        "confusion_matrix",
+        "ci95",
+        "ci_method",
+        "roc_curves",
+        "reliability",
+        "decision",
+        "latency_ms_per_slice",
+        "model_size_bytes",
     ):
         assert key in rep, key
     assert rep["n"] == n
@@ -123,7 +143,9 @@ def _check_report(rep: dict, n: int, k: int = 3) -> None:
 class TestMain:
     def test_manifest_test_split_end_to_end(self, tiny_registry, data_settings, tmp_path, capsys):
         out = tmp_path / "eval.json"
-        code = main(["--model", "tiny3", "--registry", str(tiny_registry), "--n-boot", "50", "--out", str(out)])
+        code = main(
+            ["--model", "tiny3", "--registry", str(tiny_registry), "--n-boot", "50", "--out", str(out)]
+        )
         printed = json.loads(capsys.readouterr().out)
         assert code == 0
         assert json.loads(out.read_text()) == printed
@@ -136,7 +158,16 @@ class TestMain:
 
     def test_folder_data_uses_every_slice_and_pseudo_patients(self, tiny_registry, tiny_data, capsys):
         code = main(
-            ["--model", "default", "--registry", str(tiny_registry), "--data", str(tiny_data), "--n-boot", "20"]
+            [
+                "--model",
+                "default",
+                "--registry",
+                str(tiny_registry),
+                "--data",
+                str(tiny_data),
+                "--n-boot",
+                "20",
+            ]
         )
         rep = json.loads(capsys.readouterr().out)
         assert code == 0
