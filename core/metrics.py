@@ -244,14 +244,10 @@ def _point_metrics(y: np.ndarray, pred: np.ndarray, p: np.ndarray, k: int, pos: 
         if k == 2:
             out["roc_auc_ovr"] = float(roc_auc_score(y, p[:, 1]))
         else:
-            out["roc_auc_ovr"] = float(
-                roc_auc_score(y, p, multi_class="ovr", average="macro", labels=labels)
-            )
+            out["roc_auc_ovr"] = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=labels))
     else:
         out["roc_auc_ovr"] = math.nan
-    out["roc_auc_malignant"] = (
-        float(roc_auc_score(y_pos, p[:, pos])) if 0 < n_pos < y.size else math.nan
-    )
+    out["roc_auc_malignant"] = float(roc_auc_score(y_pos, p[:, pos])) if 0 < n_pos < y.size else math.nan
     return out
 
 
@@ -431,6 +427,13 @@ def evaluate_predictions(
         else:
             curves[name] = None
 
+    n_groups = int(len(set(g.tolist()))) if g is not None else None
+    if n_boot == 0:
+        ci_method = "none (n_boot = 0)"
+    elif g is not None:
+        ci_method = f"percentile bootstrap over {n_groups} patient groups"
+    else:
+        ci_method = "percentile bootstrap over slices (no patient groups given)"
     if n_boot > 0:
         ci, used = _bootstrap(y, pred, p, k, pos, g, n_boot, seed)
     else:
@@ -459,13 +462,10 @@ def evaluate_predictions(
         "brier": float(brier_score_loss(y, p, labels=labels, scale_by_half=False)),
         "confusion_matrix": confusion_matrix(y, pred, labels=labels).astype(int).tolist(),
         "ci95": ci,
-        "ci_method": (
-            f"percentile bootstrap over {len(set(g.tolist()))} patient groups" if g is not None
-            else "percentile bootstrap over slices (no patient groups given)"
-        ) if n_boot > 0 else "none (n_boot = 0)",
+        "ci_method": ci_method,
         "ci_replicates": used,
         "n_boot": int(n_boot),
-        "n_groups": int(len(set(g.tolist()))) if g is not None else None,
+        "n_groups": n_groups,
         "bootstrap_seed": int(seed),
         "roc_curves": curves,
         "reliability": reliability_diagram(y, p, n_bins=15),

@@ -104,9 +104,22 @@ class TestEvaluatePredictions:
         text = json.dumps(r, allow_nan=False)
         back = json.loads(text)
         for key in (
-            "n", "accuracy", "macro_f1", "per_class", "sensitivity_malignant", "specificity_malignant",
-            "roc_auc_ovr", "roc_auc_malignant", "ece", "brier", "confusion_matrix", "ci95", "ci_method",
-            "roc_curves", "reliability", "decision",
+            "n",
+            "accuracy",
+            "macro_f1",
+            "per_class",
+            "sensitivity_malignant",
+            "specificity_malignant",
+            "roc_auc_ovr",
+            "roc_auc_malignant",
+            "ece",
+            "brier",
+            "confusion_matrix",
+            "ci95",
+            "ci_method",
+            "roc_curves",
+            "reliability",
+            "decision",
         ):
             assert key in back, key
         assert set(back["ci95"]) == set(CI_METRICS)
