@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.config import WINDOW_PRESETS, Window, WindowPreset
+from core.preprocessing import PreprocessSpec, body_box, preprocess, preprocess_with_geometry
+from core.windowing import hu_from_picture
+
+
+def _jpg_hu(iq_dir, name):
+    folder = {"Normal": "Normal cases", "Malignant": "Malignant cases", "Bengin": "Bengin cases"}[name.split()[0]]
+    grey = np.asarray(Image.open(iq_dir / folder / name).convert("L"))
+    return hu_from_picture(grey, WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD])
+
+
+class TestPreprocessSpec:
+    def test_round_trips_through_card_dict(self):
+        spec = PreprocessSpec(size=128, channels=3, scaling="resnet50")
+        assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+
+    def test_unknown_key_refused(self):
+        with pytest.raises(ValueError, match="unknown preprocessing keys"):
+            PreprocessSpec.from_dict({"size": 64, "mystery": 1})
+
+    @pytest.mark.parametrize("kw", [{"channels": 2}, {"scaling": "zscore"}, {"size": 4}])
+    def test_invalid_values_refused(self, kw):
+        with pytest.raises(ValueError):
+            PreprocessSpec(**kw)
+
+
+class TestPreprocess:
+    def test_shape_dtype_and_range(self, iq_dir):
+        x = preprocess(_jpg_hu(iq_dir, "Normal case (1).jpg"), PreprocessSpec(size=96))
+        assert x.shape == (1, 96, 96, 1) and x.dtype == np.float32
+        assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.9
+
+    def test_jpg_reaches_model_with_its_own_grey_levels(self, iq_dir):
+        # Round trip: the IQ-OTH window applied to the picture's estimated HU gives its grey back.
+        hu = _jpg_hu(iq_dir, "Bengin case (10).jpg")
+        spec = PreprocessSpec(size=512, crop_to_body=False)
+        grey = np.asarray(Image.open(iq_dir / "Bengin cases" / "Bengin case (10).jpg").convert("L"))
+        x = preprocess(hu, spec)[0, ..., 0]
+        visible = grey >= 128
+        np.testing.assert_allclose(x[visible], grey[visible] / 255.0, atol=1e-3)
+
+    def test_canvas_size_does_not_leak(self, iq_dir):
+        # The same slice on a wider canvas (as the 801x512 malignant exports) gives the same input.
+        hu = _jpg_hu(iq_dir, "Normal case (1).jpg")
+        floor = hu.min()
+        wide = np.full((512, 801), floor, dtype=np.float32)
+        wide[:, 144:656] = hu
+        spec = PreprocessSpec(size=128)
+        a, b = preprocess(hu, spec), preprocess(wide, spec)
+        assert np.abs(a - b).mean() < 0.01
+
+    def test_resnet50_scaling_is_caffe(self):
+        hu = np.full((64, 64), 1000.0, dtype=np.float32)  # above every window: white
+        x = preprocess(hu, PreprocessSpec(size=32, channels=3, scaling="resnet50", crop_to_body=False))
+        np.testing.assert_allclose(x[0, 0, 0], [255 - 103.939, 255 - 116.779, 255 - 123.68], atol=1e-3)
+
+    def test_window_override_changes_input(self, iq_dir):
+        hu = _jpg_hu(iq_dir, "Normal case (1).jpg")
+        spec = PreprocessSpec(size=64)
+        assert not np.allclose(preprocess(hu, spec), preprocess(hu, spec, Window(-600, 1500)))
+
+    def test_list_of_different_sizes(self):
+        x = preprocess([np.zeros((30, 40), np.float32), np.zeros((50, 20), np.float32)], PreprocessSpec(size=16))
+        assert x.shape == (2, 16, 16, 1)
+
+    @pytest.mark.parametrize("bad", [np.zeros((3, 3, 3, 3)), np.array([[np.nan, 0.0], [0.0, 0.0]])])
+    def test_bad_input_refused(self, bad):
+        with pytest.raises(ValueError):
+            preprocess(bad, PreprocessSpec(size=16))
+
+
+class TestGeometry:
+    def test_heatmap_maps_back_onto_the_crop(self, iq_dir):
+        hu = _jpg_hu(iq_dir, "Malignant case (214).jpg")
+        spec = PreprocessSpec(size=64)
+        _, (geo,) = preprocess_with_geometry(hu, spec)
+        full = geo.to_slice(np.ones((64, 64), np.float32))
+        assert full.shape == hu.shape
+        y0, y1 = max(0, geo.top), min(hu.shape[0], geo.top + geo.side)
+        x0, x1 = max(0, geo.left), min(hu.shape[1], geo.left + geo.side)
+        assert full[y0:y1, x0:x1].min() > 0.99
+        assert full.sum() == pytest.approx((y1 - y0) * (x1 - x0), rel=0.01)
+        assert geo.side < hu.shape[1]  # the empty canvas at the sides was cropped
+
+
+class TestBodyBox:
+    def test_blank_slice_has_no_box(self):
+        assert body_box(np.zeros((64, 64), np.float32)) is None
+
+    def test_box_covers_a_bright_disc(self):
+        yy, xx = np.mgrid[:200, :300]
+        disc = (((yy - 100) ** 2 + (xx - 150) ** 2) < 60**2).astype(np.float32)
+        y0, y1, x0, x1 = body_box(disc)
+        assert abs(y0 - 40) <= 8 and abs(y1 - 160) <= 8 and abs(x0 - 90) <= 8 and abs(x1 - 210) <= 8
