@@ -354,11 +354,22 @@ def save_model(model: Any, path: str | Path, float16: bool = False) -> dict[str,
         path: target file (``.keras``).
         float16: store kernels (ndim >= 2) as float16 (see the module docstring).
 
+    The optimizer state is never saved (an uncompiled clone is written); load with
+    ``compile=False``.
+
     Returns:
         ``{"dtype": "float32"|"float16 kernels, float32 vectors", "float16_values": n, ...}``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if getattr(model, "optimizer", None) is not None:
+        # A compiled model's archive also holds the optimizer state (Adam: two more copies of
+        # every weight); a shipped model needs none of it, so save an uncompiled clone.
+        import keras
+
+        clean = keras.models.clone_model(model)
+        clean.set_weights(model.get_weights())
+        model = clean
     model.save(path)
     if not float16:
         return {"dtype": "float32"}

@@ -134,6 +134,23 @@ class TestFloat16Storage:
         assert 0 < diff < 1e-3
 
 
+class TestSaveModel:
+    def test_optimizer_state_is_not_shipped(self, tmp_path):
+        from models.architectures import build_model
+
+        model = build_model("basic_cnn", PreprocessSpec(size=32, channels=1), filters=8)
+        plain = tmp_path / "plain.keras"
+        registry.save_model(model, plain)
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        x = np.zeros((2, 32, 32, 1), "float32")
+        model.train_on_batch(x, np.eye(3, dtype="float32")[[0, 1]])
+        trained = tmp_path / "trained.keras"
+        registry.save_model(model, trained)
+        assert trained.stat().st_size < 1.2 * plain.stat().st_size  # Adam state would triple it
+        back = keras.saving.load_model(trained, compile=False)
+        np.testing.assert_allclose(back.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
 class TestShippedRegistry:
     """The real registry under models/registry: what the dashboard will load."""
 
