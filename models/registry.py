@@ -367,7 +367,7 @@ def save_model(model: Any, path: str | Path, float16: bool = False) -> dict[str,
         # every weight); a shipped model needs none of it, so save an uncompiled clone.
         import keras
 
-        clean = keras.models.clone_model(model)
+        clean = keras.Model.from_config(model.get_config())  # uncompiled (clone_model compiles)
         clean.set_weights(model.get_weights())
         model = clean
     model.save(path)
