@@ -1,0 +1,437 @@
+"""Grad-CAM heatmaps (Selvaraju et al. 2017, "Grad-CAM: Visual explanations from deep networks
+via gradient-based localization", ICCV) and their overlay on the windowed slice.
+
+Grad-CAM for class c at a convolutional layer with activations A (h, w, K):
+``alpha_k = mean_ij d y_c / d A_ij^k`` and ``L_c = ReLU(sum_k alpha_k A^k)``, where ``y_c`` is the
+class score BEFORE the softmax (the paper's eq. 1-2). When the model ends in a ``Dense`` layer
+with a softmax activation (every LungReview architecture), ``y_c`` is recomputed from that
+layer's input and weights inside the tape; otherwise ``log p_c`` is used.
+
+One pass: a sub-model with outputs ``[target activations, input of the last Dense layer,
+probabilities]`` is built once per model (the cached model is never changed) and run under
+``tf.GradientTape`` in a ``tf.function`` with a fixed input signature. The same forward pass
+gives the probabilities and the heatmaps of EVERY class (the gradients only go back through the
+head, from the logits to the target layer, so k classes cost almost nothing more than one).
+
+Nested backbones: when the target layer is not a top-level layer but sits inside a nested Keras
+model (e.g. ``keras.applications.ResNet50`` used as one layer), the outer graph is re-run with that
+nested model replaced by a two-output copy of itself (target activations and its own output),
+so the activations are connected to the outer input (no "graph disconnected", no None gradients).
+
+Heatmaps are scaled per slice to [0, 1] by their maximum (an all-zero map stays all zero, never
+NaN) and put back on the slice with :meth:`core.preprocessing.Geometry.to_slice`.
+
+``python -m core.explain --tcia [--model ID]`` measures how much heatmap mass falls inside the
+annotated tumour boxes of the TCIA study (:func:`box_mass_fractions`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+# ------------------------------------------------------------------------------------ colours
+#: Colour maps as 256-entry uint8 lookup tables (built below, no matplotlib):
+#: "jet" is MATLAB's piecewise-linear jet (blue-cyan-yellow-red, each channel a trapezoid:
+#: ``clip(1.5 - |4x - k|, 0, 1)`` with k = 3, 2, 1 for R, G, B); "turbo" is Google's Turbo
+#: (Mikhailov 2019, "Turbo, an improved rainbow colormap for visualization", Google AI blog)
+#: from its published degree-5 polynomial approximation.
+_X = np.linspace(0.0, 1.0, 256)
+
+
+def _jet_lut() -> np.ndarray:
+    r = np.clip(1.5 - np.abs(4 * _X - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * _X - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * _X - 1), 0, 1)
+    return np.rint(np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)
+
+
+def _turbo_lut() -> np.ndarray:
+    x = _X
+    r = 0.13572138 + x * (
+        4.61539260 + x * (-42.66032258 + x * (132.13108234 + x * (-152.94239396 + x * 59.28637943)))
+    )
+    g = 0.09140261 + x * (
+        2.19418839 + x * (4.84296658 + x * (-14.18503333 + x * (4.27729857 + x * 2.82956604)))
+    )
+    b = 0.10667330 + x * (
+        12.64194608 + x * (-60.58204836 + x * (110.36276771 + x * (-89.90310912 + x * 27.34824973)))
+    )
+    return np.rint(np.clip(np.stack([r, g, b], axis=-1), 0, 1) * 255).astype(np.uint8)
+
+
+COLORMAPS: dict[str, np.ndarray] = {"jet": _jet_lut(), "turbo": _turbo_lut()}
+
+
+class ExplainError(Exception):
+    """Grad-CAM cannot be computed for this model or input; the message says what to do."""
+
+
+def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """Map a heatmap in [0, 1] to colours.
+
+    Args:
+        heatmap: float (y, x) in [0, 1] (values outside are clipped, NaN counts as 0).
+        colormap: ``"jet"`` or ``"turbo"`` (see :data:`COLORMAPS`).
+
+    Returns:
+        uint8 (y, x, 3) RGB.
+
+    Raises:
+        ValueError: unknown colormap name.
+    """
+    if colormap not in COLORMAPS:
+        raise ValueError(f"unknown colormap {colormap!r}; choose one of {sorted(COLORMAPS)}")
+    h = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0)
+    idx = np.rint(np.clip(h, 0.0, 1.0) * 255).astype(np.uint8)
+    return COLORMAPS[colormap][idx]
+
+
+def overlay(view: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap: str = "jet") -> np.ndarray:
+    """Blend a coloured heatmap over the windowed slice: ``(1 - alpha) * grey + alpha * colour``.
+
+    Args:
+        view: uint8 (y, x) windowed slice (``core.imaging.view``) or uint8 (y, x, 3).
+        heatmap: float (y, x) in [0, 1], the same (y, x) as ``view`` (e.g. ``Explanation.heatmap``).
+        alpha: opacity of the heatmap in [0, 1].
+        colormap: ``"jet"`` or ``"turbo"``.
+
+    Returns:
+        uint8 (y, x, 3) RGB image.
+
+    Raises:
+        ValueError: shapes differ, alpha outside [0, 1], or unknown colormap.
+    """
+    v = np.asarray(view)
+    h = np.asarray(heatmap)
+    if v.shape[:2] != h.shape or h.ndim != 2:
+        raise ValueError(f"view {v.shape} and heatmap {h.shape} must have the same (y, x) size")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    grey = v.astype(np.float32)
+    if grey.ndim == 2:
+        grey = np.repeat(grey[..., None], 3, axis=-1)
+    colour = colorize(h, colormap).astype(np.float32)
+    out = (1.0 - alpha) * grey[..., :3] + alpha * colour
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def to_png(rgb: np.ndarray) -> bytes:
+    """Encode a uint8 (y, x, 3) RGB (or (y, x) grey) array as PNG bytes (Pillow)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def normalize_cam(cam: np.ndarray) -> np.ndarray:
+    """Scale each map to [0, 1] by its maximum; an all-zero (or non-finite) map becomes zeros.
+
+    Args:
+        cam: float (..., h, w) non-negative maps.
+
+    Returns:
+        float32 array of the same shape in [0, 1].
+    """
+    c = np.nan_to_num(np.asarray(cam, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    c = np.maximum(c, 0.0)
+    peak = c.max(axis=(-2, -1), keepdims=True) if c.ndim >= 2 else c.max()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(peak > 1e-12, c / np.where(peak > 1e-12, peak, 1.0), 0.0)
+    return out.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ Grad-CAM
+def _find_layer(model: Any, name: str) -> tuple[list[Any], Any]:
+    """The layer called ``name`` and the chain of nested models leading to it (outermost first)."""
+    import keras
+
+    for layer in model.layers:
+        if layer.name == name:
+            return [], layer
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            try:
+                chain, found = _find_layer(layer, name)
+            except ExplainError:
+                continue
+            return [layer, *chain], found
+    raise ExplainError(
+        f"layer {name!r} not found in model {model.name!r}; check the model card's gradcam_layer"
+    )
+
+
+def _feature_model(model: Any, layer_name: str, head: Any = None) -> Any:
+    """A model sharing ``model``'s weights with outputs ``[activations of layer_name, (input of
+    the top-level layer ``head``, when given), model output]``."""
+    import keras
+
+    chain, layer = _find_layer(model, layer_name)
+    if not chain:
+        extra = [head.input] if head is not None else []
+        return keras.Model(model.inputs, [layer.output, *extra, model.outputs[0]])
+    nested = chain[0]
+    inner = _feature_model(nested, layer_name)  # [target activations, nested output]
+    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype) for t in model.inputs]
+    captured: dict[str, Any] = {}
+
+    def swap(op: Any) -> Any:
+        if op is nested:
+
+            def call_nested(*args: Any, **kwargs: Any) -> Any:
+                kwargs.pop("training", None)
+                feats, out = inner(*args, **kwargs)
+                captured["feats"] = feats
+                return out
+
+            return call_nested
+        if head is not None and op is head:
+
+            def call_head(x: Any, *args: Any, **kwargs: Any) -> Any:
+                captured["head_input"] = x
+                return op(x, *args, **kwargs)
+
+            return call_head
+        return op
+
+    outputs = model._run_through_graph(inputs, operation_fn=swap)  # Keras 3 Functional graph replay
+    if "feats" not in captured or (head is not None and "head_input" not in captured):
+        raise ExplainError(f"could not reach layer {layer_name!r} through nested model {nested.name!r}")
+    out = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    extra = [captured["head_input"]] if head is not None else []
+    return keras.Model(inputs, [captured["feats"], *extra, out])
+
+
+class GradCam:
+    """Grad-CAM for one Keras model at one named layer, built once, reused for every call.
+
+    Args:
+        model: Keras model mapping float32 (b, H, W, C) to probabilities (b, k).
+        layer_name: the layer whose activations (b, h, w, K) are used (the model card's
+            ``gradcam_layer``); found at top level or inside nested models.
+
+    Raises:
+        ExplainError: the layer does not exist or its output is not a 4-D feature map.
+    """
+
+    def __init__(self, model: Any, layer_name: str) -> None:
+        import keras
+        import tensorflow as tf
+
+        self.layer_name = layer_name
+        last = model.layers[-1]
+        dense = None
+        if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax:
+            dense = last  # class scores before the softmax are recomputed from its input
+        sub = _feature_model(model, layer_name, head=dense)
+        feats_shape = sub.outputs[0].shape
+        if len(feats_shape) != 4:
+            raise ExplainError(
+                f"layer {layer_name!r} outputs shape {tuple(feats_shape)}, not a (b, h, w, channels) "
+                "feature map; choose a convolutional layer for Grad-CAM"
+            )
+        self._sub = sub
+        self._dense = dense
+        self.num_classes = int(model.outputs[0].shape[-1])
+        shape = tuple(model.inputs[0].shape[1:])
+        k = self.num_classes
+
+        @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32)], reduce_retracing=True)
+        def run(x: Any) -> tuple[Any, Any]:
+            with tf.GradientTape(persistent=True) as tape:
+                outs = sub(x, training=False)
+                feats = outs[0]
+                tape.watch(feats)
+                if dense is not None:
+                    logits = tf.matmul(outs[1], tf.convert_to_tensor(dense.kernel)) + tf.convert_to_tensor(
+                        dense.bias
+                    )
+                    probs = outs[2]
+                else:
+                    probs = outs[1]
+                    logits = tf.math.log(tf.maximum(probs, 1e-12))
+                scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
+            cams = []
+            for c in range(k):
+                grads = tape.gradient(scores[c], feats)
+                if grads is None:
+                    grads = tf.zeros_like(feats)
+                weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+                cams.append(tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1)))
+            del tape
+            return probs, tf.stack(cams, axis=-1)
+
+        self._run = run
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and raw Grad-CAM maps for every class, in one forward pass.
+
+        Args:
+            x: float32 (n, H, W, C) preprocessed model input.
+
+        Returns:
+            ``(probabilities, cams)``: float32 (n, k), and float32 (n, h, w, k) non-negative
+            maps on the target layer's grid (not yet scaled; see :func:`normalize_cam`).
+        """
+        probs, cams = self._run(np.asarray(x, dtype=np.float32))
+        return probs.numpy().astype(np.float32), cams.numpy().astype(np.float32)
+
+
+# --------------------------------------------------------------------- heatmaps vs annotations
+def read_voc_boxes(path: str | Path) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes of a Pascal VOC XML annotation (Everingham et al. 2010, the VOC format).
+
+    Args:
+        path: the XML file (``<object><bndbox><xmin>...`` in pixel coordinates, 1-based inclusive
+            in the VOC convention; used here as ``[xmin, xmax)`` x ``[ymin, ymax)``).
+
+    Returns:
+        list of ``(ymin, ymax, xmin, xmax)`` int tuples.
+
+    Raises:
+        ValueError: the file is not valid VOC XML.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise ValueError(f"{path} is not valid XML ({exc})") from exc
+    boxes = []
+    for obj in root.iter("object"):
+        b = obj.find("bndbox")
+        if b is None:
+            continue
+        vals = {k: int(float(b.findtext(k, "0"))) for k in ("xmin", "ymin", "xmax", "ymax")}
+        boxes.append((vals["ymin"], vals["ymax"], vals["xmin"], vals["xmax"]))
+    return boxes
+
+
+def mass_in_boxes(heatmap: np.ndarray, boxes: Sequence[tuple[int, int, int, int]]) -> float:
+    """Fraction of a heatmap's total mass inside the union of boxes.
+
+    Args:
+        heatmap: float (y, x) non-negative map at the slice's resolution.
+        boxes: ``(ymin, ymax, xmin, xmax)`` pixel boxes.
+
+    Returns:
+        fraction in [0, 1]; 0 for an all-zero map.
+    """
+    h = np.asarray(heatmap, dtype=np.float64)
+    mask = np.zeros(h.shape, dtype=bool)
+    for y0, y1, x0, x1 in boxes:
+        mask[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
+    total = float(h.sum())
+    return float(h[mask].sum() / total) if total > 0 else 0.0
+
+
+def box_mass_fractions(predictor: Any, tcia_dir: str | Path, class_name: str | None = None) -> dict[str, Any]:
+    """How much Grad-CAM mass falls in the annotated tumour boxes of the TCIA study.
+
+    For every slice of the Lung-PET-CT-Dx study with an annotation
+    (``Annotation/A0002/<SOPInstanceUID>.xml``), the heatmap of ``class_name`` (default: the
+    most suspicious class, "malignant") is computed at the slice's resolution and the fraction of
+    its mass inside the boxes is taken. The floor is the same fraction for a uniform map over the
+    slice (box area / slice area), and, stricter, for a uniform map over the body (box area /
+    body-box area, the body found by :func:`core.preprocessing.body_box`).
+
+    Args:
+        predictor: a :class:`core.inference.Predictor`.
+        tcia_dir: the ``lung-pet-ct-dx`` folder.
+        class_name: class whose heatmap is measured; None = ``predictor.suspicious_class``.
+
+    Returns:
+        JSON-able dict: model id, class, number of annotated slices, mean/median heatmap mass
+        fraction in boxes, the uniform-slice and uniform-body floors, and per-slice rows.
+
+    Raises:
+        ValueError: no annotated slice found.
+    """
+    from core.config import WINDOW_PRESETS, WindowPreset
+    from core.imaging import read_paths
+    from core.preprocessing import body_box
+    from core.windowing import apply_window
+
+    root = Path(tcia_dir)
+    ann = {p.stem: p for p in root.glob("Annotation/*/*.xml")}
+    result = read_paths([root])
+    cls = class_name or predictor.suspicious_class
+    rows = []
+    for series in result.series:
+        for i, sl in enumerate(series.slices):
+            if sl.sop_instance_uid not in ann:
+                continue
+            boxes = read_voc_boxes(ann[sl.sop_instance_uid])
+            if not boxes:
+                continue
+            ex = predictor.explain(series, i, class_name=cls)
+            area = np.zeros(sl.shape, dtype=bool)
+            for y0, y1, x0, x1 in boxes:
+                area[y0:y1, x0:x1] = True
+            bb = body_box(apply_window(sl.hu, WINDOW_PRESETS[WindowPreset.MEDIASTINUM]))
+            body = np.zeros(sl.shape, dtype=bool)
+            if bb is not None:
+                body[bb[0] : bb[1], bb[2] : bb[3]] = True
+            else:
+                body[:] = True
+            rows.append(
+                {
+                    "series": series.description,
+                    "slice_index": i,
+                    "instance_number": sl.instance_number,
+                    "p_class": float(ex.probabilities[predictor.class_names.index(cls)]),
+                    "heatmap_mass_in_boxes": mass_in_boxes(ex.heatmap, boxes),
+                    "uniform_slice_floor": float(area.mean()),
+                    "uniform_body_floor": float((area & body).sum() / max(body.sum(), 1)),
+                }
+            )
+    if not rows:
+        raise ValueError(f"no annotated slice found under {root}; check the Annotation folder")
+    frac = np.array([r["heatmap_mass_in_boxes"] for r in rows])
+    return {
+        "model_id": predictor.card.id,
+        "class": cls,
+        "annotated_slices": len(rows),
+        "mean_mass_in_boxes": float(frac.mean()),
+        "median_mass_in_boxes": float(np.median(frac)),
+        "mean_uniform_slice_floor": float(np.mean([r["uniform_slice_floor"] for r in rows])),
+        "mean_uniform_body_floor": float(np.mean([r["uniform_body_floor"] for r in rows])),
+        "ratio_to_body_floor": float(
+            frac.mean() / max(np.mean([r["uniform_body_floor"] for r in rows]), 1e-12)
+        ),
+        "slices": rows,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m core.explain --tcia [--model ID]``: print :func:`box_mass_fractions` as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m core.explain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tcia", action="store_true", help="measure heatmap mass in the TCIA tumour boxes")
+    parser.add_argument("--model", default=None, help="registry model id (default: the default model)")
+    parser.add_argument("--class-name", default=None, help="class whose heatmap is measured")
+    args = parser.parse_args(argv)
+    if not args.tcia:
+        parser.print_help()
+        return 2
+    from core.config import get_settings
+    from core.inference import Predictor
+    from models.registry import RegistryError, load_model
+
+    try:
+        predictor = Predictor(load_model(args.model))
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = box_mass_fractions(predictor, get_settings().tcia_dir, args.class_name)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""Inference: a registry model on slices and series, with the card's preprocessing and decision rule.
+
+Flow for a series (:meth:`Predictor.analyse_series`):
+
+1. preprocess every slice with :func:`core.preprocessing.preprocess_with_geometry`, the function
+   training used, with the window in the model card (the caller may override it for DICOM);
+2. predict in batches of :data:`BATCH` with a ``tf.function`` of the model (fixed input
+   signature, called directly: no ``model.predict`` overhead per call). Preprocessing of the next
+   batch runs in a worker thread while the current batch is predicted (NumPy, SciPy and Pillow
+   release the GIL);
+3. label each slice with :func:`core.decision.decide` and the card's thresholds;
+4. flag out-of-distribution slices with :func:`core.ood.check_series` (MR, X-ray, photo, blank...);
+5. aggregate to a series result (below).
+
+Series aggregation. A tumour shows on a few slices of a CT (a 2 cm nodule covers 2-3 slices of
+8 mm, about 20 of 1 mm), so the mean over all slices would dilute it to nothing in a 300-slice
+study. The series score is the mean of the top-k "suspicious" probabilities (malignant for the
+3-class models) over the in-distribution slices, with ``k = max(1, round(n / 100))``: one
+slice for studies under 150 slices (the maximum: the most sensitive choice, as a screening aid
+should be), and a few for thick 300-slice studies, so that one noisy slice alone does not make
+the series malignant. The series label is :func:`core.decision.decide` on the mean probability
+row of those top-k slices (the card's thresholds). ``most_suspicious_index`` is the slice with
+the highest suspicious probability, where the viewer opens; the top slices are in
+``top_indices``. When more than half of the slices are OOD, the series label is
+:data:`OOD_LABEL` and the score is computed over all slices but must not be read as a finding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.config import Window
+from core.decision import decide
+from core.explain import GradCam, normalize_cam
+from core.ood import check_series
+from core.preprocessing import Geometry, preprocess_with_geometry
+
+#: Slices per model call: 16 keeps a 224-px ResNet-50 batch under ~0.5 GB of activations.
+BATCH = 16
+#: Series label when most slices are out of distribution.
+OOD_LABEL = "out-of-distribution"
+#: Classes treated as "suspicious" for the series score, in order of preference.
+SUSPICIOUS = ("malignant", "cancer")
+
+
+class InferenceError(Exception):
+    """A model cannot be applied to this input; the message says what is wrong and what to do."""
+
+
+@dataclass
+class SeriesResult:
+    """A model's read of one series.
+
+    Attributes:
+        model_id, model_sha256: the registry entry used.
+        class_names: the model's output order.
+        probabilities: float32 (n, k) per-slice class probabilities.
+        labels: n per-slice labels (``core.decision.decide`` with the card's thresholds).
+        most_suspicious_index: slice with the highest suspicious-class probability among the
+            in-distribution slices (all slices if none is).
+        series_score: mean suspicious probability of the top-k slices (module docstring), in [0, 1].
+        series_label: class name from the top-k mean row, or :data:`OOD_LABEL`.
+        ood: bool (n,) out-of-distribution flags.
+        ood_reasons: n strings, the reasons each slice is OOD joined by "; " ("" when it is not).
+        latency_ms: wall time of the whole analysis (preprocess + predict + OOD), milliseconds.
+        top_indices: the top-k slice indices, most suspicious first.
+        suspicious_class: the class the score is about (e.g. "malignant").
+        window: ``(centre, width)`` in HU of the window the model input was made with.
+        geometries: per-slice :class:`core.preprocessing.Geometry` (not serialised).
+    """
+
+    model_id: str
+    model_sha256: str
+    class_names: tuple[str, ...]
+    probabilities: np.ndarray
+    labels: list[str]
+    most_suspicious_index: int
+    series_score: float
+    series_label: str
+    ood: np.ndarray
+    ood_reasons: list[str]
+    latency_ms: float
+    top_indices: list[int] = field(default_factory=list)
+    suspicious_class: str = "malignant"
+    window: tuple[float, float] = (0.0, 0.0)
+    geometries: list[Geometry] = field(default_factory=list, repr=False)
+
+    @property
+    def is_ood(self) -> bool:
+        """True when the series as a whole is out of distribution."""
+        return self.series_label == OOD_LABEL
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (lists and floats only; geometries left out)."""
+        return {
+            "model_id": self.model_id,
+            "model_sha256": self.model_sha256,
+            "class_names": list(self.class_names),
+            "probabilities": np.asarray(self.probabilities, dtype=float).round(6).tolist(),
+            "labels": list(self.labels),
+            "most_suspicious_index": int(self.most_suspicious_index),
+            "series_score": float(self.series_score),
+            "series_label": self.series_label,
+            "ood": [bool(v) for v in self.ood],
+            "ood_reasons": list(self.ood_reasons),
+            "latency_ms": float(self.latency_ms),
+            "top_indices": [int(i) for i in self.top_indices],
+            "suspicious_class": self.suspicious_class,
+            "window": [float(self.window[0]), float(self.window[1])],
+        }
+
+
+@dataclass
+class Explanation:
+    """Grad-CAM of one slice.
+
+    Attributes:
+        probabilities: float32 (k,) class probabilities of the slice (same forward pass).
+        class_name: the class the heatmap explains.
+        heatmap: float32 (y, x) in [0, 1] at the slice's resolution, aligned with the slice.
+        label: the slice's decided label (card thresholds).
+        slice_index: index of the slice in the series.
+        grid: float32 (h, w) in [0, 1], the heatmap on the target layer's grid.
+    """
+
+    probabilities: np.ndarray
+    class_name: str
+    heatmap: np.ndarray
+    label: str = ""
+    slice_index: int = 0
+    grid: np.ndarray | None = field(default=None, repr=False)
+
+
+def top_k(n: int) -> int:
+    """Number of slices averaged for the series score: ``max(1, round(n / 100))``."""
+    return max(1, int(round(n / 100)))
+
+
+class Predictor:
+    """A loaded registry model ready for slices, series and Grad-CAM. Build once, cache, reuse.
+
+    Args:
+        loaded: :class:`models.registry.LoadedModel` (sha256 already verified by ``load_model``).
+
+    Raises:
+        InferenceError: the card's class names do not match the model's output width.
+    """
+
+    def __init__(self, loaded: Any) -> None:
+        import tensorflow as tf
+
+        self.loaded = loaded
+        self.card = loaded.card
+        self.spec = loaded.card.preprocessing
+        self.model = loaded.model
+        self.class_names: tuple[str, ...] = tuple(self.card.class_names)
+        k = int(self.model.outputs[0].shape[-1])
+        if k != len(self.class_names):
+            raise InferenceError(
+                f"model {self.card.id!r} outputs {k} classes but its card names {len(self.class_names)} "
+                f"({list(self.class_names)}); re-register the model"
+            )
+        self.suspicious_class = next((c for c in SUSPICIOUS if c in self.class_names), self.class_names[-1])
+        self._suspicious = self.class_names.index(self.suspicious_class)
+        model = self.model
+        self._predict_fn = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, *self.spec.input_shape), tf.float32)],
+            reduce_retracing=True,
+        )
+        self._gradcam: GradCam | None = None
+
+    # ------------------------------------------------------------------------------ batches
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities of preprocessed slices.
+
+        Args:
+            x: float32 (n, H, W, C) made by ``core.preprocessing`` with ``self.spec``.
+
+        Returns:
+            float32 (n, k) probabilities in the card's class order.
+
+        Raises:
+            InferenceError: wrong input shape.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.spec.input_shape):
+            raise InferenceError(
+                f"model {self.card.id!r} expects input shaped (n, {', '.join(map(str, self.spec.input_shape))}), "
+                f"got {x.shape}; preprocess with the model card's spec"
+            )
+        if len(x) == 0:
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        outs = [self._predict_fn(x[i : i + BATCH]).numpy() for i in range(0, len(x), BATCH)]
+        return np.concatenate(outs).astype(np.float32)
+
+    def decide(self, probabilities: np.ndarray) -> list[str]:
+        """Labels of probability rows with the card's thresholds (:func:`core.decision.decide`)."""
+        idx = decide(probabilities, self.class_names, self.card.thresholds)
+        return [self.class_names[i] for i in idx]
+
+    @property
+    def gradcam(self) -> GradCam:
+        """The Grad-CAM runner at the card's layer (built on first use, then reused)."""
+        if self._gradcam is None:
+            self._gradcam = GradCam(self.model, self.card.gradcam_layer)
+        return self._gradcam
+
+    # ------------------------------------------------------------------------------- series
+    def preprocess(self, hu: list[np.ndarray] | np.ndarray, window: Window | None = None):
+        """``core.preprocessing.preprocess_with_geometry`` with this model's spec: ``(x, geometries)``."""
+        return preprocess_with_geometry(hu, self.spec, window)
+
+    def analyse_series(
+        self,
+        series: Any,
+        window: Window | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SeriesResult:
+        """Per-slice probabilities, OOD flags and the series-level result (module docstring).
+
+        Args:
+            series: a :class:`core.imaging.Series` (slices with ``hu`` float32 (y, x) in HU).
+            window: override of the card's window (for DICOM); None = the card's.
+            progress: called as ``progress(done, total)`` after each batch.
+
+        Returns:
+            :class:`SeriesResult`.
+
+        Raises:
+            InferenceError: the series has no slices, or a slice cannot be preprocessed.
+        """
+        start = time.perf_counter()
+        slices = list(series.slices)
+        n = len(slices)
+        if n == 0:
+            raise InferenceError("the series has no slices; upload at least one image")
+        win = window or self.spec.window
+        chunks = [slices[i : i + BATCH] for i in range(0, n, BATCH)]
+
+        def prep(chunk: list[Any]) -> tuple[np.ndarray, list[Geometry]]:
+            try:
+                return self.preprocess([s.hu for s in chunk], win)
+            except ValueError as exc:
+                raise InferenceError(f"a slice could not be prepared for the model: {exc}") from exc
+
+        probs: list[np.ndarray] = []
+        geometries: list[Geometry] = []
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            ood_future = pool.submit(check_series, series)
+            pending = pool.submit(prep, chunks[0])
+            for j in range(len(chunks)):
+                x, geos = pending.result()
+                if j + 1 < len(chunks):
+                    pending = pool.submit(prep, chunks[j + 1])
+                probs.append(self._predict_fn(x).numpy().astype(np.float32))
+                geometries.extend(geos)
+                if progress is not None:
+                    progress(min((j + 1) * BATCH, n), n)
+            check = ood_future.result()
+        p = np.concatenate(probs)
+        return self._aggregate(p, check.ood, check.reasons, geometries, win, start)
+
+    def _aggregate(
+        self,
+        p: np.ndarray,
+        ood: np.ndarray,
+        reasons: list[list[str]],
+        geometries: list[Geometry],
+        window: Window,
+        start: float,
+    ) -> SeriesResult:
+        n = len(p)
+        labels = self.decide(p)
+        series_ood = bool(ood.sum() * 2 > n)
+        pool = np.flatnonzero(~ood) if (~ood).any() else np.arange(n)
+        ranked = pool[np.argsort(-p[pool, self._suspicious], kind="stable")]
+        top = ranked[: top_k(len(pool))]
+        score = float(p[top, self._suspicious].mean())
+        label = OOD_LABEL if series_ood else self.decide(p[top].mean(axis=0, keepdims=True))[0]
+        return SeriesResult(
+            model_id=self.card.id,
+            model_sha256=self.card.sha256,
+            class_names=self.class_names,
+            probabilities=p,
+            labels=labels,
+            most_suspicious_index=int(ranked[0]),
+            series_score=score,
+            series_label=label,
+            ood=ood.astype(bool),
+            ood_reasons=["; ".join(r) for r in reasons],
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+            top_indices=[int(i) for i in top],
+            suspicious_class=self.suspicious_class,
+            window=(float(window.center), float(window.width)),
+            geometries=geometries,
+        )
+
+    # ------------------------------------------------------------------------------ Grad-CAM
+    def explain(
+        self,
+        series: Any,
+        slice_index: int,
+        class_name: str | None = None,
+        window: Window | None = None,
+    ) -> Explanation:
+        """Grad-CAM of one slice, with its probabilities from the same forward pass.
+
+        Args:
+            series: a :class:`core.imaging.Series`.
+            slice_index: 0-based index into ``series.slices``.
+            class_name: class to explain; None = the slice's decided label.
+            window: override of the card's window; None = the card's.
+
+        Returns:
+            :class:`Explanation` with ``heatmap`` float32 (y, x) in [0, 1] at the slice's size.
+
+        Raises:
+            InferenceError: index out of range or unknown class name.
+        """
+        slices = series.slices
+        if not 0 <= slice_index < len(slices):
+            raise InferenceError(f"slice {slice_index} does not exist; the series has {len(slices)} slices")
+        if class_name is not None and class_name not in self.class_names:
+            raise InferenceError(f"unknown class {class_name!r}; this model knows {list(self.class_names)}")
+        return self.explain_hu(slices[slice_index].hu, class_name, window, slice_index)
+
+    def explain_hu(
+        self,
+        hu: np.ndarray,
+        class_name: str | None = None,
+        window: Window | None = None,
+        slice_index: int = 0,
+    ) -> Explanation:
+        """Grad-CAM of one slice given as HU, float (y, x); see :meth:`explain`."""
+        x, geos = self.preprocess(np.asarray(hu), window)
+        probs, cams = self.gradcam(x)
+        label = self.decide(probs)[0]
+        cls = class_name or label
+        grid = normalize_cam(cams[0, :, :, self.class_names.index(cls)])
+        heat = np.clip(geos[0].to_slice(grid), 0.0, 1.0).astype(np.float32)
+        return Explanation(
+            probabilities=probs[0],
+            class_name=cls,
+            heatmap=heat,
+            label=label,
+            slice_index=slice_index,
+            grid=grid,
+        )
