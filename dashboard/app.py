@@ -1,10 +1,90 @@
-"""LungReview dashboard entry point (placeholder until the dashboard issue lands)."""
+"""LungReview dashboard: the ``st.navigation`` router.
 
-import streamlit as st
+Run with ``make run`` (``streamlit run dashboard/app.py``). Every page module lives in
+``dashboard/pages/``; this script signs users in and out, shows the disclaimer in the sidebar and
+offers each role its pages. Pages a role may not open are registered hidden (a direct link shows
+a refusal from the page itself, which checks the role again); writes are checked in ``db`` too.
+"""
 
-from core.config import DISCLAIMER
+from __future__ import annotations
 
-st.set_page_config(page_title="LungReview", layout="wide")
-st.title("LungReview")
-st.warning(DISCLAIMER)
-st.write("The review workflow is being built.")
+import logging
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `streamlit run dashboard/app.py` only adds dashboard/
+    sys.path.insert(0, str(REPO_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from core.config import Role  # noqa: E402
+from dashboard.components import (  # noqa: E402
+    ADMIN_ROLES,
+    ALL_ROLES,
+    COMPARE_ROLES,
+    READ_ROLES,
+    RESULTS_ROLES,
+    error_boundary,
+    refresh_user,
+    sidebar,
+    sign_out,
+)
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+
+#: (section, file, title, icon, roles, url path)
+PAGES: tuple[tuple[str, str, str, str, frozenset[Role], str], ...] = (
+    ("Review", "read_study.py", "Read a study", ":material/radiology:", READ_ROLES, "read"),
+    ("Review", "worklist.py", "Worklist", ":material/list_alt:", ALL_ROLES, "worklist"),
+    ("Models", "compare.py", "Compare models", ":material/compare:", COMPARE_ROLES, "compare"),
+    ("Models", "about.py", "About", ":material/info:", ALL_ROLES, "about"),
+    ("Pilot", "feedback.py", "Pilot feedback", ":material/rate_review:", ALL_ROLES, "feedback"),
+    ("Pilot", "feedback_results.py", "Feedback results", ":material/monitoring:", RESULTS_ROLES, "results"),
+    ("Admin", "admin.py", "Users", ":material/manage_accounts:", ADMIN_ROLES, "users"),
+)
+
+
+def _sign_out_clicked(user_id: int) -> None:
+    from dashboard.resources import get_session_factory
+    from db.repository import log_event
+
+    with error_boundary("sign-out"), get_session_factory().begin() as s:
+        log_event(s, user_id=user_id, action="sign-out", object_type="user", object_id=user_id)
+    sign_out()
+
+
+def main() -> None:
+    """Build the navigation for the current user and run the selected page."""
+    st.set_page_config(page_title="LungReview", page_icon=":material/pulmonology:", layout="wide")
+    from dashboard.resources import get_session_factory
+    from db.repository import list_users
+
+    users = None
+    with error_boundary("start-up"), get_session_factory(read_only=True).begin() as s:
+        users = list_users(s)
+    if users is None:
+        sidebar(None)
+        st.stop()
+    user = refresh_user(users)
+    sidebar(user)
+    if user is None:
+        nav = st.navigation([st.Page(PAGES_DIR / "sign_in.py", title="Sign in", icon=":material/login:",
+                                     url_path="signin", default=True)])
+        nav.run()
+        return
+    st.sidebar.button("Sign out", key="sign_out", on_click=_sign_out_clicked, args=(user.id,),
+                      icon=":material/logout:")
+    default = "read_study.py" if user.role == Role.RADIOLOGIST.value else "worklist.py"
+    sections: dict[str, list] = {}
+    for section, file, title, icon, roles, url in PAGES:
+        visible = user.role in {r.value for r in roles}
+        sections.setdefault(section, []).append(
+            st.Page(PAGES_DIR / file, title=title, icon=icon, url_path=url, default=file == default,
+                    visibility="visible" if visible else "hidden")
+        )
+    st.navigation(sections).run()
+
+
+main()

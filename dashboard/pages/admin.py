@@ -1,0 +1,72 @@
+"""Users (admins only): list accounts, create users with a role, change roles, (de)activate.
+
+Browser: a table of users; form "Create a user" with "Username", "Display name", "Role",
+"Password" and the button "Create user" (success: "Created user ..."); form "Change a user" with
+"User", "Role", "Active" and the button "Save changes".
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.config import Role
+from dashboard.components import ADMIN_ROLES, SessionUser, flash, role_label, run_page
+from dashboard.resources import get_session_factory
+from db.repository import create_user, list_users, set_user_active, set_user_role
+
+ROLES: tuple[str, ...] = tuple(r.value for r in Role)
+
+
+def users_frame(rows) -> pd.DataFrame:
+    """Display table of ``db.schema.User`` rows (no password hashes)."""
+    return pd.DataFrame(
+        [{"id": u.id, "username": u.username, "display name": u.display_name, "role": u.role,
+          "active": bool(u.active)} for u in rows],
+        columns=["id", "username", "display name", "role", "active"],
+    )
+
+
+def body(user: SessionUser) -> None:
+    """The users page."""
+    with get_session_factory(read_only=True).begin() as s:
+        rows = list_users(s)
+        table = users_frame(rows)
+    st.dataframe(table, hide_index=True, key="users_table")
+
+    st.subheader("Create a user")
+    with st.form("create_user", clear_on_submit=True):
+        username = st.text_input("Username", key="new_username", help="3-64 letters, digits, _ . @ -")
+        display = st.text_input("Display name", key="new_display_name")
+        role = st.selectbox("Role", ROLES, index=0, key="new_role", format_func=role_label)
+        password = st.text_input("Password", type="password", key="new_password",
+                                 help="at least 8 characters; tell the user to keep it private")
+        if st.form_submit_button("Create user", key="create_user_submit", type="primary"):
+            with get_session_factory().begin() as s:
+                created = create_user(s, username, display, role, password, actor=user.id)
+                name = created.username
+            flash(f"Created user {name!r} with the role {role_label(role)}.")
+            st.rerun()
+
+    st.subheader("Change a user")
+    if table.empty:
+        return
+    options = table["id"].tolist()
+    labels = {r.id: f"{r.username} ({r.display_name})" for r in rows}
+    target = st.selectbox("User", options, key="change_user_id", format_func=lambda i: labels.get(i, str(i)))
+    current = next(r for r in rows if r.id == target)
+    with st.form("change_user"):
+        new_role = st.selectbox("Role", ROLES, index=ROLES.index(current.role), key=f"change_role_{target}",
+                                format_func=role_label)
+        active = st.checkbox("Active", value=bool(current.active), key=f"change_active_{target}")
+        if st.form_submit_button("Save changes", key="change_user_submit"):
+            with get_session_factory().begin() as s:
+                set_user_role(s, user.id, target, new_role)
+                set_user_active(s, user.id, target, active)
+            flash(f"Saved: {current.username} is now {role_label(new_role)}, "
+                  f"{'active' if active else 'deactivated'}.")
+            st.rerun()
+
+
+if __name__ == "__main__":
+    run_page(body, roles=ADMIN_ROLES, title="Users", what="manage users")

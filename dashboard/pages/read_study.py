@@ -1,0 +1,519 @@
+"""Read a study (radiologists, admins): upload, AI result, slice viewer with Grad-CAM, own read.
+
+Flow: upload DICOM files / a ZIP / JPG or PNG slices -> ``core.imaging.read_uploads`` (bad files
+are listed, good ones read) -> pick study and series -> pick a model (default preselected) ->
+"Analyse with AI" (``core.inference.Predictor.analyse_series``; a study uploaded before is
+recognised by its content hash and the stored inference of the same model is reused) -> series
+result, per-slice malignancy chart (click a point or use the slider), slice with window presets
+and Grad-CAM overlay -> the reader's own read (form). Time to decision runs from the first display
+of the AI result to "Save my read".
+
+Browser: file input "Upload DICOM files, a ZIP or JPG/PNG slices"; selectors "Study", "Series",
+"Model"; button "Analyse with AI" (then "AI result" metric appears); chart, slider "Slice",
+button "Go to most suspicious slice"; radio "Window" (Lung, Mediastinum, Bone, File's own,
+IQ-OTH/NCCD export); checkbox "Show Grad-CAM heatmap", slider "Heatmap opacity", selector
+"Heatmap class"; form with radios "Your finding", "Do you agree with the AI?",
+"Your confidence", "Was the heatmap helpful?", text area "Comment", button "Save my read"
+(success text starts with "Read saved").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.config import WINDOW_PRESETS, Agreement, Finding, Window, WindowPreset, get_settings
+from core.imaging import (
+    FileProblem,
+    ImageTooLargeError,
+    ImagingError,
+    ReadResult,
+    Series,
+    Study,
+    read_uploads,
+    view,
+)
+from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
+from dashboard.resources import get_predictor, get_session_factory
+from db.repository import add_inference, add_review, add_study, find_study_by_hash, latest_inference
+from models.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
+
+MB = 1024 * 1024
+PRESET_LABELS: dict[str, str] = {
+    WindowPreset.LUNG.value: "Lung (C -600 / W 1500)",
+    WindowPreset.MEDIASTINUM.value: "Mediastinum (C 50 / W 350)",
+    WindowPreset.BONE.value: "Bone (C 500 / W 2000)",
+    WindowPreset.DICOM.value: "File's own",
+    WindowPreset.IQ_OTHNCCD.value: "IQ-OTH/NCCD export",
+}
+REVIEW_KEYS = ("review_finding", "review_agreement", "review_confidence", "review_heatmap", "review_comment")
+MAX_EXPLANATIONS = 48
+
+
+@dataclass
+class CaseAnalysis:
+    """The AI result of one series as the page shows it (fresh or stored in the database).
+
+    Attributes:
+        key: content hash + series key + model id + model sha256 (session cache key).
+        study_id, inference_id: database rows.
+        probabilities: float32 (n, k), slice order; class order ``class_names``.
+        labels: per-slice labels (n,). ood: bool (n,), slices flagged by the out-of-distribution guard.
+        opened_at: ``time.time()`` of the first display of this result (time to decision starts).
+    """
+
+    key: str
+    study_id: int
+    inference_id: int
+    model_id: str
+    model_sha256: str
+    class_names: list[str]
+    probabilities: np.ndarray
+    labels: list[str]
+    series_label: str
+    series_score: float
+    most_suspicious_index: int
+    ood: np.ndarray
+    ood_reasons: list[str]
+    latency_ms: float
+    threshold: float
+    reused: bool = False
+    created_at: str = ""
+    opened_at: float = field(default_factory=time.time)
+
+    @property
+    def any_ood(self) -> bool:
+        """True when the guard flagged any slice."""
+        return bool(np.any(self.ood))
+
+    @property
+    def positive_index(self) -> int:
+        """Column of the malignancy class ("malignant", else "cancer", else the last)."""
+        for name in ("malignant", "cancer"):
+            if name in self.class_names:
+                return self.class_names.index(name)
+        return len(self.class_names) - 1
+
+
+# ------------------------------------------------------------------------------- pure helpers
+def upload_limit_mb() -> int:
+    """Per-file upload limit in MB: the smaller of ``server.maxUploadSize`` and the settings'."""
+    try:
+        server = int(st.get_option("server.maxUploadSize"))
+    except (RuntimeError, ValueError, TypeError):
+        server = get_settings().max_upload_mb
+    return min(server, get_settings().max_upload_mb)
+
+
+def read_upload(items: list[tuple[str, bytes]], limit_mb: int | None = None) -> ReadResult:
+    """Read uploaded files; files over the size limit become per-file problems.
+
+    Args:
+        items: (file name, bytes) pairs. limit_mb: per-file limit (default :func:`upload_limit_mb`).
+
+    Returns:
+        ``core.imaging.ReadResult`` (studies + per-file problems).
+
+    Raises:
+        ImagingError (a subclass): nothing at all could be read (the message says why).
+    """
+    limit = (limit_mb or upload_limit_mb()) * MB
+    too_big = [FileProblem(name, ImageTooLargeError(
+        f"{name} is {len(data) / MB:.0f} MB, over the {limit // MB} MB upload limit; split the study into "
+        "smaller ZIPs or upload the series' files directly")) for name, data in items if len(data) > limit]
+    ok = [(n, d) for n, d in items if len(d) <= limit]
+    if not ok:
+        if too_big:
+            raise too_big[0].error
+        raise ImagingError("no file was uploaded; choose DICOM files, a ZIP or JPG/PNG slices")
+    result = read_uploads(ok)
+    result.problems[:0] = too_big
+    return result
+
+
+def analysis_key(study: Study, series: Series, card: ModelCard) -> str:
+    """Session cache key: same bytes, same series, same model file -> same AI result."""
+    return f"{study.content_hash}:{series.series_key}:{card.id}:{card.sha256}"
+
+
+def decision_threshold(card: ModelCard) -> float:
+    """Threshold recorded with an inference: the card's malignancy threshold, else 0.5 (argmax)."""
+    for name in ("malignant", "cancer"):
+        if name in card.thresholds:
+            return float(card.thresholds[name])
+    return 0.5
+
+
+def _from_inference(key: str, inf: Any, card: ModelCard) -> CaseAnalysis:
+    r = dict(inf.series_result or {})
+    probs = np.asarray(inf.slice_probabilities, dtype=np.float32)
+    names = [str(c) for c in r.get("class_names", card.class_names)]
+    analysis = CaseAnalysis(
+        key=key, study_id=inf.study_id, inference_id=inf.id, model_id=inf.model_id, model_sha256=inf.model_sha256,
+        class_names=names, probabilities=probs, labels=[str(x) for x in r.get("labels", [])],
+        series_label=str(inf.ai_label), series_score=float(inf.series_score),
+        most_suspicious_index=int(r.get("most_suspicious_index", 0)),
+        ood=np.asarray(r.get("ood", [bool(inf.ood)] * len(probs)), dtype=bool),
+        ood_reasons=[str(x) for x in r.get("ood_reasons", [])], latency_ms=float(inf.latency_ms),
+        threshold=float(inf.threshold), reused=True, created_at=f"{inf.created_at:%Y-%m-%d %H:%M} UTC",
+    )
+    if len(analysis.labels) != len(probs):
+        from core.decision import decide
+
+        idx = decide(probs, names, card.thresholds)
+        analysis.labels = [names[i] for i in idx]
+    if analysis.ood.shape != (len(probs),):
+        analysis.ood = np.full(len(probs), bool(inf.ood))
+    return analysis
+
+
+def stored_analysis(user: SessionUser, study: Study, series: Series, card: ModelCard) -> CaseAnalysis | None:
+    """The stored inference of this model on these bytes and this series, if any (no model run)."""
+    with get_session_factory(read_only=True).begin() as s:
+        row = find_study_by_hash(s, study.content_hash)
+        if row is None:
+            return None
+        inf = latest_inference(s, row.id, card.id)
+        if inf is None or inf.model_sha256 != card.sha256:
+            return None
+        stored_series = (inf.series_result or {}).get("series_key")
+        if stored_series not in (None, series.series_key) or len(inf.slice_probabilities) != len(series.slices):
+            return None
+        return _from_inference(analysis_key(study, series, card), inf, card)
+
+
+def run_analysis(user: SessionUser, study: Study, series: Series, card: ModelCard, progress=None) -> CaseAnalysis:
+    """Run the model on ``series`` and store study (if new) and inference.
+
+    Args:
+        progress: optional callback passed to ``Predictor.analyse_series``.
+
+    Raises:
+        models.registry.RegistryError: the model is missing or fails its integrity check.
+        db.repository.RepositoryError: the database refused a row.
+    """
+    predictor = get_predictor(card.id)
+    result = predictor.analyse_series(series, progress=progress)
+    probs = np.asarray(result.probabilities, dtype=np.float32)
+    extra = {"class_names": list(card.class_names), "series_key": series.series_key,
+             "series_description": series.description}
+    with get_session_factory().begin() as s:
+        row = find_study_by_hash(s, study.content_hash)
+        if row is None:
+            row = add_study(s, study_key=study.study_key, modality=series.modality, n_series=len(study.series),
+                            n_slices=sum(len(se.slices) for se in study.series), source_kind=study.source_kind,
+                            content_hash=study.content_hash, uploaded_by=user.id)
+        inf = add_inference(s, study_id=row.id, model_id=card.id, model_sha256=card.sha256,
+                            slice_probabilities=probs, series_result={**result.to_dict(), **extra},
+                            threshold=decision_threshold(card), ood=np.asarray(result.ood, dtype=bool),
+                            latency_ms=float(result.latency_ms), user=user.id)
+        study_id, inference_id = row.id, inf.id
+    return CaseAnalysis(
+        key=analysis_key(study, series, card), study_id=study_id, inference_id=inference_id, model_id=card.id,
+        model_sha256=card.sha256, class_names=list(card.class_names), probabilities=probs,
+        labels=[str(x) for x in result.labels], series_label=str(result.series_label),
+        series_score=float(result.series_score), most_suspicious_index=int(result.most_suspicious_index),
+        ood=np.asarray(result.ood, dtype=bool), ood_reasons=[str(x) for x in result.ood_reasons],
+        latency_ms=float(result.latency_ms), threshold=decision_threshold(card),
+    )
+
+
+def save_review(user: SessionUser, analysis: CaseAnalysis, *, finding: str, agreement: str, confidence: int,
+                heatmap_helpful: int | None, comment: str, now: float | None = None) -> int:
+    """Store the reader's read of the analysed study; returns the review id.
+
+    ``seconds_to_decision`` = ``now`` (default ``time.time()``) - ``analysis.opened_at``, in s.
+
+    Raises:
+        db.repository.ValidationError / PermissionDenied / NotFoundError: see ``add_review``.
+    """
+    seconds = max(0.0, (now if now is not None else time.time()) - analysis.opened_at)
+    with get_session_factory().begin() as s:
+        row = add_review(s, study_id=analysis.study_id, inference_id=analysis.inference_id, reader=user.id,
+                         finding=finding, agreement=agreement, confidence=confidence,
+                         heatmap_helpful=heatmap_helpful, comment=comment, seconds_to_decision=seconds)
+        return int(row.id)
+
+
+def window_options(series: Series) -> list[str]:
+    """Window presets offered for a series (the file's own only when it has one)."""
+    opts = [WindowPreset.LUNG.value, WindowPreset.MEDIASTINUM.value, WindowPreset.BONE.value]
+    if series.source_kind == "dicom" and series.windows:
+        opts.append(WindowPreset.DICOM.value)
+    opts.append(WindowPreset.IQ_OTHNCCD.value)
+    return opts
+
+
+def window_for(preset: str, series: Series) -> Window:
+    """The ``Window`` (centre/width in HU) of a preset; "dicom" = the series' first own window."""
+    if preset == WindowPreset.DICOM.value and series.windows:
+        return series.windows[0]
+    return WINDOW_PRESETS[WindowPreset(preset)]
+
+
+def ai_label_text(analysis: CaseAnalysis) -> str:
+    """The series label as shown; "not applicable" when the out-of-distribution guard fired."""
+    return "not applicable (outside the training data)" if analysis.any_ood else analysis.series_label
+
+
+# ------------------------------------------------------------------------------------ widgets
+def _cache(name: str) -> OrderedDict:
+    if name not in st.session_state:
+        st.session_state[name] = OrderedDict()
+    return st.session_state[name]
+
+
+def _uploaded_items(files) -> tuple[tuple, list[tuple[str, bytes]]]:
+    items = [(f.name, f.getvalue()) for f in files]
+    digest = hashlib.sha256()
+    for name, data in items:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest(), items
+
+
+def _progress_callback(bar):
+    def progress(*args) -> None:
+        if len(args) >= 2 and args[1]:
+            frac, text = float(args[0]) / float(args[1]), f"slice {int(args[0])} of {int(args[1])}"
+        elif args:
+            frac, text = float(args[0]), ""
+        else:
+            return
+        bar.progress(min(max(frac, 0.0), 1.0), text=text)
+
+    return progress
+
+
+def choose_model() -> ModelCard | None:
+    """The model selector (default preselected); None when no model is registered."""
+    cards = list_cards()
+    if not cards:
+        st.error("No AI model is registered yet; ask an admin to train and register one (python -m models.train).")
+        return None
+    ids = [c.id for c in cards]
+    try:
+        default = default_model_id()
+    except RegistryError:
+        default = ids[0]
+    index = ids.index(default) if default in ids else 0
+    model_id = st.selectbox("Model", ids, index=index, key="model_id",
+                            format_func=lambda i: i + ("  (default)" if i == default else ""))
+    return get_card(model_id)
+
+
+def _reset_case(key: str, analysis: CaseAnalysis) -> None:
+    """New case on screen: start at the most suspicious slice, clear the previous read's answers."""
+    if st.session_state.get("_case_key") == key:
+        return
+    st.session_state["_case_key"] = key
+    for k in (*REVIEW_KEYS, "_last_chart_pick", "_saved_review"):
+        st.session_state.pop(k, None)
+    st.session_state["slice_no"] = analysis.most_suspicious_index + 1
+    analysis.opened_at = time.time()
+
+
+def _apply_chart_pick(n: int) -> None:
+    """Move to the slice clicked on the chart (selection state from the previous interaction)."""
+    state = st.session_state.get("slice_chart")
+    points = []
+    try:
+        points = list(state["selection"]["points"]) if state else []
+    except (KeyError, TypeError):
+        points = []
+    pick = int(round(points[0]["x"])) if points and points[0].get("x") is not None else None
+    if pick is not None and pick != st.session_state.get("_last_chart_pick"):
+        st.session_state["_last_chart_pick"] = pick
+        st.session_state["slice_no"] = min(max(pick, 1), n)
+
+
+def _go_to_suspicious(index: int) -> None:
+    st.session_state["slice_no"] = index + 1
+
+
+def show_result(series: Series, analysis: CaseAnalysis, card: ModelCard) -> None:
+    """Series result, chart, slice viewer with Grad-CAM, and the review form."""
+    n = len(series.slices)
+    pos = analysis.positive_index
+    if analysis.reused:
+        st.info(f"Recognised upload: this study is already in LungReview (study {analysis.study_id}). Showing "
+                f"the stored AI result of {analysis.model_id} from {analysis.created_at}; the model was not re-run.")
+    if analysis.any_ood:
+        st.error(
+            "**Out-of-distribution warning.** These images are unlike the data the model was trained on, so "
+            "its output does not apply to them and is shown for reference only. "
+            + (" ".join(analysis.ood_reasons) if analysis.ood_reasons else ""), icon="🚫")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("AI result", ai_label_text(analysis))
+    c2.metric(f"Series P({analysis.class_names[pos]})", f"{analysis.series_score:.3f}")
+    c3.metric("Most suspicious slice", f"{analysis.most_suspicious_index + 1} of {n}")
+    c4.metric("Analysis time", f"{analysis.latency_ms / 1000:.1f} s")
+
+    _apply_chart_pick(n)
+    current = int(st.session_state.get("slice_no", analysis.most_suspicious_index + 1))
+    fig = slice_score_figure(analysis.probabilities[:, pos], current=current - 1,
+                             suspicious=analysis.most_suspicious_index, threshold=analysis.threshold,
+                             ood=analysis.ood, score_name=analysis.class_names[pos])
+    st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="slice_chart")
+    nav1, nav2 = st.columns([4, 1])
+    if n > 1:
+        nav1.slider("Slice", 1, n, key="slice_no", help="or click a point on the chart")
+    nav2.button("Go to most suspicious slice", key="goto_suspicious", on_click=_go_to_suspicious,
+                args=(analysis.most_suspicious_index,))
+    index = int(st.session_state.get("slice_no", 1)) - 1 if n > 1 else 0
+    show_slice(series, analysis, card, index)
+    review_form(analysis)
+
+
+def show_slice(series: Series, analysis: CaseAnalysis, card: ModelCard, index: int) -> None:
+    """One slice in the chosen window, its probabilities, and the Grad-CAM overlay."""
+    options = window_options(series)
+    if st.session_state.get("window_preset") not in options:
+        st.session_state["window_preset"] = (WindowPreset.LUNG.value if series.source_kind == "dicom"
+                                             else WindowPreset.IQ_OTHNCCD.value)
+    preset = st.radio("Window", options, horizontal=True, key="window_preset",
+                      format_func=lambda v: PRESET_LABELS.get(v, v))
+    window = window_for(preset, series)
+    sl = series.slices[index]
+    picture = view(sl.hu, window)
+    g1, g2, g3 = st.columns([1, 1, 2])
+    show_cam = g1.checkbox("Show Grad-CAM heatmap", value=True, key="gradcam_on")
+    alpha = g2.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_opacity")
+    classes = list(analysis.class_names)
+    default_cls = analysis.labels[index] if index < len(analysis.labels) and analysis.labels[index] in classes \
+        else classes[analysis.positive_index]
+    cam_class = g3.selectbox("Heatmap class", classes, index=classes.index(default_cls), key="gradcam_class")
+    left, right = st.columns(2)
+    caption = f"Slice {index + 1} of {len(series.slices)} · {sl.source} · C {window.center:g} / W {window.width:g} HU"
+    left.image(picture, caption=caption, width="stretch", clamp=True)
+    with right:
+        if show_cam:
+            overlay_png = explanation_png(series, analysis, index, cam_class, picture, alpha)
+            if overlay_png is not None:
+                st.image(overlay_png, caption=f"Grad-CAM for '{cam_class}' (opacity {alpha:.2f})", width="stretch")
+        probs = pd.DataFrame({"class": classes, "probability": analysis.probabilities[index].round(3)})
+        st.dataframe(probs, hide_index=True, key="slice_probabilities")
+        lbl = analysis.labels[index] if index < len(analysis.labels) else "?"
+        flag = " · out of distribution" if bool(analysis.ood[index]) else ""
+        st.caption(f"AI label of this slice: {lbl}{flag}")
+    if series.hu_is_estimated:
+        st.caption("HU are estimated from the picture's grey values (JPG/PNG exports carry no HU).")
+
+
+def explanation_png(series: Series, analysis: CaseAnalysis, index: int, cls: str, picture: np.ndarray,
+                    alpha: float) -> bytes | None:
+    """PNG of the Grad-CAM overlay on the displayed view (heatmap cached per slice and class)."""
+    from core.explain import overlay, to_png
+
+    cache = _cache("_explanations")
+    key = (analysis.key, index, cls)
+    if key not in cache:
+        with st.spinner(f"Computing Grad-CAM for slice {index + 1}..."):
+            explanation = get_predictor(analysis.model_id).explain(series, index, class_name=cls)
+        cache[key] = np.asarray(explanation.heatmap, dtype=np.float32)
+        while len(cache) > MAX_EXPLANATIONS:
+            cache.popitem(last=False)
+    return to_png(overlay(picture, cache[key], alpha=alpha))
+
+
+def review_form(analysis: CaseAnalysis) -> None:
+    """The reader's own read; stored with the seconds since the AI result was first shown."""
+    st.subheader("Your read")
+    saved = st.session_state.get("_saved_review")
+    if saved:
+        st.success(saved)
+    user = st.session_state["user"]
+    with st.form("review_form"):
+        finding = st.radio("Your finding", [f.value for f in Finding], index=None, horizontal=True,
+                           key="review_finding", format_func=str.capitalize)
+        agreement = st.radio("Do you agree with the AI?", [a.value for a in Agreement], index=None, horizontal=True,
+                             key="review_agreement", format_func=str.capitalize)
+        confidence = st.radio("Your confidence (1 = very unsure, 5 = certain)", [1, 2, 3, 4, 5], index=None,
+                              horizontal=True, key="review_confidence")
+        helpful = st.radio("Was the heatmap helpful? (1 = not at all, 5 = very)", ["not used", 1, 2, 3, 4, 5],
+                           index=None, horizontal=True, key="review_heatmap")
+        comment = st.text_area("Comment (no patient identifiers)", key="review_comment", max_chars=5000)
+        submitted = st.form_submit_button("Save my read", key="review_submit", type="primary")
+    if not submitted:
+        return
+    missing = [name for name, v in (("finding", finding), ("agreement", agreement), ("confidence", confidence))
+               if v is None]
+    if missing:
+        st.error("Please choose your " + ", ".join(missing) + " before saving.")
+        return
+    review_id = save_review(user, analysis, finding=finding, agreement=agreement, confidence=int(confidence),
+                            heatmap_helpful=None if helpful in (None, "not used") else int(helpful), comment=comment)
+    seconds = time.time() - analysis.opened_at
+    st.session_state["_saved_review"] = (
+        f"Read saved (review {review_id}, {seconds:.0f} s after the AI result was shown). "
+        "Saving again replaces your read; the earlier one stays in the history.")
+    st.success(st.session_state["_saved_review"])
+
+
+def body(user: SessionUser) -> None:
+    """The read-a-study page."""
+    limit = upload_limit_mb()
+    files = st.file_uploader("Upload DICOM files, a ZIP or JPG/PNG slices", accept_multiple_files=True,
+                             key="upload", help="A whole series: all its DICOM files, or one ZIP.")
+    st.caption(f"Up to {limit} MB per file; a ZIP may expand to {get_settings().max_zip_mb} MB. "
+               "Files are read in memory and not stored; only a pseudonymous study key is kept.")
+    if not files:
+        st.info("Upload a study to start: DICOM files of one or more series, a ZIP of them, or JPG/PNG slices.")
+        return
+    upload_key, items = _uploaded_items(files)
+    reads = _cache("_reads")
+    if upload_key not in reads:
+        with st.spinner(f"Reading {len(items)} file(s)..."):
+            reads[upload_key] = read_upload(items, limit)
+        while len(reads) > 2:
+            reads.popitem(last=False)
+    result: ReadResult = reads[upload_key]
+    show_problems(result.problems)
+    studies = result.studies
+    study = studies[0]
+    if len(studies) > 1:
+        pick = st.selectbox("Study", range(len(studies)), key="study_pick",
+                            format_func=lambda i: f"Study {studies[i].study_key[:12]} · {len(studies[i].series)} series")
+        study = studies[pick]
+    series = study.series[0]
+    if len(study.series) > 1:
+        pick = st.selectbox("Series", range(len(study.series)), key="series_pick",
+                            format_func=lambda i: f"{study.series[i].description or 'series'} · "
+                            f"{len(study.series[i].slices)} slices · {study.series[i].modality}")
+        series = study.series[pick]
+    sz, sy, sx = series.spacing_mm
+    spacing = " x ".join("?" if v is None else f"{v:.2f}" for v in (sz, sy, sx))
+    st.caption(f"{series.modality} · {series.source_kind.upper()} · {len(series.slices)} slice(s) · "
+               f"spacing (z, y, x) {spacing} mm · study key {study.study_key[:12]}")
+    card = choose_model()
+    if card is None:
+        return
+    key = analysis_key(study, series, card)
+    analyses = _cache("_analyses")
+    if key not in analyses:
+        stored = stored_analysis(user, study, series, card)
+        if stored is not None:
+            analyses[key] = stored
+    if key not in analyses:
+        if not st.button("Analyse with AI", key="analyse", type="primary"):
+            return
+        with st.status(f"Analysing {len(series.slices)} slice(s) with {card.id}...", expanded=True) as status:
+            bar = st.progress(0.0, text="loading the model")
+            analyses[key] = run_analysis(user, study, series, card, progress=_progress_callback(bar))
+            status.update(label=f"Analysed {len(series.slices)} slice(s) with {card.id}", state="complete",
+                          expanded=False)
+        while len(analyses) > 8:
+            analyses.popitem(last=False)
+    analysis = analyses[key]
+    _reset_case(key, analysis)
+    show_result(series, analysis, card)
+
+
+if __name__ == "__main__":
+    run_page(body, roles=READ_ROLES, title="Read a study", what="read studies")
