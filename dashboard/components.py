@@ -151,6 +151,8 @@ def message_for(exc: BaseException) -> str:
         return f"Not found: {exc}"
     if isinstance(exc, RepositoryError):
         return f"The database refused this: {exc}"
+    if type(exc).__name__ == "InferenceError":  # core.inference, not imported here (TensorFlow)
+        return f"The AI analysis could not run: {exc}"
     if isinstance(exc, DatabaseError):
         return f"The database cannot be used right now: {exc}. Ask an admin."
     return ""

@@ -202,8 +202,10 @@ def run_analysis(user: SessionUser, study: Study, series: Series, card: ModelCar
     predictor = get_predictor(card.id)
     result = predictor.analyse_series(series, progress=progress)
     probs = np.asarray(result.probabilities, dtype=np.float32)
+    model_label = finding_label(result, card)
     extra = {"class_names": list(card.class_names), "series_key": series.series_key,
-             "series_description": series.description}
+             "series_description": series.description, "series_label": model_label,
+             "inference_series_label": str(result.series_label)}
     with get_session_factory().begin() as s:
         row = find_study_by_hash(s, study.content_hash)
         if row is None:
@@ -218,11 +220,29 @@ def run_analysis(user: SessionUser, study: Study, series: Series, card: ModelCar
     return CaseAnalysis(
         key=analysis_key(study, series, card), study_id=study_id, inference_id=inference_id, model_id=card.id,
         model_sha256=card.sha256, class_names=list(card.class_names), probabilities=probs,
-        labels=[str(x) for x in result.labels], series_label=str(result.series_label),
+        labels=[str(x) for x in result.labels], series_label=model_label,
         series_score=float(result.series_score), most_suspicious_index=int(result.most_suspicious_index),
         ood=np.asarray(result.ood, dtype=bool), ood_reasons=[str(x) for x in result.ood_reasons],
         latency_ms=float(result.latency_ms), threshold=decision_threshold(card),
     )
+
+
+def finding_label(result: Any, card: ModelCard) -> str:
+    """The series label to store: the model's own class even when the OOD guard fired.
+
+    ``SeriesResult.series_label`` is "out-of-distribution" when most slices are OOD; the database
+    stores a Finding (normal/benign/malignant) plus the OOD flag, so the label is recomputed here
+    the way ``core.inference`` does (``core.decision.decide`` on the mean probability row of the
+    top-k slices, card thresholds). The page shows "not applicable" whenever OOD is set.
+    """
+    label = str(result.series_label)
+    if label in card.class_names:
+        return label
+    from core.decision import decide
+
+    p = np.asarray(result.probabilities, dtype=np.float64)
+    top = list(getattr(result, "top_indices", []) or range(len(p)))
+    return card.class_names[int(decide(p[top].mean(axis=0, keepdims=True), card.class_names, card.thresholds)[0])]
 
 
 def save_review(user: SessionUser, analysis: CaseAnalysis, *, finding: str, agreement: str, confidence: int,
@@ -256,6 +276,14 @@ def window_for(preset: str, series: Series) -> Window:
     if preset == WindowPreset.DICOM.value and series.windows:
         return series.windows[0]
     return WINDOW_PRESETS[WindowPreset(preset)]
+
+
+def ood_summary(analysis: CaseAnalysis) -> str:
+    """How many slices the guard flagged and its distinct reasons, as one sentence."""
+    flagged = int(np.sum(analysis.ood))
+    reasons = sorted({r for text in analysis.ood_reasons for r in str(text).split("; ") if r})
+    text = f"{flagged} of {len(analysis.ood)} slice(s) flagged"
+    return text + (": " + "; ".join(reasons) + "." if reasons else ".")
 
 
 def ai_label_text(analysis: CaseAnalysis) -> str:
@@ -348,7 +376,7 @@ def show_result(series: Series, analysis: CaseAnalysis, card: ModelCard) -> None
         st.error(
             "**Out-of-distribution warning.** These images are unlike the data the model was trained on, so "
             "its output does not apply to them and is shown for reference only. "
-            + (" ".join(analysis.ood_reasons) if analysis.ood_reasons else ""), icon="🚫")
+            + ood_summary(analysis), icon="🚫")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("AI result", ai_label_text(analysis))
     c2.metric(f"Series P({analysis.class_names[pos]})", f"{analysis.series_score:.3f}")

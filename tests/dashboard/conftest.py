@@ -80,3 +80,69 @@ def texts(at: AppTest) -> str:
                  at.success):
         parts.extend(str(e.value) for e in coll)
     return "\n".join(parts)
+
+
+def _iq_slices(iq_dir: Path, per_class: int = 2) -> list[tuple[Path, str]]:
+    """``per_class`` real IQ-OTH/NCCD JPGs per class (first files in natural order) with labels."""
+    out = []
+    for folder, label in (("Normal cases", "normal"), ("Bengin cases", "benign"), ("Malignant cases", "malignant")):
+        files = sorted((iq_dir / folder).glob("*.jpg"))[:per_class]
+        out.extend((f, label) for f in files)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_registry(tmp_path_factory, iq_dir) -> Path:
+    """A registry with two tiny untrained 32-px models: ``tiny_a`` (default, with an evaluation.json
+    computed on 6 real IQ-OTH/NCCD slices) and ``tiny_b`` (not evaluated)."""
+    import json
+
+    import keras
+    import numpy as np
+
+    from core.config import CLASS_NAMES
+    from core.inference import Predictor
+    from core.metrics import evaluate_predictions
+    from core.preprocessing import PreprocessSpec
+    from models.architectures import build_model
+    from models.registry import ModelCard, load_model, save_model, set_default_model, write_entry
+
+    root = tmp_path_factory.mktemp("dash_registry")
+    reg = root / "registry"
+    spec = PreprocessSpec(size=32)
+    keras.utils.set_random_seed(0)
+    for model_id, arch, hp in (
+        ("tiny_a", "advanced_cnn", {"filters": 4, "n_conv": 2}),
+        ("tiny_b", "basic_cnn", {"filters": 4, "n_conv": 2, "dense_units": 8}),
+    ):
+        path = root / f"{model_id}.keras"
+        save_model(build_model(arch, spec, **hp), path)
+        card = ModelCard(id=model_id, architecture=arch, task="3class", class_names=CLASS_NAMES, preprocessing=spec,
+                         gradcam_layer="last_conv", intended_use="dashboard tests only",
+                         limitations=["untrained: outputs are meaningless"],
+                         training={"dataset": "none (untrained test model)", "starting_weights": "random"})
+        write_entry(card, path, registry_dir=reg)
+    set_default_model("tiny_a", reg)
+
+    from core.imaging import read_picture
+
+    pairs = _iq_slices(iq_dir)
+    predictor = Predictor(load_model("tiny_a", reg))
+    x = predictor.preprocess([read_picture(p).hu for p, _ in pairs])[0]
+    proba = predictor.predict(x)
+    y = np.array([CLASS_NAMES.index(lbl) for _, lbl in pairs])
+    report = evaluate_predictions(y, proba, CLASS_NAMES, groups=[p.name for p, _ in pairs], n_boot=20, seed=0)
+    report.update({"model_id": "tiny_a", "latency_ms_per_slice": 1.5, "model_size_bytes": 12345})
+    (reg / "tiny_a" / "evaluation.json").write_text(json.dumps(report), encoding="utf-8")
+    return reg
+
+
+@pytest.fixture()
+def registry_env(app_env, tiny_registry, monkeypatch):
+    """``app_env`` with the tiny registry instead of the empty one."""
+    from core import config
+
+    monkeypatch.setenv("LUNGREVIEW_REGISTRY_DIR", str(tiny_registry))
+    config.get_settings.cache_clear()
+    yield config.get_settings()
+    config.get_settings.cache_clear()

@@ -1,0 +1,112 @@
+"""Tests for dashboard/pages/read_study.py: upload handling, AI result, review, re-upload, roles."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from core.imaging import ImagingError
+from dashboard.pages.read_study import read_upload
+from db.analytics import current_reads
+from db.repository import count_rows
+from tests.dashboard.conftest import make_app, open_page, texts
+
+
+@pytest.fixture(scope="module")
+def jpgs(iq_dir: Path) -> dict[str, bytes]:
+    """Two real IQ-OTH/NCCD JPGs (one malignant, one normal) by file name."""
+    out = {}
+    for folder in ("Malignant cases", "Normal cases"):
+        f = sorted((iq_dir / folder).glob("*.jpg"))[0]
+        out[f.name] = f.read_bytes()
+    return out
+
+
+def _upload(at, files: dict[str, bytes]):
+    at.file_uploader(key="upload").set_value([(n, d, "image/jpeg") for n, d in files.items()])
+    return at.run()
+
+
+class TestReadUpload:
+    def test_jpgs_become_one_picture_series(self, isolated_settings, jpgs):
+        result = read_upload(list(jpgs.items()), limit_mb=50)
+        assert result.problems == []
+        assert [len(se.slices) for se in result.series] == [2]
+        assert result.series[0].source_kind == "jpg" and result.series[0].hu_is_estimated
+
+    def test_bad_file_is_a_problem_and_good_files_are_read(self, isolated_settings, jpgs):
+        items = [*jpgs.items(), ("notes.txt", b"this is not an image")]
+        result = read_upload(items, limit_mb=50)
+        assert [p.name for p in result.problems] == ["notes.txt"]
+        assert len(result.series[0].slices) == 2
+
+    def test_file_over_the_limit_is_refused_by_name(self, isolated_settings, jpgs):
+        big = ("huge.zip", b"\0" * (2 * 1024 * 1024 + 1))
+        result = read_upload([*jpgs.items(), big], limit_mb=2)
+        assert result.problems[0].name == "huge.zip"
+        assert "over the 2 MB upload limit" in result.problems[0].message
+
+    def test_nothing_readable_raises_imaging_error(self, isolated_settings):
+        with pytest.raises(ImagingError, match="neither|not|cannot|could"):
+            read_upload([("a.txt", b"hello")], limit_mb=2)
+
+    def test_zip_of_dicom_is_read(self, isolated_settings):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.write(get_testdata_file("CT_small.dcm"), "series/CT_small.dcm")
+        result = read_upload([("study.zip", buf.getvalue())], limit_mb=5)
+        assert result.series[0].source_kind == "dicom" and result.series[0].modality == "CT"
+
+
+class TestPage:
+    def test_coordinator_is_refused_and_sees_no_uploader(self, registry_env, users):
+        at = open_page(make_app(users["coordinator"]), "read_study.py")
+        assert "may not read studies" in texts(at)
+        assert len(at.file_uploader) == 0
+
+    def test_upload_analyse_review_then_reupload_reuses_inference(self, registry_env, users, jpgs, factory):
+        at = open_page(make_app(users["radiologist"]), "read_study.py")
+        assert not at.exception
+        at = _upload(at, jpgs)
+        assert at.selectbox(key="model_id").value == "tiny_a"
+        at.button(key="analyse").click().run()
+        assert not at.exception, at.exception
+        ai = [m for m in at.metric if m.label == "AI result"]
+        assert ai and ai[0].value in ("normal", "benign", "malignant") or "not applicable" in ai[0].value
+        probs = next(d.value for d in at.dataframe if "probability" in d.value.columns)
+        assert list(probs["class"]) == ["normal", "benign", "malignant"]
+        np.testing.assert_allclose(probs["probability"].sum(), 1.0, atol=0.01)
+        assert at.slider(key="slice_no").max == 2
+        with factory.begin() as s:
+            assert count_rows(s)["inferences"] == 1
+
+        # incomplete read is refused
+        at.button(key="review_submit").click().run()
+        assert "Please choose your finding, agreement, confidence" in texts(at)
+        at.radio(key="review_finding").set_value("benign")
+        at.radio(key="review_agreement").set_value("partly")
+        at.radio(key="review_confidence").set_value(4)
+        at.radio(key="review_heatmap").set_value(2)
+        at.text_area(key="review_comment").input("small nodule, right upper lobe")
+        at.button(key="review_submit").click().run()
+        assert "Read saved" in texts(at)
+        with factory.begin() as s:
+            reads = current_reads(s)
+        assert len(reads) == 1
+        row = reads.iloc[0]
+        assert (row["finding"], row["agreement"], row["confidence"], row["heatmap_helpful"]) == ("benign", "partly",
+                                                                                                 4, 2)
+        assert row["model_id"] == "tiny_a" and row["seconds_to_decision"] >= 0
+
+        again = open_page(make_app(users["admin"]), "read_study.py")
+        again = _upload(again, jpgs)
+        assert "Recognised upload" in texts(again)
+        assert "analyse" not in [b.key for b in again.button]
+        with factory.begin() as s:
+            rows = count_rows(s)
+        assert rows["inferences"] == 1 and rows["studies"] == 1
