@@ -70,9 +70,13 @@ def main() -> None:
     user = refresh_user(users)
     sidebar(user)
     if user is None:
-        nav = st.navigation([st.Page(PAGES_DIR / "sign_in.py", title="Sign in", icon=":material/login:",
-                                     url_path="signin", default=True)])
-        nav.run()
+        # Every page's address leads to the sign-in form (no "page not found" after signing out;
+        # a deep link opens its page once the user has signed in).
+        sign_in_page = PAGES_DIR / "sign_in.py"
+        pages = [st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_path="signin", default=True)]
+        pages += [st.Page(sign_in_page, title=title, url_path=url, visibility="hidden")
+                  for _, _, title, _, _, url in PAGES]
+        st.navigation(pages).run()
         return
     st.sidebar.button("Sign out", key="sign_out", on_click=_sign_out_clicked, args=(user.id,),
                       icon=":material/logout:")

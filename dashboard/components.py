@@ -70,9 +70,14 @@ def sign_in(user: SessionUser) -> None:
 
 
 def sign_out() -> None:
-    """Forget the signed-in user and everything the session cached (uploads, analyses)."""
+    """Forget the signed-in user and what the session cached (uploads, analyses, heatmaps).
+
+    Widget values are left to Streamlit (deleting a widget's state from inside its own callback
+    stops the rerun); the widgets of the signed-in pages are not rendered again, so their values go.
+    """
     for key in list(st.session_state.keys()):
-        del st.session_state[key]
+        if key == USER_KEY or str(key).startswith("_"):
+            del st.session_state[key]
 
 
 def refresh_user(active_users: Iterable) -> SessionUser | None:

@@ -146,3 +146,25 @@ def registry_env(app_env, tiny_registry, monkeypatch):
     config.get_settings.cache_clear()
     yield config.get_settings()
     config.get_settings.cache_clear()
+
+
+def seed_read(factory, users, *, model_id: str = "tiny_a", finding: str = "malignant", agreement: str = "agree",
+              ai_label: str = "malignant", content: bytes = b"study-1") -> int:
+    """Store one study, one inference of ``model_id`` (2 slices) and the radiologist's read; returns the study id."""
+    import hashlib
+
+    from core.imaging import study_key_for
+    from db.repository import add_inference, add_review, add_study
+
+    probs = [[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]] if ai_label == "malignant" else [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1]]
+    with factory.begin() as s:
+        study = add_study(s, study_key=study_key_for(content.decode()), modality="CT", n_series=1, n_slices=2,
+                          source_kind="dicom", content_hash=hashlib.sha256(content).hexdigest(),
+                          uploaded_by=users["radiologist"].id)
+        inf = add_inference(s, study_id=study.id, model_id=model_id, model_sha256="a" * 64, slice_probabilities=probs,
+                            series_result={"series_label": ai_label, "series_score": 0.7,
+                                           "class_names": ["normal", "benign", "malignant"]},
+                            threshold=0.5, ood=False, latency_ms=12.0)
+        add_review(s, study_id=study.id, inference_id=inf.id, reader=users["radiologist"].id, finding=finding,
+                   agreement=agreement, confidence=4, heatmap_helpful=3, comment="", seconds_to_decision=30.0)
+        return study.id

@@ -110,3 +110,67 @@ class TestPage:
         with factory.begin() as s:
             rows = count_rows(s)
         assert rows["inferences"] == 1 and rows["studies"] == 1
+
+    def test_bad_file_is_listed_and_the_good_ones_are_read(self, registry_env, users, jpgs):
+        at = open_page(make_app(users["radiologist"]), "read_study.py")
+        at.file_uploader(key="upload").set_value(
+            [*((n, d, "image/jpeg") for n, d in jpgs.items()), ("notes.txt", b"not an image", "text/plain")])
+        at.run()
+        assert not at.exception
+        warnings = " ".join(w.value for w in at.warning)
+        assert "notes.txt" in warnings
+        assert "2 slice(s)" in texts(at)
+        assert at.button(key="analyse").label == "Analyse with AI"
+
+    def test_only_bad_files_show_a_message_not_a_traceback(self, registry_env, users):
+        at = open_page(make_app(users["radiologist"]), "read_study.py")
+        at.file_uploader(key="upload").set_value([("notes.txt", b"not an image", "text/plain")])
+        at.run()
+        assert not at.exception
+        assert any("could not be read" in e.value for e in at.error)
+
+    def test_out_of_distribution_series_is_flagged_and_label_not_applicable(self, registry_env, users, factory):
+        at = open_page(make_app(users["radiologist"]), "read_study.py")
+        mr = Path(get_testdata_file("MR_small.dcm")).read_bytes()
+        at.file_uploader(key="upload").set_value([("MR_small.dcm", mr, "application/dicom")])
+        at.run()
+        at.button(key="analyse").click().run()
+        assert not at.exception
+        assert any("Out-of-distribution warning" in e.value for e in at.error)
+        ai = next(m for m in at.metric if m.label == "AI result")
+        assert ai.value.startswith("not applicable")
+        with factory.begin() as s:
+            from db.repository import worklist
+
+            wl = worklist(s)
+        assert bool(wl.loc[0, "ood"]) and wl.loc[0, "ai_label"] in ("normal", "benign", "malignant")
+
+    def test_go_to_most_suspicious_slice_moves_the_slider(self, registry_env, users, jpgs):
+        at = open_page(make_app(users["radiologist"]), "read_study.py")
+        at = _upload(at, jpgs)
+        at.button(key="analyse").click().run()
+        analysis = next(iter(at.session_state["_analyses"].values()))
+        target = analysis.most_suspicious_index + 1
+        other = 2 if target == 1 else 1
+        at.slider(key="slice_no").set_value(other).run()
+        assert at.slider(key="slice_no").value == other
+        at.button(key="goto_suspicious").click().run()
+        assert at.slider(key="slice_no").value == target
+
+
+class TestWindows:
+    def test_dicom_with_own_window_offers_it(self, isolated_settings):
+        from dashboard.pages.read_study import window_for, window_options
+
+        series = read_upload([("CT_small.dcm", Path(get_testdata_file("CT_small.dcm")).read_bytes())], 5).series[0]
+        opts = window_options(series)
+        assert opts[:3] == ["lung", "mediastinum", "bone"]
+        if series.windows:
+            assert "dicom" in opts and window_for("dicom", series) == series.windows[0]
+        assert window_for("lung", series).center == -600
+
+    def test_pictures_do_not_offer_a_file_window(self, isolated_settings, jpgs):
+        from dashboard.pages.read_study import window_options
+
+        series = read_upload(list(jpgs.items()), 5).series[0]
+        assert "dicom" not in window_options(series) and "iq-othnccd" in window_options(series)

@@ -1,0 +1,56 @@
+"""Tests for dashboard/pages/worklist.py."""
+
+from __future__ import annotations
+
+from dashboard.pages.worklist import ai_label_text, positive_column, stored_class_names
+from tests.dashboard.conftest import make_app, open_page, seed_read, texts
+
+
+class TestHelpers:
+    def test_ood_label_is_not_applicable(self):
+        assert ai_label_text("malignant", False) == "malignant"
+        assert ai_label_text("malignant", True).startswith("not applicable")
+
+    def test_positive_column_prefers_malignant_then_cancer(self):
+        assert positive_column(["normal", "benign", "malignant"]) == 2
+        assert positive_column(["cancer", "other"]) == 0
+
+    def test_stored_class_names_fall_back_to_three_classes(self):
+        assert stored_class_names({}, 3) == ["normal", "benign", "malignant"]
+        assert stored_class_names({"class_names": ["a", "b"]}, 2) == ["a", "b"]
+
+
+class TestPage:
+    def test_rows_show_ai_result_reader_and_finding(self, app_env, users, factory):
+        seed_read(factory, users, finding="benign", agreement="disagree")
+        at = open_page(make_app(users["coordinator"]), "worklist.py")
+        assert not at.exception
+        table = next(d.value for d in at.dataframe if "ai_result" in d.value.columns)
+        assert len(table) == 1
+        row = table.iloc[0]
+        assert (row["ai_result"], row["reader"], row["finding"], row["agreement"]) == (
+            "malignant", "Rita Radiologist", "benign", "disagree")
+
+    def test_filter_by_finding_hides_other_reads(self, app_env, users, factory):
+        seed_read(factory, users, finding="benign")
+        seed_read(factory, users, finding="normal", content=b"study-2")
+        at = open_page(make_app(users["lead"]), "worklist.py")
+        at.selectbox(key="wl_finding").set_value("normal").run()
+        table = next(d.value for d in at.dataframe if "ai_result" in d.value.columns)
+        assert list(table["finding"]) == ["normal"]
+        at.selectbox(key="wl_finding").set_value("malignant").run()
+        assert "No studies match" in texts(at)
+
+    def test_open_study_uses_stored_inference_and_offers_reupload(self, app_env, users, factory):
+        study_id = seed_read(factory, users)
+        at = open_page(make_app(users["radiologist"]), "worklist.py")
+        at.selectbox(key="wl_open").set_value(study_id).run()
+        assert not at.exception
+        page = texts(at)
+        assert f"Study {study_id}" in page and "Images are not stored" in page
+        assert "AI result: **malignant**" in page
+        assert at.button(key="wl_reupload").label == "Re-upload this study on Read a study"
+
+    def test_empty_database_says_how_studies_appear(self, app_env, users):
+        at = open_page(make_app(users["radiologist"]), "worklist.py")
+        assert "No studies match" in texts(at)
