@@ -431,6 +431,7 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
             "max_minutes": args.max_minutes,
         },
         "parameters": count_params(model),
+        "tuning": _tuning_record(args.tuning),
         "threshold_rule": f"malignant: largest threshold with validation sensitivity >= {TARGET_SENSITIVITY}",
         "validation": val,
         "weights_storage": storage,
@@ -463,6 +464,16 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
         flush=True,
     )
     return TrainResult(card=card, model=model, entry=entry, x_val=x_va, y_val=y_va, val_probabilities=p_va)
+
+
+def _tuning_record(path: str | None) -> dict[str, Any] | None:
+    """Provenance of tuned settings: the best_config.json path, its sha256 and content."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise TrainingError(f"--tuning file {p} not found; run python -m models.tune first")
+    return {"best_config": _relative(p), "sha256": file_sha256(p), **json.loads(p.read_text(encoding="utf-8"))}
 
 
 def build_model_defaults(arch: str) -> dict[str, Any]:
