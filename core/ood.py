@@ -14,7 +14,8 @@ Series rules (DICOM metadata, PS3.3 C.7.3.1 General Series module, C.7.6.2 Image
   (an axial slice); sagittal or coronal reformats are flagged. (``core.imaging`` does not expose
   the orientation yet, so this rule only runs when it does.)
 
-Slice rules on real HU (DICOM CT, after the modality LUT):
+Slice rules on real HU (DICOM CT, after the modality LUT), computed on every second row and
+column of slices larger than 256 pixels:
 
 - near-constant: the 1st-99th percentile spread of HU is below :data:`MIN_HU_SPREAD` (blank,
   padding-only or saturated frames);
@@ -106,6 +107,12 @@ class OODCheck:
         return list(seen)
 
 
+def _half(a: np.ndarray) -> np.ndarray:
+    """Every second row and column of images over 256 pixels a side (the statistics barely move,
+    the rules run 4x faster)."""
+    return a[::2, ::2] if min(a.shape) > 256 else a
+
+
 def tilt_degrees(orientation: Sequence[float]) -> float:
     """Angle between a slice's normal and the patient's foot-head (z) axis, in degrees.
 
@@ -141,6 +148,7 @@ def hu_slice_reasons(hu: np.ndarray) -> list[str]:
     a = np.asarray(hu, dtype=np.float32)
     if a.ndim != 2 or a.size == 0 or not np.isfinite(a).all():
         return ["not a finite 2-D image"]
+    a = _half(a)
     lo, hi = np.percentile(a, [1, 99])
     if hi - lo < MIN_HU_SPREAD:
         return [f"blank or near-constant image (HU spread {hi - lo:.0f} < {MIN_HU_SPREAD:.0f})"]
@@ -169,6 +177,7 @@ def picture_slice_reasons(hu: np.ndarray) -> list[str]:
     a = np.asarray(hu, dtype=np.float32)
     if a.ndim != 2 or a.size == 0 or not np.isfinite(a).all():
         return ["not a finite 2-D image"]
+    a = _half(a)
     grey = window_to_uint8(a, _PICTURE_WINDOW)
     std = float(grey.std())
     if std < MIN_GREY_STD:

@@ -12,7 +12,7 @@ import pytest
 from core.config import CLASS_NAMES, WINDOW_PRESETS, WindowPreset
 from core.decision import decide
 from core.imaging import read_paths
-from core.inference import OOD_LABEL, InferenceError, Predictor, top_k
+from core.inference import OOD_LABEL, InferenceError, Predictor, fold_batch_norm, top_k
 from core.preprocessing import PreprocessSpec, preprocess
 
 TINY_SPEC = PreprocessSpec(size=64)
@@ -71,7 +71,7 @@ class TestPredict:
         ours = predictor.predict(x)
         keras_out = predictor.model.predict(x, verbose=0)
         assert ours.shape == (len(tcia_series.slices), 3) and ours.dtype == np.float32
-        np.testing.assert_allclose(ours, keras_out, atol=1e-6)
+        np.testing.assert_allclose(ours, keras_out, atol=1e-5)
         np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-5)
 
     def test_wrong_input_shape_is_refused(self, predictor):
@@ -96,7 +96,7 @@ class TestAnalyseSeries:
         result = predictor.analyse_series(tcia_series)
         n = len(tcia_series.slices)
         x = preprocess([s.hu for s in tcia_series.slices], predictor.spec)
-        np.testing.assert_allclose(result.probabilities, predictor.model.predict(x, verbose=0), atol=1e-6)
+        np.testing.assert_allclose(result.probabilities, predictor.model.predict(x, verbose=0), atol=1e-5)
         assert result.labels == [CLASS_NAMES[i] for i in decide(result.probabilities, CLASS_NAMES)]
         assert not result.ood.any() and result.ood_reasons == [""] * n
         malignant = result.probabilities[:, 2]
@@ -143,6 +143,44 @@ class TestAnalyseSeries:
 
         with pytest.raises(InferenceError, match="no slices"):
             predictor.analyse_series(replace(tcia_series, slices=[]))
+
+
+class TestFoldBatchNorm:
+    def test_folded_copy_gives_the_same_outputs_and_leaves_the_model_alone(self):
+        import keras
+
+        from models.architectures import build_model
+
+        model = build_model("advanced_cnn", TINY_SPEC, filters=8, n_conv=2)
+        rng = np.random.default_rng(0)
+        for layer in model.layers:  # non-trivial statistics, as after training
+            if isinstance(layer, keras.layers.BatchNormalization):
+                g, b, m, v = layer.get_weights()
+                layer.set_weights(
+                    [
+                        rng.uniform(0.5, 1.5, g.shape),
+                        rng.normal(0, 0.2, b.shape),
+                        rng.normal(0, 0.2, m.shape),
+                        rng.uniform(0.5, 2.0, v.shape),
+                    ]
+                )
+        n_bn = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+        folded, n = fold_batch_norm(model)
+        assert n == 3  # stem_conv and the two shortcut convolutions; separable convs are kept
+        assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers) == n_bn - 3
+        assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == n_bn
+        x = rng.uniform(0, 1, (4, *TINY_SPEC.input_shape)).astype(np.float32)
+        np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+        assert folded.get_layer("last_conv") is not model.get_layer("last_conv")
+
+    def test_model_without_batch_norm_is_returned_as_is(self):
+        from models.architectures import build_model
+
+        model = build_model("basic_cnn", TINY_SPEC, filters=4, n_conv=2, dense_units=8)
+        assert fold_batch_norm(model) == (model, 0)
+
+    def test_predictor_runs_the_folded_copy(self, predictor):
+        assert predictor.folded_layers == 3 and predictor.fast_model is not predictor.model
 
 
 class TestTopK:

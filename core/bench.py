@@ -1,0 +1,213 @@
+"""Speed benchmark of the inference path on this machine: ``python -m core.bench [--model ID] [--json]``.
+
+Measured in one run, on the TCIA study under the data directory (Lung-PET-CT-Dx, 2 x 30 slices of
+512 x 512):
+
+- single-slice latency, p50 and p95 over ``--repeats`` runs after warm-up, in milliseconds:
+  ``decode`` (one DICOM file to HU, :func:`core.imaging.read_paths`), ``preprocess``
+  (:func:`core.preprocessing.preprocess_with_geometry`), ``predict``
+  (:meth:`core.inference.Predictor.predict`, one slice), ``predict_gradcam`` (one pass giving
+  probabilities and the heatmaps, scaled and mapped back onto the slice), and ``naive_predict``:
+  the seed projects' way, ``model.predict`` on one image at a time;
+- series throughput: slices per second from the files on disk to probabilities
+  (``read_paths`` + :meth:`core.inference.Predictor.analyse_series`, OOD guard included) over the
+  60-slice study, best and median of ``--series-repeats`` runs;
+- ratios: naive / predict, predict_gradcam / predict; and the floors of issue 4 as booleans.
+
+The load average (``os.getloadavg``) before and after is reported: other jobs on the shared cores
+slow every number down. ``--untrained resnet50`` benchmarks an untrained ResNet-50 (speed does not
+depend on the weights) when no trained entry exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Floors of issue 4 for the ResNet-50 model on the 2-core machine.
+FLOORS = {
+    "predict_p50_ms_max": 30.0,
+    "naive_over_predict_min": 4.0,
+    "gradcam_over_predict_max": 3.0,
+    "series_slices_per_s_min": 35.0,
+}
+
+
+def _timed(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """p50/p95/mean wall time of ``fn`` in milliseconds over ``repeats`` calls after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    arr = np.asarray(times)
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p95_ms": round(float(np.percentile(arr, 95)), 2),
+        "mean_ms": round(float(arr.mean()), 2),
+        "n": repeats,
+    }
+
+
+def untrained_resnet50() -> Any:
+    """A :class:`models.registry.LoadedModel` wrapping an untrained 224-px ResNet-50 (benchmark only)."""
+    from core.config import CLASS_NAMES
+    from core.preprocessing import PreprocessSpec
+    from models.architectures import GRADCAM_LAYERS, build_model
+    from models.registry import LoadedModel, ModelCard
+
+    spec = PreprocessSpec(size=224, channels=3, scaling="resnet50")
+    model = build_model("resnet50", spec)
+    card = ModelCard(
+        id="resnet50_untrained",
+        architecture="resnet50",
+        task="3class",
+        class_names=CLASS_NAMES,
+        preprocessing=spec,
+        gradcam_layer=GRADCAM_LAYERS["resnet50"],
+    )
+    return LoadedModel(card=card, model=model)
+
+
+def run(
+    loaded: Any, tcia_dir: str | Path, repeats: int = 30, series_repeats: int = 3, naive_repeats: int = 15
+) -> dict[str, Any]:
+    """Run every measurement of the module docstring.
+
+    Args:
+        loaded: :class:`models.registry.LoadedModel`.
+        tcia_dir: the ``lung-pet-ct-dx`` folder (DICOM study).
+        repeats: timed runs per single-slice measurement.
+        series_repeats: timed runs of the 60-slice series.
+        naive_repeats: timed runs of the naive ``model.predict`` path (slow).
+
+    Returns:
+        JSON-able dict of the measurements, ratios, floors and machine state.
+
+    Raises:
+        FileNotFoundError: no DICOM file under ``tcia_dir``.
+    """
+    from core.imaging import read_paths
+    from core.inference import Predictor
+    from core.preprocessing import preprocess_with_geometry
+
+    load_before = os.getloadavg()
+    files = sorted(Path(tcia_dir).rglob("*.dcm"))
+    if not files:
+        raise FileNotFoundError(f"no DICOM files under {tcia_dir}; set LUNGREVIEW_DATA_DIR")
+    predictor = Predictor(loaded)
+    spec = predictor.spec
+    one = files[len(files) // 2]
+    series = read_paths([one]).series[0]
+    hu = series.slices[0].hu
+    x, geos = preprocess_with_geometry(hu, spec)
+
+    def predict_gradcam() -> None:
+        from core.explain import normalize_cam
+
+        probs, cams = predictor.gradcam(x)
+        geos[0].to_slice(normalize_cam(cams[0, :, :, int(np.argmax(probs[0]))]))
+
+    out: dict[str, Any] = {"model_id": loaded.card.id, "architecture": loaded.card.architecture}
+    single: dict[str, Any] = {}
+    single["decode"] = _timed(lambda: read_paths([one]), repeats)
+    single["preprocess"] = _timed(lambda: preprocess_with_geometry(hu, spec), repeats)
+    single["predict"] = _timed(lambda: predictor.predict(x), repeats, warmup=5)
+    single["predict_gradcam"] = _timed(predict_gradcam, repeats, warmup=5)
+    model = loaded.model
+    single["naive_predict"] = _timed(lambda: model.predict(x, verbose=0), naive_repeats, warmup=2)
+    out["single_slice"] = single
+
+    study = read_paths([tcia_dir])
+    n_slices = sum(len(s.slices) for s in study.series)
+    for s in study.series:  # warm-up of the batch shapes
+        predictor.analyse_series(s)
+    runs = []
+    for _ in range(series_repeats):
+        t0 = time.perf_counter()
+        res = read_paths([tcia_dir])
+        for s in res.series:
+            predictor.analyse_series(s)
+        runs.append(time.perf_counter() - t0)
+    out["series"] = {
+        "slices": n_slices,
+        "seconds_median": round(float(np.median(runs)), 3),
+        "slices_per_s_median": round(n_slices / float(np.median(runs)), 1),
+        "slices_per_s_best": round(n_slices / float(min(runs)), 1),
+        "runs": series_repeats,
+    }
+    p50 = single["predict"]["p50_ms"]
+    out["ratios"] = {
+        "naive_over_predict": round(single["naive_predict"]["p50_ms"] / p50, 2),
+        "gradcam_over_predict": round(single["predict_gradcam"]["p50_ms"] / p50, 2),
+    }
+    out["floors"] = dict(FLOORS)
+    out["meets_floors"] = {
+        "predict_p50": p50 <= FLOORS["predict_p50_ms_max"],
+        "naive_ratio": out["ratios"]["naive_over_predict"] >= FLOORS["naive_over_predict_min"],
+        "gradcam_ratio": out["ratios"]["gradcam_over_predict"] <= FLOORS["gradcam_over_predict_max"],
+        "series_throughput": out["series"]["slices_per_s_median"] >= FLOORS["series_slices_per_s_min"],
+    }
+    import tensorflow as tf
+
+    out["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "load_avg_before": [round(v, 2) for v in load_before],
+        "load_avg_after": [round(v, 2) for v in os.getloadavg()],
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m core.bench", description="Inference speed benchmark.")
+    parser.add_argument("--model", default=None, help="registry model id (default: the default model)")
+    parser.add_argument(
+        "--untrained", choices=["resnet50"], default=None, help="benchmark an untrained model"
+    )
+    parser.add_argument("--repeats", type=int, default=30, help="timed runs per single-slice measurement")
+    parser.add_argument("--series-repeats", type=int, default=3, help="timed runs of the 60-slice study")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
+    args = parser.parse_args(argv)
+
+    from core.config import get_settings
+    from models.registry import RegistryError, load_model
+
+    if args.untrained:
+        loaded = untrained_resnet50()
+    else:
+        try:
+            loaded = load_model(args.model)
+        except RegistryError as exc:
+            print(f"error: {exc} (or use --untrained resnet50)", file=sys.stderr)
+            return 2
+    result = run(loaded, get_settings().tcia_dir, args.repeats, args.series_repeats)
+    if not args.json:
+        s = result["single_slice"]
+        print(
+            f"{result['model_id']}: predict p50 {s['predict']['p50_ms']} ms, +Grad-CAM "
+            f"{s['predict_gradcam']['p50_ms']} ms, naive {s['naive_predict']['p50_ms']} ms, series "
+            f"{result['series']['slices_per_s_median']} slices/s, load {result['machine']['load_avg_before']}",
+            file=sys.stderr,
+        )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
