@@ -170,3 +170,34 @@ class TestBoxMassFractions:
         assert 0 < out["annotated_slices"] <= n_xml
         assert 0.0 <= out["mean_mass_in_boxes"] <= 1.0
         assert 0.0 < out["mean_uniform_slice_floor"] < out["mean_uniform_body_floor"] < 1.0
+
+
+class TestGradCamResNet50:
+    @pytest.mark.slow
+    def test_resnet50_flat_and_nested_give_the_same_maps_and_folding_keeps_them(self, batch):
+        import keras
+
+        from core.inference import fold_batch_norm
+        from core.preprocessing import PreprocessSpec
+        from models.architectures import build_model
+
+        spec = PreprocessSpec(size=64, channels=3, scaling="resnet50")
+        keras.utils.set_random_seed(3)
+        flat = build_model("resnet50", spec)
+        x = np.repeat(batch[:2] * 255.0 - 110.0, 3, axis=-1)
+        probs, cams = GradCam(flat, "conv5_block3_out")(x)
+        assert cams.shape == (2, 2, 2, 3) and np.isfinite(cams).all()
+        np.testing.assert_allclose(probs, flat.predict(x, verbose=0), atol=1e-5)
+        folded, n = fold_batch_norm(flat)
+        assert n == 53
+        probs_f, cams_f = GradCam(folded, "conv5_block3_out")(x)
+        np.testing.assert_allclose(probs_f, probs, atol=1e-5)
+        np.testing.assert_allclose(cams_f, cams, rtol=1e-3, atol=1e-5 * float(cams.max()))
+        backbone = keras.Model(
+            flat.inputs, flat.get_layer("conv5_block3_out").output, name="resnet50_backbone"
+        )
+        inp = keras.Input(spec.input_shape)
+        out = flat.get_layer("predictions")(flat.get_layer("avg_pool")(backbone(inp)))
+        probs_n, cams_n = GradCam(keras.Model(inp, out), "conv5_block3_out")(x)
+        np.testing.assert_allclose(probs_n, probs, atol=1e-6)
+        np.testing.assert_allclose(cams_n, cams, rtol=1e-4, atol=1e-6 * float(cams.max()))
