@@ -3,7 +3,7 @@
     python -m models.train --arch {basic_cnn,advanced_cnn,resnet50} [--data DIR] [--split MANIFEST]
         [--out REGISTRY_ENTRY_OR_ID] [--epochs N] [--weights none|imagenet|PATH] [--seed N]
         [--task 3class|binary] [--batch-size N] [--lr X] [--limit N] [--size PX]
-        [--patience N] [--max-minutes M] [--hp KEY=VALUE ...]
+        [--patience N] [--max-minutes M] [--hp KEY=VALUE ...] [--tuning BEST_CONFIG_JSON]
 
 Pipeline (all slices go through the shared preprocessing):
 
@@ -514,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--hp", nargs="*", default=[], help="architecture hyperparameters KEY=VALUE (JSON values)"
     )
+    ap.add_argument("--tuning", default=None, help="best_config.json of models.tune these settings came from")
     return ap
 
 

@@ -15,6 +15,7 @@ from models.train import choose_threshold, limit_manifest, main, train
 pytest.importorskip("keras")
 
 MANIFEST = train_mod.REPO_ROOT / "models" / "registry" / "splits" / "iqothnccd_seed42.csv"
+TUNING = train_mod.REPO_ROOT / "models" / "registry" / "tuning" / "basic_cnn_random" / "best_config.json"
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,8 @@ def tiny_run(tmp_path_factory):
                 "32",
                 "--out",
                 str(tmp / "reg" / "tiny_v1"),
+                "--tuning",
+                str(TUNING),
             ]
         )
     finally:
@@ -96,6 +99,7 @@ class TestTrain:
         ]
         assert any("not a diagnostic device" in s.lower() for s in card["limitations"])
         assert len(json.loads((folder / "history.json").read_text())["loss"]) == 1
+        assert t["tuning"]["sha256"] == file_sha256(TUNING) and "hyperparameters" in t["tuning"]
 
     def test_entry_loads_back_and_predicts_like_the_trained_model(self, tiny_run):
         from models.registry import load_model
