@@ -260,4 +260,6 @@ def slice_score_figure(scores: np.ndarray, *, current: int | None = None, suspic
     fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       xaxis_title="slice", yaxis_title=f"P({score_name})", yaxis_range=[0, 1.02],
                       legend={"orientation": "h", "y": 1.15})
+    if y.size <= 20:
+        fig.update_xaxes(dtick=1)
     return fig

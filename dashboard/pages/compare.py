@@ -121,7 +121,8 @@ def body(user: SessionUser) -> None:
     if evaluations:
         st.header("Test-split metrics")
         st.caption("Value [95 % CI]; each model on the test split of its own split manifest.")
-        st.dataframe(metrics_table(evaluations), key="compare_metrics")
+        table = metrics_table(evaluations)
+        st.dataframe(table, key="compare_metrics", height=35 * (len(table) + 1) + 3)
         st.header("ROC curves")
         classes = sorted({c for e in evaluations.values() for c in (e.get("roc_curves") or {})},
                          key=lambda c: (c != "malignant", c))

@@ -385,8 +385,10 @@ def show_result(series: Series, analysis: CaseAnalysis, card: ModelCard) -> None
 
     _apply_chart_pick(n)
     current = int(st.session_state.get("slice_no", analysis.most_suspicious_index + 1))
+    has_threshold = any(c in card.thresholds for c in ("malignant", "cancer"))
     fig = slice_score_figure(analysis.probabilities[:, pos], current=current - 1,
-                             suspicious=analysis.most_suspicious_index, threshold=analysis.threshold,
+                             suspicious=analysis.most_suspicious_index,
+                             threshold=analysis.threshold if has_threshold else None,
                              ood=analysis.ood, score_name=analysis.class_names[pos])
     st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="slice_chart")
     nav1, nav2 = st.columns([4, 1])
@@ -538,6 +540,7 @@ def body(user: SessionUser) -> None:
                           expanded=False)
         while len(analyses) > 8:
             analyses.popitem(last=False)
+        st.rerun()  # show the result without the finished button and status box
     analysis = analyses[key]
     _reset_case(key, analysis)
     show_result(series, analysis, card)
