@@ -243,22 +243,37 @@ class GradCam:
         self.num_classes = int(model.outputs[0].shape[-1])
         shape = tuple(model.inputs[0].shape[1:])
         k = self.num_classes
+        # Split at the target layer when the rest of the network depends on it alone (the
+        # usual pooling + dense head): the tape then records only the head, not the backbone.
+        try:
+            body = keras.Model(sub.inputs, sub.outputs[0])
+            head = keras.Model(sub.outputs[0], sub.outputs[1:])
+        except Exception:  # the head also reads earlier layers: tape the whole sub-model
+            body = head = None
+        self.split = body is not None
+
+        def scores_of(outs: list[Any]) -> tuple[Any, Any]:
+            if dense is not None:
+                kernel, bias = tf.convert_to_tensor(dense.kernel), tf.convert_to_tensor(dense.bias)
+                return tf.matmul(outs[0], kernel) + bias, outs[1]
+            return tf.math.log(tf.maximum(outs[0], 1e-12)), outs[0]
 
         @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32)], reduce_retracing=True)
         def run(x: Any) -> tuple[Any, Any]:
-            with tf.GradientTape(persistent=True) as tape:
-                outs = sub(x, training=False)
-                feats = outs[0]
-                tape.watch(feats)
-                if dense is not None:
-                    logits = tf.matmul(outs[1], tf.convert_to_tensor(dense.kernel)) + tf.convert_to_tensor(
-                        dense.bias
-                    )
-                    probs = outs[2]
-                else:
-                    probs = outs[1]
-                    logits = tf.math.log(tf.maximum(probs, 1e-12))
-                scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
+            if body is not None:
+                feats = body(x, training=False)
+                with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+                    tape.watch(feats)
+                    outs = head(feats, training=False)
+                    logits, probs = scores_of(list(outs) if isinstance(outs, (list, tuple)) else [outs])
+                    scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
+            else:
+                with tf.GradientTape(persistent=True) as tape:
+                    outs = sub(x, training=False)
+                    feats = outs[0]
+                    tape.watch(feats)
+                    logits, probs = scores_of(list(outs[1:]))
+                    scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
             cams = []
             for c in range(k):
                 grads = tape.gradient(scores[c], feats)

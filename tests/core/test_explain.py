@@ -74,6 +74,25 @@ class TestGradCam:
         assert np.isfinite(heat).all() and (heat == 0).all()
         np.testing.assert_allclose(probs, 1 / 3, atol=1e-6)
 
+    def test_head_is_split_off_so_only_it_is_taped(self, flat_model):
+        assert GradCam(flat_model, "last_conv").split
+
+    def test_head_reading_earlier_layers_falls_back_to_taping_everything(self, batch):
+        import keras
+
+        inp = keras.Input(TINY_SPEC.input_shape)
+        early = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="early")(inp)
+        last = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="last_conv")(early)
+        pooled = keras.layers.Concatenate()(
+            [keras.layers.GlobalAveragePooling2D()(early), keras.layers.GlobalAveragePooling2D()(last)]
+        )
+        model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="predictions")(pooled))
+        cam = GradCam(model, "last_conv")
+        probs, cams = cam(batch)
+        assert not cam.split
+        np.testing.assert_allclose(probs, model.predict(batch, verbose=0), atol=1e-6)
+        assert np.isfinite(cams).all() and cams.max() > 0
+
     def test_missing_layer_is_refused(self, flat_model):
         with pytest.raises(ExplainError, match="not found"):
             GradCam(flat_model, "conv5_block3_out")
