@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -379,7 +380,10 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
     p_va = np.asarray(model.predict(x_va, batch_size=args.batch_size, verbose=0), dtype=np.float32)
     pos = class_names.index("malignant")
     threshold = choose_threshold(p_va[:, pos], y_va == pos)
-    thresholds = {"malignant": round(threshold, 6)}
+    # floor (not round) to 6 decimals: rounding up could push the threshold above the score it
+    # was chosen at and lose that positive, dropping validation sensitivity below the target
+    threshold = math.floor(threshold * 1e6) / 1e6
+    thresholds = {"malignant": threshold}
     val = validation_metrics(y_va, p_va, class_names, thresholds)
 
     float16 = args.arch == "resnet50" or args.float16

@@ -116,6 +116,9 @@ class TestTrain:
         assert card.training["n_slices"]["val"] == len(result.x_val) == len(result.y_val)
         expected = choose_threshold(result.val_probabilities[:, 2], result.y_val == 2)
         assert card.thresholds["malignant"] == pytest.approx(expected, abs=1e-6)
+        assert card.thresholds["malignant"] <= expected  # never rounded up past the chosen score
+        positives = result.val_probabilities[result.y_val == 2, 2]
+        assert (positives >= card.thresholds["malignant"]).mean() >= 0.95
 
     def test_bad_manifest_path_exits_with_a_message(self, tmp_path, capsys):
         code = main(
