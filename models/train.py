@@ -470,6 +470,61 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
     return TrainResult(card=card, model=model, entry=entry, x_val=x_va, y_val=y_va, val_probabilities=p_va)
 
 
+def recalibrate(model_id: str, registry_dir: str | Path | None = None, data: str | Path | None = None) -> Any:
+    """Re-choose a registered model's malignant threshold on ITS validation split (no training).
+
+    Applies the same rule as :func:`train` (:func:`choose_threshold`, floored to 6 decimals) to the
+    model's own predictions on the ``val`` rows of the entry's ``split.csv``, and rewrites
+    ``card.json`` (``thresholds``, ``training.validation``, ``training.recalibrated``). The model
+    file and its sha256 are unchanged.
+
+    Returns:
+        the updated :class:`models.registry.ModelCard`.
+
+    Raises:
+        models.registry.RegistryError: unknown model or integrity failure.
+        TrainingError: the entry has no split manifest or no validation rows.
+    """
+    from models.registry import CARD_FILE, SPLIT_FILE, ModelCard, entry_dir, load_model
+
+    loaded = load_model(model_id, registry_dir)
+    card = loaded.card
+    folder = entry_dir(card.id, registry_dir)
+    if not (folder / SPLIT_FILE).is_file():
+        raise TrainingError(f"{folder / SPLIT_FILE} missing; retrain {card.id} to recreate its entry")
+    manifest = read_manifest(folder / SPLIT_FILE)
+    val = manifest[manifest["split"] == "val"]
+    if val.empty:
+        raise TrainingError(f"{folder / SPLIT_FILE} has no validation rows")
+    root = Path(data) if data else get_settings().iq_othnccd_dir
+    names = list(card.class_names)
+    if card.task == "binary":
+        y = (val["label"] == "malignant").astype(int).to_numpy()
+    else:
+        y = val["label"].map({c: i for i, c in enumerate(names)}).to_numpy()
+    x = preprocess_paths(root, list(val["path"]), card.preprocessing)
+    p = np.asarray(loaded.model.predict(x, batch_size=32, verbose=0), dtype=np.float32)
+    pos = names.index("malignant")
+    threshold = math.floor(choose_threshold(p[:, pos], y == pos) * 1e6) / 1e6
+    thresholds = {"malignant": threshold}
+    d = card.to_dict()
+    d["thresholds"] = thresholds
+    d["training"] = {
+        **card.training,
+        "validation": validation_metrics(y, p, names, thresholds),
+        "recalibrated": {
+            "previous_thresholds": dict(card.thresholds),
+            "rule": f"malignant: largest threshold with validation sensitivity >= {TARGET_SENSITIVITY}",
+            "git_commit": _git_commit(),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    }
+    new = ModelCard.from_dict(d)
+    (folder / CARD_FILE).write_text(json.dumps(new.to_dict(), indent=2) + "\n", encoding="utf-8")
+    print(f"[train] {card.id}: malignant threshold {card.thresholds.get('malignant')} -> {threshold}", flush=True)
+    return new
+
+
 def _tuning_record(path: str | None) -> dict[str, Any] | None:
     """Provenance of tuned settings: the best_config.json path, its sha256 and content."""
     if not path:
@@ -496,7 +551,13 @@ def _var_dir() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (see the module docstring)."""
     ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", required=True, choices=("basic_cnn", "advanced_cnn", "resnet50"))
+    ap.add_argument("--arch", choices=("basic_cnn", "advanced_cnn", "resnet50"))
+    ap.add_argument(
+        "--recalibrate",
+        metavar="MODEL_ID",
+        default=None,
+        help="re-choose the thresholds of a registered model on its validation split (no training)",
+    )
     ap.add_argument("--data", default=None, help="IQ-OTH/NCCD folder (default: settings' data dir)")
     ap.add_argument(
         "--split", default=None, help="split manifest CSV (default: <registry>/splits/iqothnccd_seed42.csv)"
@@ -527,8 +588,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.architectures import ArchitectureError
     from models.registry import RegistryError
 
+    args = build_parser().parse_args(argv)
     try:
-        train(argv)
+        if args.recalibrate:
+            recalibrate(args.recalibrate, data=args.data)
+        elif not args.arch:
+            raise TrainingError("--arch is required (or --recalibrate MODEL_ID)")
+        else:
+            train(argv)
     except (TrainingError, DatasetError, ArchitectureError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

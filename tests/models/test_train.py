@@ -149,3 +149,24 @@ class TestLimitManifest:
         small = limit_manifest(df, 9, seed=0)
         assert small.groupby("split")["label"].nunique().to_dict() == {"test": 3, "train": 3, "val": 3}
         assert small.groupby("split").size().max() <= 9
+
+
+class TestRecalibrate:
+    def test_rechooses_the_threshold_on_validation_and_keeps_the_model_file(self, tiny_run, tmp_path):
+        import shutil
+
+        from models.registry import get_card
+        from models.train import recalibrate
+
+        reg, _ = tiny_run
+        shutil.copytree(reg / "tiny_v1", tmp_path / "tiny_v1")
+        card_path = tmp_path / "tiny_v1" / "card.json"
+        data = json.loads(card_path.read_text())
+        data["thresholds"] = {"malignant": 0.999}
+        card_path.write_text(json.dumps(data))
+        new = recalibrate("tiny_v1", tmp_path)
+        assert new.sha256 == data["sha256"] and get_card("tiny_v1", tmp_path) == new
+        assert new.training["recalibrated"]["previous_thresholds"] == {"malignant": 0.999}
+        assert new.thresholds["malignant"] < 0.999
+        sens = new.training["validation"]["thresholded"]["sensitivity"]["malignant"]
+        assert sens >= 0.95
