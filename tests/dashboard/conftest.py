@@ -31,6 +31,14 @@ def app_env(isolated_settings, tmp_path, monkeypatch):
     config.get_settings.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _fast_bcrypt(monkeypatch):
+    """bcrypt cost 4 instead of 12 in page tests (hashing is tested in tests/db); saves ~1 s a test."""
+    import db.repository
+
+    monkeypatch.setattr(db.repository, "_BCRYPT_ROUNDS", 4)
+
+
 @pytest.fixture()
 def factory(app_env):
     """A session factory on the test database (the same database the app opens)."""

@@ -174,3 +174,20 @@ class TestWindows:
 
         series = read_upload(list(jpgs.items()), 5).series[0]
         assert "dicom" not in window_options(series) and "iq-othnccd" in window_options(series)
+
+
+class TestSeveralStudies:
+    def test_user_picks_the_study_and_the_model_runs_on_it(self, registry_env, users):
+        at = open_page(make_app(users["radiologist"]), "read_study.py")
+        files = [(name, Path(get_testdata_file(name)).read_bytes(), "application/dicom")
+                 for name in ("CT_small.dcm", "MR_small.dcm")]
+        at.file_uploader(key="upload").set_value(files)
+        at.run()
+        assert not at.exception
+        pick = at.selectbox(key="study_pick")
+        assert len(pick.options) == 2
+        at.selectbox(key="study_pick").set_value(1).run()
+        modality_line = next(c.value for c in at.caption if "slice(s)" in c.value)
+        other = "MR" if modality_line.startswith("CT") else "CT"
+        at.selectbox(key="study_pick").set_value(0).run()
+        assert next(c.value for c in at.caption if "slice(s)" in c.value).startswith(other)
