@@ -30,6 +30,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -459,6 +460,7 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
     card = write_entry(
         card, model_file, registry_dir=registry_dir, history=history, split_manifest=manifest_path
     )
+    shutil.rmtree(tmp, ignore_errors=True)  # checkpoint and staging copy; the entry holds the model
     entry = registry_dir / model_id
     print(
         f"[train] wrote {entry}: {epochs_run} epochs (best {best_epoch}) in {fit_seconds:.0f} s, "
@@ -525,6 +527,47 @@ def recalibrate(model_id: str, registry_dir: str | Path | None = None, data: str
     return new
 
 
+def select_default(registry_dir: str | Path | None = None) -> str:
+    """Make the model with the best VALIDATION macro-F1 the registry default, and say so in its card.
+
+    The score is ``training.validation.thresholded.macro_f1`` (the labels the dashboard shows:
+    :func:`core.decision.decide` with the card's thresholds); ties go to the smaller model file.
+    Writes ``default.json`` and ``training.default_selection`` in the chosen card (other cards
+    lose that key). The test split is not used.
+
+    Returns:
+        the chosen model id.
+
+    Raises:
+        TrainingError: no registered model has validation metrics.
+    """
+    from models.registry import CARD_FILE, ModelCard, entry_dir, list_cards, set_default_model
+
+    scored = []
+    for card in list_cards(registry_dir):
+        f1 = ((card.training.get("validation") or {}).get("thresholded") or {}).get("macro_f1")
+        if f1 is not None and card.task == "3class":
+            scored.append((float(f1), -card.size_bytes, card))
+    if not scored:
+        raise TrainingError("no registered 3-class model has validation metrics; train one first")
+    scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    best = scored[0][2]
+    table = {c.id: round(f1, 4) for f1, _, c in scored}
+    for _, _, card in scored:
+        d = card.to_dict()
+        d["training"] = {k: v for k, v in card.training.items() if k != "default_selection"}
+        if card.id == best.id:
+            d["training"]["default_selection"] = (
+                "registry default: highest validation macro-F1 (card thresholds applied) among "
+                f"{table}; chosen on the validation split, never on test"
+            )
+        path = entry_dir(card.id, registry_dir) / CARD_FILE
+        path.write_text(json.dumps(ModelCard.from_dict(d).to_dict(), indent=2) + "\n", encoding="utf-8")
+    set_default_model(best.id, registry_dir)
+    print(f"[train] default model: {best.id} (validation macro-F1 {table})", flush=True)
+    return best.id
+
+
 def _tuning_record(path: str | None) -> dict[str, Any] | None:
     """Provenance of tuned settings: the best_config.json path, its sha256 and content."""
     if not path:
@@ -552,6 +595,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (see the module docstring)."""
     ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=("basic_cnn", "advanced_cnn", "resnet50"))
+    ap.add_argument(
+        "--select-default",
+        action="store_true",
+        help="set default.json to the registered model with the best validation macro-F1 (no training)",
+    )
     ap.add_argument(
         "--recalibrate",
         metavar="MODEL_ID",
@@ -592,6 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.recalibrate:
             recalibrate(args.recalibrate, data=args.data)
+        elif args.select_default:
+            select_default()
         elif not args.arch:
             raise TrainingError("--arch is required (or --recalibrate MODEL_ID)")
         else:

@@ -170,3 +170,23 @@ class TestRecalibrate:
         assert new.thresholds["malignant"] < 0.999
         sens = new.training["validation"]["thresholded"]["sensitivity"]["malignant"]
         assert sens >= 0.95
+
+
+class TestSelectDefault:
+    def test_picks_the_best_validation_macro_f1_and_says_so_in_its_card(self, tiny_run, tmp_path):
+        import shutil
+
+        from models.registry import default_model_id, get_card
+        from models.train import select_default
+
+        reg, _ = tiny_run
+        for model_id, f1 in (("a_v1", 0.4), ("b_v1", 0.7)):
+            shutil.copytree(reg / "tiny_v1", tmp_path / model_id)
+            path = tmp_path / model_id / "card.json"
+            data = json.loads(path.read_text())
+            data["id"] = model_id
+            data["training"]["validation"]["thresholded"]["macro_f1"] = f1
+            path.write_text(json.dumps(data))
+        assert select_default(tmp_path) == "b_v1" == default_model_id(tmp_path)
+        assert "highest validation macro-F1" in get_card("b_v1", tmp_path).training["default_selection"]
+        assert "default_selection" not in get_card("a_v1", tmp_path).training
