@@ -523,7 +523,10 @@ def recalibrate(model_id: str, registry_dir: str | Path | None = None, data: str
     }
     new = ModelCard.from_dict(d)
     (folder / CARD_FILE).write_text(json.dumps(new.to_dict(), indent=2) + "\n", encoding="utf-8")
-    print(f"[train] {card.id}: malignant threshold {card.thresholds.get('malignant')} -> {threshold}", flush=True)
+    print(
+        f"[train] {card.id}: malignant threshold {card.thresholds.get('malignant')} -> {threshold}",
+        flush=True,
+    )
     return new
 
 
@@ -575,7 +578,11 @@ def _tuning_record(path: str | None) -> dict[str, Any] | None:
     p = Path(path)
     if not p.is_file():
         raise TrainingError(f"--tuning file {p} not found; run python -m models.tune first")
-    return {"best_config": _relative(p), "sha256": file_sha256(p), **json.loads(p.read_text(encoding="utf-8"))}
+    return {
+        "best_config": _relative(p),
+        "sha256": file_sha256(p),
+        **json.loads(p.read_text(encoding="utf-8")),
+    }
 
 
 def build_model_defaults(arch: str) -> dict[str, Any]:
