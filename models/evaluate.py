@@ -30,7 +30,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from core.config import REPO_ROOT, Finding, get_settings
 from core.datasets import DatasetError, catalogue, file_sha256, group_patients, load_hu, read_manifest
 from core.metrics import MetricsError, evaluate_predictions, positive_class_index
 from core.preprocessing import PreprocessSpec, preprocess
+from models.registry import git_commit
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
 EVALUATION_FILE = "evaluation.json"
@@ -93,21 +93,6 @@ def _relative(path: Path) -> str:
         return os.path.relpath(Path(path).resolve(), REPO_ROOT)
     except ValueError:  # another drive on Windows
         return str(path)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def select_slices(
@@ -306,7 +291,7 @@ def evaluate_model(
         "batch_size": int(batch_size),
         "model_size_bytes": int(size),
         "evaluated_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
 
 

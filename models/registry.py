@@ -24,17 +24,18 @@ trainer and recorded in the card (``training.weights_storage``).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
+import subprocess
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import get_settings
+from core.config import REPO_ROOT, get_settings
+from core.datasets import file_sha256
 from core.preprocessing import PreprocessSpec
 
 MODEL_FILE = "model.keras"
@@ -143,13 +144,15 @@ def _registry(registry_dir: str | Path | None) -> Path:
     return Path(registry_dir) if registry_dir is not None else get_settings().registry_dir
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def git_commit() -> str | None:
+    """The repository's current commit (40 hex digits) for provenance, or None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def entry_dir(model_id: str, registry_dir: str | Path | None = None) -> Path:

@@ -31,7 +31,6 @@ import datetime as dt
 import json
 import math
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ from core.datasets import (
     write_manifest,
 )
 from core.preprocessing import PreprocessSpec, preprocess
+from models.registry import git_commit
 
 #: Default input spec per architecture: small grey inputs for the CNNs (CPU budget), the
 #: ImageNet-style 224 x 224 x 3 caffe-scaled input for ResNet-50 (the inference benchmark size).
@@ -96,21 +96,6 @@ class TrainResult:
     x_val: np.ndarray
     y_val: np.ndarray
     val_probabilities: np.ndarray
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def _relative(path: Path) -> str:
@@ -440,7 +425,7 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
         "threshold_rule": f"malignant: largest threshold with validation sensitivity >= {TARGET_SENSITIVITY}",
         "validation": val,
         "weights_storage": storage,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "keras_version": keras.__version__,
         "tensorflow_version": tf.__version__,
@@ -517,7 +502,7 @@ def recalibrate(model_id: str, registry_dir: str | Path | None = None, data: str
         "recalibrated": {
             "previous_thresholds": dict(card.thresholds),
             "rule": f"malignant: largest threshold with validation sensitivity >= {TARGET_SENSITIVITY}",
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     }
