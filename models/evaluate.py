@@ -43,11 +43,17 @@ from core.config import REPO_ROOT, Finding, get_settings
 from core.datasets import DatasetError, catalogue, file_sha256, group_patients, load_hu, read_manifest
 from core.metrics import MetricsError, evaluate_predictions, positive_class_index
 from core.preprocessing import PreprocessSpec, preprocess
-from models.registry import git_commit
+from models.registry import (
+    EVALUATION_FILE,
+    RegistryError,
+    entry_dir,
+    git_commit,
+    list_cards,
+    load_model,
+)
+from models.registry import SPLIT_FILE as MANIFEST_FILE
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
-EVALUATION_FILE = "evaluation.json"
-MANIFEST_FILE = "split.csv"
 
 
 class EvaluationError(RuntimeError):
@@ -261,8 +267,6 @@ def evaluate_model(
         models.registry.RegistryError: the model is missing or its file fails the sha256 check.
         EvaluationError, core.datasets.DatasetError, core.metrics.MetricsError: see the message.
     """
-    from models.registry import entry_dir, load_model
-
     loaded = load_model(model_id, registry_dir=registry_dir)
     card = loaded.card
     entry = entry_dir(card.id, registry_dir=registry_dir)
@@ -337,8 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.all and args.out:
         ap.error("--out cannot be combined with --all (each model's evaluation.json is written)")
-
-    from models.registry import RegistryError, entry_dir, list_cards
 
     def progress(done: int, total: int) -> None:
         print(f"\r  {done}/{total} slices", end="" if done < total else "\n", file=sys.stderr, flush=True)
