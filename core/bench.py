@@ -14,6 +14,13 @@ Measured in one run, on the TCIA study under the data directory (Lung-PET-CT-Dx,
   60-slice study, best and median of ``--series-repeats`` runs;
 - ratios: naive / predict, predict_gradcam / predict; and the floors of issue 4 as booleans.
 
+Measured 2026-11-22 on the 2-core machine (quiet, load 1.4; resnet50_v1): predict p50 59 ms,
+predict+Grad-CAM 77 ms (1.3x), naive ``model.predict`` 171 ms (2.9x slower), series 18.6 slices/s.
+The model itself is the limit: the folded ResNet-50 alone takes 64 / 44 / 38 / 36 ms per slice in
+batches of 1 / 4 / 16 / 32 here, so the issue's floors (30 ms, 35 slices/s) are out of reach in
+float32 on this CPU. Tried and not kept: XLA (``jit_compile=True``, within noise), a frozen graph
+(about 5 % faster), TF Lite (15x slower, NaN outputs), ``TF_ENABLE_ONEDNN_OPTS=0`` (slower).
+
 The load average (``os.getloadavg``) before and after is reported: other jobs on the shared cores
 slow every number down. ``--untrained resnet50`` benchmarks an untrained ResNet-50 (speed does not
 depend on the weights) when no trained entry exists.
