@@ -109,6 +109,7 @@ METADATA_KEYS = (
     "series_description",
     "transfer_syntax",
     "photometric_interpretation",
+    "image_orientation_patient",
     "notes",
 )
 
@@ -856,6 +857,10 @@ def _series_metadata(ds: Dataset, n_slices: int, rows: int, cols: int, notes: li
     if isinstance(kernel, pydicom.multival.MultiValue):
         kernel = "\\".join(str(k) for k in kernel)
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    orientation = _float_list(ds.get("ImageOrientationPatient"))
+    if orientation is None:
+        item = _group_item(ds, 0, "PlaneOrientationSequence")
+        orientation = _float_list(item.get("ImageOrientationPatient")) if item is not None else None
     meta = {
         "modality": str(ds.get("Modality", "") or "") or None,
         "body_part_examined": str(ds.get("BodyPartExamined", "") or "") or None,
@@ -876,6 +881,8 @@ def _series_metadata(ds: Dataset, n_slices: int, rows: int, cols: int, notes: li
         "series_description": _deidentified_description(ds),
         "transfer_syntax": tsyntax.name if tsyntax is not None and tsyntax.is_transfer_syntax else None,
         "photometric_interpretation": str(ds.get("PhotometricInterpretation", "") or "") or None,
+        # Row and column direction cosines (PS3.3 C.7.6.2.1.1): lets the OOD guard check "axial".
+        "image_orientation_patient": orientation if orientation is not None and len(orientation) == 6 else None,
         "notes": sorted(set(notes)),
     }
     return meta

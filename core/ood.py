@@ -11,8 +11,8 @@ Series rules (DICOM metadata, PS3.3 C.7.3.1 General Series module, C.7.6.2 Image
   are flagged. Pictures (JPG/PNG, modality ``OT``) and colour captures go to the picture rules.
 - when the series metadata carries ``image_orientation_patient`` (six direction cosines), the
   slice normal must lie within :data:`MAX_TILT_DEG` degrees of the patient's foot-head axis
-  (an axial slice); sagittal or coronal reformats are flagged. (``core.imaging`` does not expose
-  the orientation yet, so this rule only runs when it does.)
+  (an axial slice); sagittal or coronal reformats are flagged. ``core.imaging`` puts the
+  orientation of the first instance (or of the shared functional groups) in the metadata.
 
 Slice rules on real HU (DICOM CT, after the modality LUT), computed on every second row and
 column of slices larger than 256 pixels:

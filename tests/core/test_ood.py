@@ -70,6 +70,17 @@ class TestCheckSeries:
         check = check_series(series)
         assert check.ood.all() and "not an axial slice" in check.reasons[0][0]
 
+    def test_tcia_orientation_reaches_the_guard_from_the_files(self, tcia):
+        assert tcia[0].metadata["image_orientation_patient"] == pytest.approx([1, 0, 0, 0, 1, 0])
+
+    def test_sagittal_dicom_file_is_flagged(self, tcia_dir, tmp_path):
+        src = sorted(tcia_dir.glob("Lung_Dx-A0002/*/*/*.dcm"))[10]
+        ds = pydicom.dcmread(src)
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.save_as(tmp_path / "sagittal.dcm")
+        check = check_series(read_paths([tmp_path / "sagittal.dcm"]).series[0])
+        assert check.ood.all() and "not an axial slice" in check.reasons[0][0]
+
     def test_ct_modality_with_mr_pixels_is_still_flagged(self):
         mr = read_paths([pydicom.data.get_testdata_file("MR_small.dcm")]).series[0]
         check = check_series(replace(mr, modality="CT", metadata={**mr.metadata, "modality": "CT"}))
