@@ -1,7 +1,7 @@
 """LungReview dashboard: the ``st.navigation`` router.
 
 Run with ``make run`` (``streamlit run dashboard/app.py``). Every page module lives in
-``dashboard/pages/``; this script signs users in and out, shows the disclaimer in the sidebar and
+``dashboard/views/``; this script signs users in and out, shows the disclaimer in the sidebar and
 offers each role its pages. Pages a role may not open are registered hidden (a direct link shows
 a refusal from the page itself, which checks the role again); writes are checked in ``db`` too.
 """
@@ -32,7 +32,7 @@ from dashboard.components import (  # noqa: E402
 )
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES_DIR = Path(__file__).resolve().parent / "views"
 
 #: (section, file, title, icon, roles, url path)
 PAGES: tuple[tuple[str, str, str, str, frozenset[Role], str], ...] = (

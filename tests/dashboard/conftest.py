@@ -75,9 +75,9 @@ def make_app(user=None, timeout: float = 30) -> AppTest:
 
 
 def open_page(at: AppTest, page: str) -> AppTest:
-    """Run the app once, switch to ``dashboard/pages/<page>`` and run it."""
+    """Run the app once, switch to ``dashboard/views/<page>`` and run it."""
     at.run()
-    at.switch_page(f"pages/{page}")
+    at.switch_page(f"views/{page}")
     return at.run()
 
 

@@ -1,4 +1,4 @@
-"""Tests for dashboard/pages/admin.py, the about page and the router's role handling."""
+"""Tests for dashboard/views/admin.py, the about page and the router's role handling."""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ class TestRouter:
         at = make_app(users["coordinator"]).run()
         at.sidebar.button(key="sign_out").click().run()
         assert "user" not in at.session_state
-        # AppTest re-runs only the current page after the first run; it refuses without a user.
-        assert "Please sign in first." in texts(at)
+        # The router runs again and offers the sign-in form, as in the browser.
+        assert [t.key for t in at.text_input] == ["signin_username", "signin_password"]
         with factory.begin() as s:
             audit = export_frame(s, "audit")
         assert (audit["action"] == "sign-out").sum() == 1

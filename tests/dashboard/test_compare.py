@@ -1,8 +1,8 @@
-"""Tests for dashboard/pages/compare.py on the tiny two-model registry."""
+"""Tests for dashboard/views/compare.py on the tiny two-model registry."""
 
 from __future__ import annotations
 
-from dashboard.pages.compare import fmt_ci, metrics_table
+from dashboard.views.compare import fmt_ci, metrics_table
 from tests.dashboard.conftest import make_app, open_page, seed_read, texts
 
 

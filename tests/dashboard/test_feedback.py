@@ -1,11 +1,11 @@
-"""Tests for dashboard/pages/feedback.py (SUS form) and dashboard/pages/feedback_results.py."""
+"""Tests for dashboard/views/feedback.py (SUS form) and dashboard/views/feedback_results.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from core.sus import sus_score
-from dashboard.pages.feedback import missing_answers
+from dashboard.views.feedback import missing_answers
 from db.analytics import export_frame
 from db.repository import PermissionDenied, add_feedback
 from tests.dashboard.conftest import make_app, open_page, texts
@@ -80,7 +80,7 @@ class TestResults:
         assert "may not read feedback results" in texts(at)
 
     def test_export_returns_csv_and_is_audited(self, app_env, users, factory):
-        from dashboard.pages.feedback_results import export_data
+        from dashboard.views.feedback_results import export_data
 
         _feedback(factory, users)
         csv = export_data("feedback", users["coordinator"].id)
@@ -91,7 +91,7 @@ class TestResults:
         assert ((audit["action"] == "export") & (audit["object_id"] == "feedback")).sum() == 1
 
     def test_export_of_feedback_is_refused_to_a_radiologist(self, app_env, users):
-        from dashboard.pages.feedback_results import export_data
+        from dashboard.views.feedback_results import export_data
 
         with pytest.raises(PermissionDenied):
             export_data("feedback", users["radiologist"].id)

@@ -1,4 +1,4 @@
-"""Tests for dashboard/pages/read_study.py: upload handling, AI result, review, re-upload, roles."""
+"""Tests for dashboard/views/read_study.py: upload handling, AI result, review, re-upload, roles."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from core.imaging import ImagingError
-from dashboard.pages.read_study import read_upload
+from dashboard.views.read_study import read_upload
 from db.analytics import current_reads
 from db.repository import count_rows
 from tests.dashboard.conftest import make_app, open_page, texts
@@ -160,7 +160,7 @@ class TestPage:
 
 class TestWindows:
     def test_dicom_with_own_window_offers_it(self, isolated_settings):
-        from dashboard.pages.read_study import window_for, window_options
+        from dashboard.views.read_study import window_for, window_options
 
         series = read_upload([("CT_small.dcm", Path(get_testdata_file("CT_small.dcm")).read_bytes())], 5).series[0]
         opts = window_options(series)
@@ -170,7 +170,7 @@ class TestWindows:
         assert window_for("lung", series).center == -600
 
     def test_pictures_do_not_offer_a_file_window(self, isolated_settings, jpgs):
-        from dashboard.pages.read_study import window_options
+        from dashboard.views.read_study import window_options
 
         series = read_upload(list(jpgs.items()), 5).series[0]
         assert "dicom" not in window_options(series) and "iq-othnccd" in window_options(series)

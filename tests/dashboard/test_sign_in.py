@@ -1,4 +1,4 @@
-"""Tests for dashboard/pages/sign_in.py and the router in dashboard/app.py."""
+"""Tests for dashboard/views/sign_in.py and the router in dashboard/app.py."""
 
 from __future__ import annotations
 

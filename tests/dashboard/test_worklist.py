@@ -1,8 +1,8 @@
-"""Tests for dashboard/pages/worklist.py."""
+"""Tests for dashboard/views/worklist.py."""
 
 from __future__ import annotations
 
-from dashboard.pages.worklist import ai_label_text, positive_column, stored_class_names
+from dashboard.views.worklist import ai_label_text, positive_column, stored_class_names
 from tests.dashboard.conftest import make_app, open_page, seed_read, texts
 
 

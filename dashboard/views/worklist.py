@@ -99,7 +99,7 @@ def show_study(user: SessionUser, study_id: int, rows: pd.DataFrame) -> None:
         st.dataframe(reads[["reader", "model_id", "finding", "agreement", "confidence", "reviewed_at"]],
                      hide_index=True, key="wl_study_reads")
     if allowed(user, READ_ROLES) and st.button("Re-upload this study on Read a study", key="wl_reupload"):
-        st.switch_page("pages/read_study.py")
+        st.switch_page("views/read_study.py")
 
 
 def body(user: SessionUser) -> None:
