@@ -518,9 +518,12 @@ def body(user: SessionUser) -> None:
                             f"{len(study.series[i].slices)} slices · {study.series[i].modality}")
         series = study.series[pick]
     sz, sy, sx = series.spacing_mm
-    spacing = " x ".join("?" if v is None else f"{v:.2f}" for v in (sz, sy, sx))
+    if sz is None and sy is None and sx is None:
+        spacing = "spacing unknown (pictures carry none)"
+    else:
+        spacing = "spacing (z, y, x) " + " x ".join("?" if v is None else f"{v:.2f}" for v in (sz, sy, sx)) + " mm"
     st.caption(f"{series.modality} · {series.source_kind.upper()} · {len(series.slices)} slice(s) · "
-               f"spacing (z, y, x) {spacing} mm · study key {study.study_key[:12]}")
+               f"{spacing} · study key {study.study_key[:12]}")
     card = choose_model()
     if card is None:
         return
