@@ -11,12 +11,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# OpenVINO's tools send usage telemetry unless opted out; LungReview never wants that.
+OPT_OUT = $(BIN)/opt_in_out --opt_out >/dev/null
+
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(OPT_OUT)
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(OPT_OUT)
 	touch $(VENV)/.runtime $@
 
 run: $(VENV)/.runtime

@@ -87,8 +87,21 @@ def untrained_resnet50() -> Any:
     return LoadedModel(card=card, model=model)
 
 
+def _openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.get_version().split("-")[0]
+
+
 def run(
-    loaded: Any, tcia_dir: str | Path, repeats: int = 30, series_repeats: int = 3, naive_repeats: int = 15
+    loaded: Any,
+    tcia_dir: str | Path,
+    repeats: int = 30,
+    series_repeats: int = 3,
+    naive_repeats: int = 15,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
     """Run every measurement of the module docstring.
 
@@ -98,12 +111,14 @@ def run(
         repeats: timed runs per single-slice measurement.
         series_repeats: timed runs of the 60-slice series.
         naive_repeats: timed runs of the naive ``model.predict`` path (slow).
+        runtime: ``Predictor`` runtime (``auto``, ``openvino``, ``tensorflow``); None = settings.
 
     Returns:
         JSON-able dict of the measurements, ratios, floors and machine state.
 
     Raises:
         FileNotFoundError: no DICOM file under ``tcia_dir``.
+        core.inference.InferenceError: ``runtime="openvino"`` and OpenVINO cannot run the model.
     """
     from core.imaging import read_paths
     from core.inference import Predictor
@@ -113,7 +128,7 @@ def run(
     files = sorted(Path(tcia_dir).rglob("*.dcm"))
     if not files:
         raise FileNotFoundError(f"no DICOM files under {tcia_dir}; set LUNGREVIEW_DATA_DIR")
-    predictor = Predictor(loaded)
+    predictor = Predictor(loaded, runtime=runtime)
     spec = predictor.spec
     one = files[len(files) // 2]
     series = read_paths([one]).series[0]
@@ -126,7 +141,13 @@ def run(
         probs, cams = predictor.gradcam(x)
         geos[0].to_slice(normalize_cam(cams[0, :, :, int(np.argmax(probs[0]))]))
 
-    out: dict[str, Any] = {"model_id": loaded.card.id, "architecture": loaded.card.architecture}
+    out: dict[str, Any] = {
+        "model_id": loaded.card.id,
+        "architecture": loaded.card.architecture,
+        "runtime": predictor.runtime,
+        "runtime_note": predictor.runtime_note,
+        "batch": predictor.batch,
+    }
     single: dict[str, Any] = {}
     single["decode"] = _timed(lambda: read_paths([one]), repeats)
     single["preprocess"] = _timed(lambda: preprocess_with_geometry(hu, spec), repeats)
@@ -147,11 +168,19 @@ def run(
         for s in res.series:
             predictor.analyse_series(s)
         runs.append(time.perf_counter() - t0)
+    # the ceiling: the model alone on the study's preprocessed slices, in the Predictor's batches
+    x_all = np.concatenate([predictor.preprocess([s.hu for s in ser.slices])[0] for ser in study.series])
+    model_runs = []
+    for _ in range(series_repeats):
+        t0 = time.perf_counter()
+        predictor.predict(x_all)
+        model_runs.append(time.perf_counter() - t0)
     out["series"] = {
         "slices": n_slices,
         "seconds_median": round(float(np.median(runs)), 3),
         "slices_per_s_median": round(n_slices / float(np.median(runs)), 1),
         "slices_per_s_best": round(n_slices / float(min(runs)), 1),
+        "model_only_slices_per_s_median": round(n_slices / float(np.median(model_runs)), 1),
         "runs": series_repeats,
     }
     p50 = single["predict"]["p50_ms"]
@@ -173,6 +202,7 @@ def run(
         "load_avg_before": [round(v, 2) for v in load_before],
         "load_avg_after": [round(v, 2) for v in os.getloadavg()],
         "tensorflow": tf.__version__,
+        "openvino": _openvino_version(),
         "python": platform.python_version(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -189,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per single-slice measurement")
     parser.add_argument("--series-repeats", type=int, default=3, help="timed runs of the 60-slice study")
+    parser.add_argument(
+        "--runtime", choices=["auto", "openvino", "tensorflow"], default=None, help="default: LUNGREVIEW_RUNTIME"
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args(argv)
 
@@ -203,13 +236,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RegistryError as exc:
             print(f"error: {exc} (or use --untrained resnet50)", file=sys.stderr)
             return 2
-    result = run(loaded, get_settings().tcia_dir, args.repeats, args.series_repeats)
+    from core.inference import InferenceError
+
+    try:
+        result = run(loaded, get_settings().tcia_dir, args.repeats, args.series_repeats, runtime=args.runtime)
+    except (InferenceError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not args.json:
         s = result["single_slice"]
         print(
             f"{result['model_id']}: predict p50 {s['predict']['p50_ms']} ms, +Grad-CAM "
             f"{s['predict_gradcam']['p50_ms']} ms, naive {s['naive_predict']['p50_ms']} ms, series "
-            f"{result['series']['slices_per_s_median']} slices/s, load {result['machine']['load_avg_before']}",
+            f"{result['series']['slices_per_s_median']} slices/s (model alone "
+            f"{result['series']['model_only_slices_per_s_median']}), runtime {result['runtime']}, "
+            f"load {result['machine']['load_avg_before']}",
             file=sys.stderr,
         )
     print(json.dumps(result, indent=2))

@@ -16,6 +16,9 @@ environment variable           default
 ``LUNGREVIEW_MAX_UPLOAD_MB``   ``500`` (also ``server.maxUploadSize`` in .streamlit/config.toml)
 ``LUNGREVIEW_MAX_ZIP_MB``      ``2048`` uncompressed bytes a ZIP may expand to
 ``LUNGREVIEW_MAX_PIXELS``      ``40000000`` pixels in one image (frame), about 6300 x 6300
+``LUNGREVIEW_RUNTIME``         ``auto``: probabilities from OpenVINO when it is installed and
+                               agrees with Keras within 1e-4, else TensorFlow; ``openvino``
+                               or ``tensorflow`` force one (see ``core/runtime.py``)
 =============================  ==========================================================
 """
 
@@ -135,6 +138,17 @@ def _int_from_env(name: str, default: int) -> int:
     return value
 
 
+#: Inference runtimes for probabilities (``core/runtime.py``): auto picks OpenVINO when it agrees.
+RUNTIMES = ("auto", "openvino", "tensorflow")
+
+
+def _runtime_from_env() -> str:
+    raw = (os.environ.get("LUNGREVIEW_RUNTIME") or "auto").strip().lower()
+    if raw not in RUNTIMES:
+        raise ValueError(f"LUNGREVIEW_RUNTIME must be one of {', '.join(RUNTIMES)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """All run-time settings (see the module docstring for variables and defaults)."""
@@ -146,6 +160,7 @@ class Settings:
     max_upload_mb: int
     max_zip_mb: int
     max_pixels: int
+    runtime: str = "auto"
 
     @property
     def iq_othnccd_dir(self) -> Path:
@@ -182,7 +197,8 @@ def load_settings() -> Settings:
     """Read settings from the environment now (uncached; tests use this after monkeypatching).
 
     Raises:
-        ValueError: a numeric variable is not a positive whole number.
+        ValueError: a numeric variable is not a positive whole number, or ``LUNGREVIEW_RUNTIME``
+            is not one of :data:`RUNTIMES`.
     """
     var_dir = _path_from_env("LUNGREVIEW_VAR_DIR", REPO_ROOT / "var")
     db_url = os.environ.get("LUNGREVIEW_DB_URL") or f"sqlite:///{var_dir / 'lungreview.db'}"
@@ -194,6 +210,7 @@ def load_settings() -> Settings:
         max_upload_mb=_int_from_env("LUNGREVIEW_MAX_UPLOAD_MB", 500),
         max_zip_mb=_int_from_env("LUNGREVIEW_MAX_ZIP_MB", 2048),
         max_pixels=_int_from_env("LUNGREVIEW_MAX_PIXELS", 40_000_000),
+        runtime=_runtime_from_env(),
     )
 
 

@@ -217,20 +217,26 @@ def _series_reasons(series: Any) -> tuple[list[str], bool]:
     return reasons, not estimated
 
 
-def check_series(series: Any) -> OODCheck:
+def check_series(series: Any, indices: Sequence[int] | None = None) -> OODCheck:
     """Run every rule of the module docstring over a :class:`core.imaging.Series`.
 
     Args:
         series: a ``core.imaging.Series`` (uses ``modality``, ``source_kind``, ``hu_is_estimated``,
             ``metadata`` and each slice's ``hu``, float32 (y, x) HU).
+        indices: check only these slices (0-based, in this order), e.g. one chunk of a long
+            series; None = every slice.
 
     Returns:
-        :class:`OODCheck` with one flag and one reason list per slice (series-level reasons, such
-        as a non-CT modality, are given to every slice).
+        :class:`OODCheck` with one flag and one reason list per checked slice (series-level
+        reasons, such as a non-CT modality, are given to every slice).
+
+    Raises:
+        IndexError: an index is outside the series.
     """
     head, real_hu = _series_reasons(series)
     rule = hu_slice_reasons if real_hu else picture_slice_reasons
-    reasons = [head + rule(s.hu) for s in series.slices]
+    slices = series.slices if indices is None else [series.slices[i] for i in indices]
+    reasons = [head + rule(s.hu) for s in slices]
     return OODCheck(ood=np.array([bool(r) for r in reasons], dtype=bool), reasons=reasons)
 
 

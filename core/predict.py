@@ -185,12 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
 
-    from core.inference import Predictor
+    from core.inference import InferenceError, Predictor
     from models.registry import RegistryError, load_model
 
     try:
         predictor = Predictor(load_model(args.model))
-    except RegistryError as exc:
+    except (RegistryError, InferenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.out:
@@ -202,7 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = score_inputs(
             predictor, args.inputs, sys.stdout, args.window, args.heatmaps, progress=not args.no_progress
         )
-    print(f"{n} slice{'s' if n != 1 else ''} scored with {predictor.card.id}", file=sys.stderr)
+    print(
+        f"{n} slice{'s' if n != 1 else ''} scored with {predictor.card.id} ({predictor.runtime_note})",
+        file=sys.stderr,
+    )
     return 0 if n > 0 else 1
 
 

@@ -67,6 +67,8 @@ class CaseAnalysis:
         probabilities: float32 (n, k), slice order; class order ``class_names``.
         labels: per-slice labels (n,). ood: bool (n,), slices flagged by the out-of-distribution guard.
         opened_at: ``time.time()`` of the first display of this result (time to decision starts).
+        runtime: what computed the probabilities (e.g. "openvino"; "" for results stored before it
+            was recorded).
     """
 
     key: str
@@ -87,6 +89,7 @@ class CaseAnalysis:
     reused: bool = False
     created_at: str = ""
     opened_at: float = field(default_factory=time.time)
+    runtime: str = ""
 
     @property
     def any_ood(self) -> bool:
@@ -163,6 +166,7 @@ def _from_inference(key: str, inf: Any, card: ModelCard) -> CaseAnalysis:
         ood=np.asarray(r.get("ood", [bool(inf.ood)] * len(probs)), dtype=bool),
         ood_reasons=[str(x) for x in r.get("ood_reasons", [])], latency_ms=float(inf.latency_ms),
         threshold=float(inf.threshold), reused=True, created_at=f"{inf.created_at:%Y-%m-%d %H:%M} UTC",
+        runtime=str(r.get("runtime", "")),
     )
     if len(analysis.labels) != len(probs):
         from core.decision import decide
@@ -223,7 +227,7 @@ def run_analysis(user: SessionUser, study: Study, series: Series, card: ModelCar
         labels=[str(x) for x in result.labels], series_label=model_label,
         series_score=float(result.series_score), most_suspicious_index=int(result.most_suspicious_index),
         ood=np.asarray(result.ood, dtype=bool), ood_reasons=[str(x) for x in result.ood_reasons],
-        latency_ms=float(result.latency_ms), threshold=decision_threshold(card),
+        latency_ms=float(result.latency_ms), threshold=decision_threshold(card), runtime=result.runtime,
     )
 
 
@@ -381,7 +385,9 @@ def show_result(series: Series, analysis: CaseAnalysis, card: ModelCard) -> None
     c1.metric("AI result", ai_label_text(analysis))
     c2.metric(f"Series P({analysis.class_names[pos]})", f"{analysis.series_score:.3f}")
     c3.metric("Most suspicious slice", f"{analysis.most_suspicious_index + 1} of {n}")
-    c4.metric("Analysis time", f"{analysis.latency_ms / 1000:.1f} s")
+    c4.metric("Analysis time", f"{analysis.latency_ms / 1000:.1f} s",
+              help=f"Probabilities computed with {analysis.runtime or 'the runtime of the time'}; "
+                   "Grad-CAM always with the Keras model.")
 
     _apply_chart_pick(n)
     current = int(st.session_state.get("slice_no", analysis.most_suspicious_index + 1))
