@@ -14,12 +14,27 @@ Measured in one run, on the TCIA study under the data directory (Lung-PET-CT-Dx,
   60-slice study, best and median of ``--series-repeats`` runs;
 - ratios: naive / predict, predict_gradcam / predict; and the floors of issue 4 as booleans.
 
-Measured 2026-11-22 on the 2-core machine (quiet, load 1.4; resnet50_v1): predict p50 59 ms,
-predict+Grad-CAM 77 ms (1.3x), naive ``model.predict`` 171 ms (2.9x slower), series 18.6 slices/s.
-The model itself is the limit: the folded ResNet-50 alone takes 64 / 44 / 38 / 36 ms per slice in
-batches of 1 / 4 / 16 / 32 here, so the issue's floors (30 ms, 35 slices/s) are out of reach in
-float32 on this CPU. Tried and not kept: XLA (``jit_compile=True``, within noise), a frozen graph
-(about 5 % faster), TF Lite (15x slower, NaN outputs), ``TF_ENABLE_ONEDNN_OPTS=0`` (slower).
+Measured 2026-11-22 on the 2-core machine, resnet50_v1, 3 runs each (the machine's speed drifts
+by 10-20 % from run to run):
+
+=======================  =====================  ==================  ===========
+                         OpenVINO 2026.4 (f32)  TensorFlow 2.21     issue floor
+=======================  =====================  ==================  ===========
+predict p50              27.3-31.8 ms           48-59 ms            <= 30 ms
+naive / predict          4.8-6.0x               2.9-3.1x            >= 4x
++Grad-CAM / predict      1.9-2.2x               1.1-1.3x            <= 3x
+series, median           23-28 slices/s         18.6-23 slices/s    >= 35
+model alone (series)     35-38 slices/s         32 slices/s
+=======================  =====================  ==================  ===========
+
+The series floor is not met: the model alone runs at 24-28 ms per slice in float32 (about 300
+of the machine's ~380 GFLOP/s), which leaves 0-4 ms per slice for decoding (3.1 ms), preprocessing
+(5 ms) and the OOD rules (1.9 ms) on the same two cores. Tried and not kept: overlapping the
+preparation with the model (19-25 slices/s: the runtime's threads stall when one is preempted),
+two single-thread OpenVINO streams fed asynchronously (29 slices/s at best, same as now), XLA,
+a frozen graph, TF Lite (NaN outputs), ONNX Runtime 1.31 (48.9 ms per slice), bfloat16
+(OpenVINO's default on this CPU: probabilities off by up to 0.013 on 161 real slices, against the
+1e-4 allowed).
 
 The load average (``os.getloadavg``) before and after is reported: other jobs on the shared cores
 slow every number down. ``--untrained resnet50`` benchmarks an untrained ResNet-50 (speed does not
@@ -99,7 +114,7 @@ def run(
     loaded: Any,
     tcia_dir: str | Path,
     repeats: int = 30,
-    series_repeats: int = 3,
+    series_repeats: int = 5,
     naive_repeats: int = 15,
     runtime: str | None = None,
 ) -> dict[str, Any]:
@@ -218,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--untrained", choices=["resnet50"], default=None, help="benchmark an untrained model"
     )
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per single-slice measurement")
-    parser.add_argument("--series-repeats", type=int, default=3, help="timed runs of the 60-slice study")
+    parser.add_argument("--series-repeats", type=int, default=5, help="timed runs of the 60-slice study")
     parser.add_argument(
         "--runtime", choices=["auto", "openvino", "tensorflow"], default=None, help="default: LUNGREVIEW_RUNTIME"
     )
