@@ -128,3 +128,15 @@ class TestPictureSliceReasons:
     def test_uniform_noise_is_unlike_a_ct_export(self):
         series = _png(np.random.default_rng(3).integers(0, 256, (128, 128), dtype=np.uint8))
         assert "grey levels unlike a CT slice export" in picture_slice_reasons(series.slices[0].hu)[0]
+
+
+class TestCheckSeriesIndices:
+    def test_a_chunk_gives_the_same_flags_as_the_whole_series(self, tcia):
+        series = replace(tcia[0], slices=list(tcia[0].slices))
+        series.slices[4] = replace(series.slices[4], hu=np.zeros_like(series.slices[4].hu))  # blank slice
+        whole = check_series(series)
+        part = check_series(series, range(3, 9))
+        assert part.ood.tolist() == whole.ood[3:9].tolist() and part.ood.tolist()[1] is True
+        assert part.reasons == whole.reasons[3:9]
+        with pytest.raises(IndexError):
+            check_series(series, [len(series.slices)])

@@ -96,3 +96,51 @@ class TestBodyBox:
         disc = (((yy - 100) ** 2 + (xx - 150) ** 2) < 60**2).astype(np.float32)
         y0, y1, x0, x1 = body_box(disc)
         assert abs(y0 - 40) <= 8 and abs(y1 - 160) <= 8 and abs(x0 - 90) <= 8 and abs(x1 - 210) <= 8
+
+    def test_line_opening_equals_scipy_binary_opening(self):
+        # body_box opens the mask with 1-D min/max filters; it must equal ndimage.binary_opening
+        from scipy import ndimage
+
+        rng = np.random.default_rng(7)
+        for _ in range(60):
+            shape = (int(rng.integers(8, 90)), int(rng.integers(8, 90)))
+            mask = rng.uniform(size=shape) < rng.uniform(0.2, 0.95)
+            fast = ndimage.maximum_filter1d(
+                ndimage.minimum_filter1d(mask.view(np.uint8), 7, axis=0, mode="constant", cval=0),
+                7, axis=0, mode="constant", cval=0,
+            ).astype(bool)
+            np.testing.assert_array_equal(fast, ndimage.binary_opening(mask, structure=np.ones((7, 1), bool)))
+
+    def test_box_matches_the_reference_method_on_real_slices(self, iq_dir, tcia_dir):
+        # reference: the method of the docstring written with binary_opening and np.median
+        from scipy import ndimage
+
+        from core.imaging import read_paths
+        from core.windowing import apply_window
+
+        def reference(unit, threshold=0.06):
+            small = unit[::2, ::2]
+            mask = ndimage.binary_opening(ndimage.uniform_filter(small, size=7) > threshold, np.ones((7, 1), bool))
+            labels, n = ndimage.label(mask)
+            if n == 0:
+                return None
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            keep = sizes >= 0.03 * sizes.max()
+            keep[0] = False
+            median_row = float(np.median(np.nonzero(keep[labels])[0]))
+            for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+                h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+                if keep[i] and sl[0].start > max(0.55 * small.shape[0], median_row) and h < 0.35 * w:
+                    keep[i] = False
+            ys, xs = np.nonzero(keep[labels])
+            return (int(ys.min()) * 2, min(unit.shape[0], int(ys.max()) * 2 + 2),
+                    int(xs.min()) * 2, min(unit.shape[1], int(xs.max()) * 2 + 2))
+
+        paths = [p for folder in sorted(iq_dir.iterdir()) if folder.is_dir() for p in sorted(folder.glob("*.jpg"))[::20]]
+        study = read_paths(paths + [tcia_dir])
+        window = PreprocessSpec().window
+        units = [apply_window(s.hu, window) for series in study.series for s in series.slices]
+        assert len(units) > 100
+        for unit in units:
+            assert body_box(unit) == reference(unit)
