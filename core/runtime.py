@@ -29,7 +29,9 @@ here calls the converter.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -85,22 +87,36 @@ class OpenVinoRunner:
             return np.array(out, dtype=np.float32, copy=True)
 
 
-def _export_ir(model: Any, xml_path: Path) -> Any:
-    """Keras model -> SavedModel (temporary) -> OpenVINO model, saved as float32 IR at ``xml_path``."""
+def _export_ir(model: Any, xml_path: Path | None) -> Any:
+    """Keras model -> SavedModel (temporary) -> OpenVINO model; saved as float32 IR at ``xml_path``.
+
+    A cache that cannot be written (read-only folder, full disk) is logged and skipped.
+    """
     import openvino as ov
 
-    core = ov.Core()
     tmp = Path(tempfile.mkdtemp(prefix="lungreview_sm_"))
     try:
         model.export(str(tmp / "saved_model"), format="tf_saved_model", verbose=False)
-        ov_model = core.read_model(str(tmp / "saved_model"))
+        ov_model = ov.Core().read_model(str(tmp / "saved_model"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    part = xml_path.with_name(xml_path.stem + f".{threading.get_ident()}.part.xml")
-    ov.save_model(ov_model, str(part), compress_to_fp16=False)
-    part.with_suffix(".bin").replace(xml_path.with_suffix(".bin"))
-    part.replace(xml_path)
+    if xml_path is None:
+        return ov_model
+    part = xml_path.with_name(xml_path.stem + f".{os.getpid()}-{threading.get_ident()}.part.xml")
+    try:
+        xml_path.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(ov_model, str(part), compress_to_fp16=False)
+        part.with_suffix(".bin").replace(xml_path.with_suffix(".bin"))
+        part.replace(xml_path)
+    except (OSError, RuntimeError) as exc:
+        log.warning(
+            "OpenVINO model not cached in %s (%s); it is exported again at the next load",
+            xml_path.parent,
+            exc,
+        )
+        for leftover in (part, part.with_suffix(".bin")):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
     return ov_model
 
 
@@ -142,13 +158,7 @@ def openvino_runner(
     last = ""
     for from_cache in attempts:
         try:
-            if from_cache:
-                ov_model = core.read_model(str(xml))
-            elif xml is not None:
-                ov_model = _export_ir(model, xml)
-            else:
-                with tempfile.TemporaryDirectory(prefix="lungreview_ir_") as tmp:
-                    ov_model = _export_ir(model, Path(tmp) / "model.xml")
+            ov_model = core.read_model(str(xml)) if from_cache else _export_ir(model, xml)
             runner = OpenVinoRunner(core.compile_model(ov_model, "CPU", config), version, from_cache)
             diff = float(np.max(np.abs(runner(probe) - expected)))
         except Exception as exc:  # OpenVINO and the TF front end raise many types

@@ -150,3 +150,16 @@ class TestChoiceOfRuntime:
             loaded.model, lambda x: np.asarray(loaded.model(x, training=False)), probe, cache_dir=None, key="t"
         )
         assert 0.0 <= runner.max_abs_diff <= AGREEMENT_ATOL
+
+
+def test_a_cache_that_cannot_be_written_does_not_stop_openvino(registry, tmp_path, caplog):
+    loaded = _load(registry)
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the cache folder should be")
+    probe = np.random.default_rng(3).uniform(0, 1, (2, 64, 64, 1)).astype(np.float32)
+    with caplog.at_level("WARNING", logger="lungreview.runtime"):
+        runner = openvino_runner(
+            loaded.model, lambda x: np.asarray(loaded.model(x, training=False)), probe, cache_dir=blocked, key="k"
+        )
+    assert runner.max_abs_diff <= AGREEMENT_ATOL and runner.cached is False
+    assert "not cached" in caplog.text and blocked.is_file()
