@@ -326,6 +326,7 @@ class Predictor:
                 self.probe_batch(),
                 cache_dir=(get_settings().var_dir / "openvino") if sha else None,
                 key=f"{self.card.id}-{sha[:16]}-bn{self.folded_layers}",
+                stale=f"{self.card.id}-*-openvino-*",
             )
         except RuntimeUnavailable as exc:
             if required:

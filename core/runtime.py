@@ -87,10 +87,12 @@ class OpenVinoRunner:
             return np.array(out, dtype=np.float32, copy=True)
 
 
-def _export_ir(model: Any, xml_path: Path | None) -> Any:
+def _export_ir(model: Any, xml_path: Path | None, stale: str | None = None) -> Any:
     """Keras model -> SavedModel (temporary) -> OpenVINO model; saved as float32 IR at ``xml_path``.
 
-    A cache that cannot be written (read-only folder, full disk) is logged and skipped.
+    After saving, other files in the folder matching the glob ``stale`` (earlier weights of the
+    same model) are deleted. A cache that cannot be written (read-only folder, full disk) is
+    logged and skipped.
     """
     import openvino as ov
 
@@ -108,6 +110,9 @@ def _export_ir(model: Any, xml_path: Path | None) -> Any:
         ov.save_model(ov_model, str(part), compress_to_fp16=False)
         part.with_suffix(".bin").replace(xml_path.with_suffix(".bin"))
         part.replace(xml_path)
+        for old in xml_path.parent.glob(stale) if stale else ():
+            if old.stem != xml_path.stem and old.suffix in (".xml", ".bin"):
+                old.unlink(missing_ok=True)
     except (OSError, RuntimeError) as exc:
         log.warning(
             "OpenVINO model not cached in %s (%s); it is exported again at the next load",
@@ -127,6 +132,7 @@ def openvino_runner(
     cache_dir: Path | None,
     key: str,
     atol: float = AGREEMENT_ATOL,
+    stale: str | None = None,
 ) -> OpenVinoRunner:
     """An OpenVINO runner for ``model``, checked against ``reference`` (module docstring).
 
@@ -137,6 +143,8 @@ def openvino_runner(
         cache_dir: folder for IR files; None = no cache (export every time).
         key: cache key, unique per model weights (e.g. the card's sha256 plus the folding).
         atol: largest accepted absolute difference of outputs.
+        stale: glob of cache files this export replaces (e.g. ``"<model id>-*"``: the same model
+            with earlier weights), deleted once the new IR is saved; None keeps everything.
 
     Returns:
         :class:`OpenVinoRunner` with ``max_abs_diff`` set.
@@ -158,7 +166,7 @@ def openvino_runner(
     last = ""
     for from_cache in attempts:
         try:
-            ov_model = core.read_model(str(xml)) if from_cache else _export_ir(model, xml)
+            ov_model = core.read_model(str(xml)) if from_cache else _export_ir(model, xml, stale)
             runner = OpenVinoRunner(core.compile_model(ov_model, "CPU", config), version, from_cache)
             diff = float(np.max(np.abs(runner(probe) - expected)))
         except Exception as exc:  # OpenVINO and the TF front end raise many types

@@ -37,6 +37,21 @@ def tcia_dir(datasets_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _var_outside_the_repository(tmp_path_factory):
+    """Keep what tests write (OpenVINO caches, study key, databases) out of the repository's var/."""
+    if os.environ.get("LUNGREVIEW_VAR_DIR"):
+        yield
+        return
+    from core import config
+
+    os.environ["LUNGREVIEW_VAR_DIR"] = str(tmp_path_factory.mktemp("var"))
+    config.get_settings.cache_clear()
+    yield
+    os.environ.pop("LUNGREVIEW_VAR_DIR", None)
+    config.get_settings.cache_clear()
+
+
 @pytest.fixture()
 def isolated_settings(tmp_path, monkeypatch):
     """Settings with the database and var/ in a temporary folder (registry and data unchanged)."""

@@ -79,6 +79,21 @@ class TestOpenVinoPredictor:
         assert third._run.max_abs_diff <= AGREEMENT_ATOL
         assert np.count_nonzero(np.frombuffer(binary.read_bytes(), np.uint8)) > 0
 
+    def test_new_weights_replace_the_cached_ir_of_the_same_model(self, registry, var_dir):
+        Predictor(_load(registry), runtime="openvino")
+        cache = var_dir / "openvino"
+        (cache / "tiny_adv-0000000000000000-bn3-openvino-2026.1.0.xml").write_text("<old/>")
+        (cache / "tiny_adv-0000000000000000-bn3-openvino-2026.1.0.bin").write_bytes(b"old")
+        (cache / "tiny_basic-1111111111111111-bn0-openvino-2026.1.0.xml").write_text("<other model/>")
+        for f in cache.glob("tiny_adv-*"):
+            if "0000000000000000" not in f.name:
+                f.unlink()  # force a fresh export
+        Predictor(_load(registry), runtime="openvino")
+        names = sorted(f.name for f in cache.iterdir())
+        assert not any("0000000000000000" in n for n in names)
+        assert "tiny_basic-1111111111111111-bn0-openvino-2026.1.0.xml" in names
+        assert sum(n.startswith("tiny_adv-") for n in names) == 2  # the new .xml and .bin
+
     def test_concurrent_callers_get_their_own_results(self, registry, var_dir):
         pred = Predictor(_load(registry), runtime="openvino")
         rng = np.random.default_rng(1)
