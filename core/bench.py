@@ -28,13 +28,12 @@ model alone (series)     35-38 slices/s         32 slices/s
 =======================  =====================  ==================  ===========
 
 The series floor is not met: the model alone runs at 24-28 ms per slice in float32 (about 300
-of the machine's ~380 GFLOP/s), which leaves 0-4 ms per slice for decoding (3.1 ms), preprocessing
-(5 ms) and the OOD rules (1.9 ms) on the same two cores. Tried and not kept: overlapping the
-preparation with the model (19-25 slices/s: the runtime's threads stall when one is preempted),
-two single-thread OpenVINO streams fed asynchronously (29 slices/s at best, same as now), XLA,
-a frozen graph, TF Lite (NaN outputs), ONNX Runtime 1.31 (48.9 ms per slice), bfloat16
-(OpenVINO's default on this CPU: probabilities off by up to 0.013 on 161 real slices, against the
-1e-4 allowed).
+of the machine's ~380 GFLOP/s), which leaves 0-5 ms per slice for decoding (3.1 ms), preprocessing
+(5 ms) and the OOD rules (1.9 ms) on the same two cores. Tried and not kept: preparing the next
+batch while the model runs, and two single-thread OpenVINO streams fed asynchronously (both as
+fast as the chunks now used, within the run-to-run noise), XLA, a frozen graph, TF Lite (NaN
+outputs), ONNX Runtime 1.31 (48.9 ms per slice), bfloat16 (OpenVINO's default on this CPU:
+probabilities off by up to 0.013 on 161 real slices, against the 1e-4 allowed).
 
 The load average (``os.getloadavg``) before and after is reported: other jobs on the shared cores
 slow every number down. ``--untrained resnet50`` benchmarks an untrained ResNet-50 (speed does not

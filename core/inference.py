@@ -4,17 +4,18 @@ Flow for a series (:meth:`Predictor.analyse_series`):
 
 1. preprocess every slice with :func:`core.preprocessing.preprocess_with_geometry`, the function
    training used, with the window in the model card (the caller may override it for DICOM);
-2. predict in batches of :data:`BATCH` (:data:`BATCH_OPENVINO` with OpenVINO). The model is first copied with its batch-norm layers
-   folded into the preceding convolutions (:func:`fold_batch_norm`; same outputs within 1e-4,
-   checked); the cached Keras model itself is not changed. The copy runs in OpenVINO when it is
-   installed and agrees with the Keras model within 1e-4 (:mod:`core.runtime`; about twice as
-   fast on this CPU), else as a ``tf.function`` (fixed input signature, called directly: no
-   ``model.predict`` overhead per call). Grad-CAM runs on the Keras copy. The series goes through
-   in chunks of :data:`CHUNK` slices: two threads prepare a chunk (preprocessing and the OOD
-   rules; NumPy, SciPy and Pillow release the GIL), then the model runs on it alone. Overlapping
-   the preparation with the model was slower on this 2-core machine (ResNet-50 with OpenVINO,
-   60-slice study: 19-25 against 29 slices/s, measured 2026-11-22): the runtime's threads wait
-   for each other whenever the preparing thread takes one of their cores;
+2. predict in batches of :data:`BATCH` (:data:`BATCH_OPENVINO` with OpenVINO). The model is
+   first copied with its batch-norm layers folded into the preceding convolutions
+   (:func:`fold_batch_norm`; same outputs within 1e-4, checked); the cached Keras model itself
+   is not changed. The copy runs in OpenVINO when it is installed and agrees with the Keras
+   model within 1e-4 (:mod:`core.runtime`; about twice as fast on this CPU), else as a
+   ``tf.function`` (fixed input signature, called directly: no ``model.predict`` overhead per
+   call). Grad-CAM runs on the Keras copy. The series goes through in chunks of :data:`CHUNK`
+   slices: two threads prepare a chunk (preprocessing and the OOD rules; NumPy, SciPy and Pillow
+   release the GIL), then the model runs on it with both cores to itself. Preparing the next
+   batch while the model runs (the earlier design) was no faster here: in 8 interleaved runs on
+   the 60-slice study with ResNet-50 and OpenVINO, every variant had a median of 24-27 slices/s
+   (2026-11-22); the chunks keep memory bounded and no thread competes with the runtime's;
 3. label each slice with :func:`core.decision.decide` and the card's thresholds;
 4. flag out-of-distribution slices with :func:`core.ood.check_series` (MR, X-ray, photo, blank...;
    run with step 1 in the chunk's threads);
@@ -55,8 +56,9 @@ log = logging.getLogger("lungreview.inference")
 #: Slices per model call with TensorFlow: 16 keeps a 224-px ResNet-50 batch under ~0.5 GB of
 #: activations (TF's per-slice time falls up to batch 16-32 here).
 BATCH = 16
-#: Slices per model call with OpenVINO: 4 (ResNet-50 here: 29.6 / 26.9 / 24.8 / 30.9 / 31.3 ms per
-#: slice at batch 1 / 2 / 4 / 8 / 16, measured 2026-11-22; larger batches fall out of the 4 MiB L2).
+#: Slices per model call with OpenVINO: 4. ResNet-50 here, medians of 8 interleaved runs over 60
+#: slices (2026-11-22): 32.0 / 27.3 / 26.6 / 26.7 / 29.1 / 26.4 ms per slice at batch 1 / 2 / 4 /
+#: 8 / 16 / 32; 4 is as fast as the larger batches and keeps memory and progress steps small.
 BATCH_OPENVINO = 4
 #: Slices prepared (preprocessing + OOD rules, in two threads) before the model runs on them.
 CHUNK = 32
