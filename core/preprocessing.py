@@ -126,8 +126,9 @@ def _body_box_half(small: np.ndarray, shape: tuple[int, ...], threshold: float) 
     height = small.shape[0]
     fg = (ndimage.uniform_filter(small, size=7) > threshold).view(np.uint8)
     # binary opening with a 7x1 vertical line (outside the image counts as background), done as
-    # a 1-D minimum then maximum filter along the columns: the same result as
-    # ndimage.binary_opening(structure=np.ones((7, 1))), checked on 1163 images, 3x faster
+    # a 1-D minimum then maximum filter along the columns: the same mask as
+    # ndimage.binary_opening(structure=np.ones((7, 1))) (tested), and with the row median below
+    # the same boxes on 1163 real and random images; body_box 3.3 -> 2.5 ms on a 512 x 512 slice
     mask = ndimage.maximum_filter1d(
         ndimage.minimum_filter1d(fg, 7, axis=0, mode="constant", cval=0), 7, axis=0, mode="constant", cval=0
     )

@@ -2,7 +2,7 @@
 
 The probabilities a radiologist sees may come from OpenVINO (Intel's inference runtime, CPU
 plugin) instead of TensorFlow, because on this project's 2-core machine it runs the same float32
-ResNet-50 about twice as fast (27 ms against 56 ms per slice, measured 2026-11-22 with
+ResNet-50 about twice as fast (27-32 ms against 48-59 ms per slice, measured 2026-11-22 with
 ``python -m core.bench``). Grad-CAM always runs on the Keras model (:mod:`core.explain`): it
 needs gradients, which an exported graph does not give.
 
@@ -46,6 +46,7 @@ from core.config import RUNTIMES
 log = logging.getLogger("lungreview.runtime")
 
 __all__ = ["AGREEMENT_ATOL", "RUNTIMES", "OpenVinoRunner", "RuntimeUnavailable", "openvino_runner"]
+
 #: Largest absolute difference of probabilities from the Keras model that is accepted (issue 4).
 AGREEMENT_ATOL = 1e-4
 
@@ -62,8 +63,6 @@ class OpenVinoRunner:
         version: OpenVINO version string.
         cached: True when the IR came from the cache rather than a fresh export.
     """
-
-    name = "openvino"
 
     def __init__(self, compiled: Any, version: str, cached: bool) -> None:
         self._compiled = compiled
