@@ -22,9 +22,10 @@ How an OpenVINO model is made and trusted (:func:`openvino_runner`):
    and the caller falls back to TensorFlow. A stale or damaged cache entry fails this check and is
    rebuilt once from the Keras model.
 
-OpenVINO's Python package counts its own imports in ``~/intel`` and its converter sends usage
-events unless opted out; ``make`` runs ``opt_in_out --opt_out`` after installing it, and nothing
-here calls the converter.
+Unless opted out, OpenVINO's Python package writes a client id and an import counter to
+``~/intel`` and its converter sends usage events; ``make`` runs ``opt_in_out --opt_out`` after
+installing it (after which ``import openvino`` wrote nothing there, checked), and nothing here
+calls the converter, the only place we found telemetry being sent (``openvino.tools.ovc``).
 """
 
 from __future__ import annotations
