@@ -37,6 +37,28 @@ def _radio(page, group: str, option: str) -> None:
     page.locator(f'div[role="radiogroup"][aria-label="{group}"]').get_by_text(option, exact=True).click()
 
 
+def _select(page, label: str, option: str, attempts: int = 3) -> None:
+    """Choose ``option`` in the selectbox labelled ``label``: open its combobox, click the option.
+
+    A click that lands while the page is still settling can leave the list closed (seen once in
+    CI), so the list is opened again, up to ``attempts`` times.
+    """
+    box = page.locator('div[data-testid="stSelectbox"]').filter(has_text=label).first
+    choice = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(attempts):
+        _wait_idle(page, timeout=30_000)
+        box.get_by_role("combobox").click()
+        try:
+            choice.wait_for(state="visible", timeout=5_000)
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
+            continue
+        choice.click()
+        return
+
+
 def _nav(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
     page.wait_for_load_state("networkidle")
@@ -153,8 +175,7 @@ def _workflow(page, base, var, shot, iq_dir, tcia_files, tcia_zip) -> None:
     page.get_by_role("button", name="Create user").wait_for()
     _input(page, "Username").fill("reader1")
     _input(page, "Display name").fill("Reader One")
-    page.locator('div[data-testid="stSelectbox"]').filter(has_text="Role").first.click()
-    page.get_by_role("option", name="Radiologist").click()
+    _select(page, "Role", "Radiologist")
     _input(page, "Password").fill(PASSWORD_RAD)
     page.get_by_role("button", name="Create user").click()
     page.get_by_text("Created user").first.wait_for(timeout=30_000)
