@@ -386,7 +386,7 @@ def show_result(series: Series, analysis: CaseAnalysis, card: ModelCard) -> None
     c2.metric(f"Series P({analysis.class_names[pos]})", f"{analysis.series_score:.3f}")
     c3.metric("Most suspicious slice", f"{analysis.most_suspicious_index + 1} of {n}")
     c4.metric("Analysis time", f"{analysis.latency_ms / 1000:.1f} s",
-              help=f"Probabilities computed with {analysis.runtime or 'the runtime of the time'}; "
+              help=f"Probabilities computed with {analysis.runtime or 'a runtime not recorded then'}; "
                    "Grad-CAM always with the Keras model.")
 
     _apply_chart_pick(n)
