@@ -84,11 +84,11 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> dict[str, fl
 
 
 def untrained_resnet50() -> Any:
-    """A :class:`models.registry.LoadedModel` wrapping an untrained 224-px ResNet-50 (benchmark only)."""
+    """A :class:`core.registry.LoadedModel` wrapping an untrained 224-px ResNet-50 (benchmark only)."""
     from core.config import CLASS_NAMES
     from core.preprocessing import PreprocessSpec
+    from core.registry import LoadedModel, ModelCard
     from models.architectures import GRADCAM_LAYERS, build_model
-    from models.registry import LoadedModel, ModelCard
 
     spec = PreprocessSpec(size=224, channels=3, scaling="resnet50")
     model = build_model("resnet50", spec)
@@ -122,7 +122,7 @@ def run(
     """Run every measurement of the module docstring.
 
     Args:
-        loaded: :class:`models.registry.LoadedModel`.
+        loaded: :class:`core.registry.LoadedModel`.
         tcia_dir: the ``lung-pet-ct-dx`` folder (DICOM study).
         repeats: timed runs per single-slice measurement.
         series_repeats: timed runs of the 60-slice series.
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from core.config import get_settings
-    from models.registry import RegistryError, load_model
+    from core.registry import RegistryError, load_model
 
     if args.untrained:
         loaded = untrained_resnet50()

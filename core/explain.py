@@ -436,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from core.config import get_settings
     from core.inference import Predictor
-    from models.registry import RegistryError, load_model
+    from core.registry import RegistryError, load_model
 
     try:
         predictor = Predictor(load_model(args.model))

@@ -89,7 +89,7 @@ def fold_batch_norm(model: Any, check_atol: float = 1e-4) -> tuple[Any, int]:
     random batch: outputs must agree within ``check_atol``.
 
     Args:
-        model: a built Keras functional model (e.g. from ``models.registry.load_model``).
+        model: a built Keras functional model (e.g. from ``core.registry.load_model``).
         check_atol: largest absolute difference of outputs accepted on the check batch.
 
     Returns:
@@ -261,7 +261,7 @@ class Predictor:
     """A loaded registry model ready for slices, series and Grad-CAM. Build once, cache, reuse.
 
     Args:
-        loaded: :class:`models.registry.LoadedModel` (sha256 already verified by ``load_model``).
+        loaded: :class:`core.registry.LoadedModel` (sha256 already verified by ``load_model``).
         runtime: ``"auto"``, ``"openvino"`` or ``"tensorflow"`` for the probability path
             (:mod:`core.runtime`); None = ``get_settings().runtime`` (``LUNGREVIEW_RUNTIME``).
             Grad-CAM always runs on the Keras model.

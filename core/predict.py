@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from core.inference import InferenceError, Predictor
-    from models.registry import RegistryError, load_model
+    from core.registry import RegistryError, load_model
 
     try:
         predictor = Predictor(load_model(args.model))

@@ -2,7 +2,7 @@
 disclaimer, the error boundary, and small renderers used by more than one page.
 
 No page shows a raw traceback: :func:`run_page` wraps each page body in :func:`error_boundary`,
-which turns the typed errors of ``core.imaging``, ``models.registry`` and ``db`` into a plain
+which turns the typed errors of ``core.imaging``, ``core.registry`` and ``db`` into a plain
 ``st.error`` message and logs anything unexpected (with its traceback) to the server log.
 """
 
@@ -26,9 +26,9 @@ from core.imaging import (
     ImagingError,
     UnsupportedTransferSyntaxError,
 )
+from core.registry import ModelIntegrityError, ModelNotFoundError, RegistryError
 from db.repository import NotFoundError, PermissionDenied, RepositoryError, ValidationError
 from db.session import DatabaseError
-from models.registry import ModelIntegrityError, ModelNotFoundError, RegistryError
 
 log = logging.getLogger("lungreview.dashboard")
 

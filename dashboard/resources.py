@@ -3,7 +3,7 @@
 * :func:`get_engine` / :func:`get_session_factory`: one SQLAlchemy engine per database URL
   (``get_settings().db_url``), migrated to head on first use (``db.session.make_engine``).
 * :func:`get_predictor`: one ``core.inference.Predictor`` per registry folder, model id and model
-  sha256, loaded with ``models.registry.load_model`` (sha256 checked before deserialising).
+  sha256, loaded with ``core.registry.load_model`` (sha256 checked before deserialising).
   TensorFlow is imported only here, lazily, on the first analysis.
 
 Keys include the database URL and the registry folder, so tests that point the settings at a
@@ -59,7 +59,7 @@ def get_session_factory(read_only: bool = False):
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _predictor(registry_dir: str, model_id: str, sha256: str) -> Any:
     from core.inference import Predictor  # deferred: imports TensorFlow (~4 s)
-    from models.registry import load_model
+    from core.registry import load_model
 
     log.info("loading model %s (sha256 %s...) from %s", model_id, sha256[:12], registry_dir)
     return Predictor(load_model(model_id, registry_dir=registry_dir))
@@ -71,14 +71,14 @@ def get_predictor(model_id: str) -> Any:
     The cache key holds the card's sha256, so a replaced model file is loaded (and checked) again.
 
     Args:
-        model_id: registry id (see ``models.registry.list_cards``).
+        model_id: registry id (see ``core.registry.list_cards``).
 
     Raises:
-        models.registry.ModelNotFoundError: no such model or its file is missing.
-        models.registry.ModelIntegrityError: the file's sha256 differs from its card.
-        models.registry.RegistryError: Keras cannot read the file.
+        core.registry.ModelNotFoundError: no such model or its file is missing.
+        core.registry.ModelIntegrityError: the file's sha256 differs from its card.
+        core.registry.RegistryError: Keras cannot read the file.
     """
-    from models.registry import get_card
+    from core.registry import get_card
 
     registry_dir = get_settings().registry_dir
     card = get_card(model_id, registry_dir=registry_dir)

@@ -2,7 +2,7 @@
 
 For one model (or every registered model with ``--all``):
 
-1. load it from the registry (:func:`models.registry.load_model`, which checks the sha256);
+1. load it from the registry (:func:`core.registry.load_model`, which checks the sha256);
 2. take the slices: by default the model's own split manifest (``<entry>/split.csv``, test split)
    over the IQ-OTH/NCCD folder in the settings' data directory; or, with ``--data DIR``, every
    slice of any class-folder dataset (catalogued with :func:`core.datasets.catalogue` and grouped
@@ -21,7 +21,7 @@ Command line::
     python -m models.evaluate --all      # writes models/registry/<id>/evaluation.json for each
 
 The convention is ``models/registry/<id>/evaluation.json``, which
-:func:`models.registry.read_evaluation` and the dashboard read.
+:func:`core.registry.read_evaluation` and the dashboard read.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from core.config import REPO_ROOT, Finding, get_settings
 from core.datasets import DatasetError, catalogue, file_sha256, group_patients, load_hu, read_manifest
 from core.metrics import MetricsError, evaluate_predictions, positive_class_index
 from core.preprocessing import PreprocessSpec, preprocess
-from models.registry import (
+from core.registry import (
     EVALUATION_FILE,
     RegistryError,
     entry_dir,
@@ -51,7 +51,7 @@ from models.registry import (
     list_cards,
     load_model,
 )
-from models.registry import SPLIT_FILE as MANIFEST_FILE
+from core.registry import SPLIT_FILE as MANIFEST_FILE
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
 
@@ -264,7 +264,7 @@ def evaluate_model(
         8601), ``git_commit``.
 
     Raises:
-        models.registry.RegistryError: the model is missing or its file fails the sha256 check.
+        core.registry.RegistryError: the model is missing or its file fails the sha256 check.
         EvaluationError, core.datasets.DatasetError, core.metrics.MetricsError: see the message.
     """
     loaded = load_model(model_id, registry_dir=registry_dir)

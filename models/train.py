@@ -20,7 +20,7 @@ Pipeline (all slices go through the shared preprocessing):
 5. the malignant decision threshold is chosen on the VALIDATION split only: the largest
    threshold whose validation malignant sensitivity is >= 0.95 (never on test);
 6. the entry (model.keras, card.json, history.json, split.csv) is written with
-   :func:`models.registry.write_entry`; ResNet-50 is stored with float16 kernels, and the
+   :func:`core.registry.write_entry`; ResNet-50 is stored with float16 kernels, and the
    largest probability difference to the float32 model on the validation slices is recorded.
 """
 
@@ -53,7 +53,7 @@ from core.datasets import (
     write_manifest,
 )
 from core.preprocessing import PreprocessSpec, preprocess
-from models.registry import git_commit
+from core.registry import git_commit
 
 #: Default input spec per architecture: small grey inputs for the CNNs (CPU budget), the
 #: ImageNet-style 224 x 224 x 3 caffe-scaled input for ResNet-50 (the inference benchmark size).
@@ -224,14 +224,14 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
 
     Raises:
         TrainingError, core.datasets.DatasetError, models.architectures.ArchitectureError,
-        models.registry.RegistryError: with a message saying what to fix.
+        core.registry.RegistryError: with a message saying what to fix.
     """
     args = build_parser().parse_args(argv)
     import keras
     import tensorflow as tf
 
+    from core.registry import ModelCard, save_model, write_entry
     from models.architectures import GRADCAM_LAYERS, augmentation, build_model, count_params
-    from models.registry import ModelCard, save_model, write_entry
 
     t_start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
@@ -466,13 +466,13 @@ def recalibrate(model_id: str, registry_dir: str | Path | None = None, data: str
     file and its sha256 are unchanged.
 
     Returns:
-        the updated :class:`models.registry.ModelCard`.
+        the updated :class:`core.registry.ModelCard`.
 
     Raises:
-        models.registry.RegistryError: unknown model or integrity failure.
+        core.registry.RegistryError: unknown model or integrity failure.
         TrainingError: the entry has no split manifest or no validation rows.
     """
-    from models.registry import CARD_FILE, SPLIT_FILE, ModelCard, entry_dir, load_model
+    from core.registry import CARD_FILE, SPLIT_FILE, ModelCard, entry_dir, load_model
 
     loaded = load_model(model_id, registry_dir)
     card = loaded.card
@@ -529,7 +529,7 @@ def select_default(registry_dir: str | Path | None = None) -> str:
     Raises:
         TrainingError: no registered model has validation metrics.
     """
-    from models.registry import CARD_FILE, ModelCard, entry_dir, list_cards, set_default_model
+    from core.registry import CARD_FILE, ModelCard, entry_dir, list_cards, set_default_model
 
     scored = []
     for card in list_cards(registry_dir):
@@ -625,8 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; prints errors as one readable line and returns 2."""
+    from core.registry import RegistryError
     from models.architectures import ArchitectureError
-    from models.registry import RegistryError
 
     args = build_parser().parse_args(argv)
     try:

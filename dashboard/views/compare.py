@@ -19,10 +19,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.registry import list_cards, read_evaluation
 from dashboard.components import COMPARE_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
 from db.analytics import agreement_table, fleiss_kappa_table, reader_ai_confusion
-from models.registry import list_cards, read_evaluation
 
 #: (key in evaluation.json, row label) of the headline metrics.
 METRICS: tuple[tuple[str, str], ...] = (

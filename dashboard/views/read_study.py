@@ -40,10 +40,10 @@ from core.imaging import (
     read_uploads,
     view,
 )
+from core.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
 from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
 from dashboard.resources import get_predictor, get_session_factory
 from db.repository import add_inference, add_review, add_study, find_study_by_hash, latest_inference
-from models.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
 
 MB = 1024 * 1024
 PRESET_LABELS: dict[str, str] = {
@@ -200,7 +200,7 @@ def run_analysis(user: SessionUser, study: Study, series: Series, card: ModelCar
         progress: optional callback passed to ``Predictor.analyse_series``.
 
     Raises:
-        models.registry.RegistryError: the model is missing or fails its integrity check.
+        core.registry.RegistryError: the model is missing or fails its integrity check.
         db.repository.RepositoryError: the database refused a row.
     """
     predictor = get_predictor(card.id)

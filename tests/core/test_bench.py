@@ -12,7 +12,7 @@ from tests.core.test_inference import make_registry
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from models.registry import load_model
+    from core.registry import load_model
 
     return load_model("tiny_basic", make_registry(tmp_path_factory.mktemp("bench")))
 

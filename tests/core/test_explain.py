@@ -181,7 +181,7 @@ class TestMassInBoxes:
 class TestBoxMassFractions:
     def test_every_annotated_slice_is_measured(self, tmp_path, tcia_dir):
         from core.inference import Predictor
-        from models.registry import load_model
+        from core.registry import load_model
 
         predictor = Predictor(load_model("tiny_adv", make_registry(tmp_path)))
         out = box_mass_fractions(predictor, tcia_dir)

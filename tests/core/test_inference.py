@@ -22,8 +22,8 @@ def make_registry(root: Path, thresholds: dict[str, float] | None = None) -> Pat
     """A registry in ``root`` with two tiny untrained 64-px models: ``tiny_adv`` and ``tiny_basic``."""
     import keras
 
+    from core.registry import ModelCard, save_model, set_default_model, write_entry
     from models.architectures import build_model
-    from models.registry import ModelCard, save_model, set_default_model, write_entry
 
     keras.utils.set_random_seed(0)
     reg = root / "registry"
@@ -55,7 +55,7 @@ def registry(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(registry) -> Predictor:
-    from models.registry import load_model
+    from core.registry import load_model
 
     return Predictor(load_model("tiny_adv", registry))
 
@@ -82,7 +82,7 @@ class TestPredict:
         assert predictor.predict(np.zeros((0, 64, 64, 1), np.float32)).shape == (0, 3)
 
     def test_labels_follow_card_thresholds(self, tmp_path, tcia_series):
-        from models.registry import load_model
+        from core.registry import load_model
 
         reg = make_registry(tmp_path, thresholds={"malignant": 0.0})
         pred = Predictor(load_model("tiny_adv", reg))
@@ -208,7 +208,7 @@ class TestExplain:
         assert not np.allclose(maps[0], maps[2]) and not np.allclose(maps[1], maps[2])
 
     def test_basic_cnn_with_flatten_head_is_explained(self, registry, tcia_series):
-        from models.registry import load_model
+        from core.registry import load_model
 
         ex = Predictor(load_model("tiny_basic", registry)).explain(tcia_series, 5, "malignant")
         assert ex.heatmap.shape == (512, 512) and np.isfinite(ex.heatmap).all()

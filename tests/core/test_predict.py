@@ -25,7 +25,7 @@ def registry(tmp_path_factory):
 @pytest.fixture(scope="module")
 def predictor(registry):
     from core.inference import Predictor
-    from models.registry import load_model
+    from core.registry import load_model
 
     return Predictor(load_model("tiny_adv", registry))
 

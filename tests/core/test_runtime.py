@@ -26,7 +26,7 @@ def var_dir(isolated_settings):
 
 
 def _load(registry, model_id="tiny_adv"):
-    from models.registry import load_model
+    from core.registry import load_model
 
     return load_model(model_id, registry)
 

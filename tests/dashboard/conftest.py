@@ -112,8 +112,8 @@ def tiny_registry(tmp_path_factory, iq_dir) -> Path:
     from core.inference import Predictor
     from core.metrics import evaluate_predictions
     from core.preprocessing import PreprocessSpec
+    from core.registry import ModelCard, load_model, save_model, set_default_model, write_entry
     from models.architectures import build_model
-    from models.registry import ModelCard, load_model, save_model, set_default_model, write_entry
 
     root = tmp_path_factory.mktemp("dash_registry")
     reg = root / "registry"

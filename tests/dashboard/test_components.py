@@ -9,9 +9,9 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import Role
 from core.imaging import NotAnImageError, UnsupportedTransferSyntaxError
+from core.registry import ModelIntegrityError, ModelNotFoundError
 from dashboard.components import SessionUser, allowed, message_for, slice_score_figure
 from db.repository import PermissionDenied, ValidationError
-from models.registry import ModelIntegrityError, ModelNotFoundError
 from tests.dashboard.conftest import make_app, open_page, texts
 
 

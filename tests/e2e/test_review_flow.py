@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import list_cards, read_evaluation
+from core.registry import list_cards, read_evaluation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -52,7 +52,7 @@ def _tiny_model(n_classes: int):
 @pytest.fixture(scope="module")
 def tiny_registry(tmp_path_factory, tiny_data: Path) -> Path:
     """A registry with one 3-class model ('tiny3') and its split manifest (8 test, 4 train)."""
-    from models.registry import ModelCard, save_model, set_default_model, write_entry
+    from core.registry import ModelCard, save_model, set_default_model, write_entry
 
     registry = tmp_path_factory.mktemp("registry")
     work = tmp_path_factory.mktemp("work")
@@ -218,7 +218,7 @@ class TestLabelIndices:
 
 class TestSelectSlices:
     def test_changed_manifest_is_refused(self, tiny_registry, tmp_path):
-        from models.registry import get_card
+        from core.registry import get_card
 
         card = get_card("tiny3", registry_dir=tiny_registry)
         entry = tmp_path / "entry"
@@ -229,7 +229,7 @@ class TestSelectSlices:
             select_slices(card, entry, None, "test")
 
     def test_missing_manifest_says_to_pass_data(self, tiny_registry, tmp_path):
-        from models.registry import get_card
+        from core.registry import get_card
 
         card = get_card("tiny3", registry_dir=tiny_registry)
         with pytest.raises(EvaluationError, match="--data"):

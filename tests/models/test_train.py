@@ -102,7 +102,7 @@ class TestTrain:
         assert t["tuning"]["sha256"] == file_sha256(TUNING) and "hyperparameters" in t["tuning"]
 
     def test_entry_loads_back_and_predicts_like_the_trained_model(self, tiny_run):
-        from models.registry import load_model
+        from core.registry import load_model
 
         reg, result = tiny_run
         loaded = load_model("tiny_v1", reg)
@@ -155,7 +155,7 @@ class TestRecalibrate:
     def test_rechooses_the_threshold_on_validation_and_keeps_the_model_file(self, tiny_run, tmp_path):
         import shutil
 
-        from models.registry import get_card
+        from core.registry import get_card
         from models.train import recalibrate
 
         reg, _ = tiny_run
@@ -176,7 +176,7 @@ class TestSelectDefault:
     def test_picks_the_best_validation_macro_f1_and_says_so_in_its_card(self, tiny_run, tmp_path):
         import shutil
 
-        from models.registry import default_model_id, get_card
+        from core.registry import default_model_id, get_card
         from models.train import select_default
 
         reg, _ = tiny_run

@@ -1,4 +1,4 @@
-"""Tests for models.registry: cards, sha256 integrity, float16 storage, and the SHIPPED entries."""
+"""Tests for core.registry: cards, sha256 integrity, float16 storage, and the SHIPPED entries."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from core import registry
 from core.preprocessing import PreprocessSpec
-from models import registry
-from models.registry import (
+from core.registry import (
     ModelCard,
     ModelIntegrityError,
     ModelNotFoundError,
