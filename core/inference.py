@@ -12,10 +12,8 @@ Flow for a series (:meth:`Predictor.analyse_series`):
    ``tf.function`` (fixed input signature, called directly: no ``model.predict`` overhead per
    call). Grad-CAM runs on the Keras copy. The series goes through in chunks of :data:`CHUNK`
    slices: two threads prepare a chunk (preprocessing and the OOD rules; NumPy, SciPy and Pillow
-   release the GIL), then the model runs on it with both cores to itself. Preparing the next
-   batch while the model runs (the earlier design) was no faster here: in 8 interleaved runs on
-   the 60-slice study with ResNet-50 and OpenVINO, every variant had a median of 24-27 slices/s
-   (2026-11-22); the chunks keep memory bounded and no thread competes with the runtime's;
+   release the GIL), then the model runs on it with all cores to itself, so no thread competes
+   with the runtime's and memory stays bounded by one chunk (measurements: docs/benchmarks.md);
 3. label each slice with :func:`core.decision.decide` and the card's thresholds;
 4. flag out-of-distribution slices with :func:`core.ood.check_series` (MR, X-ray, photo, blank...;
    run with step 1 in the chunk's threads);
@@ -23,8 +21,8 @@ Flow for a series (:meth:`Predictor.analyse_series`):
 
 Series aggregation. A tumour shows on a few slices of a CT (a 2 cm nodule covers 2-3 slices of
 8 mm, about 20 of 1 mm), so the mean over all slices would dilute it to nothing in a 300-slice
-study. The series score is the mean of the top-k "suspicious" probabilities (malignant for the
-3-class models) over the in-distribution slices, with ``k = max(1, round(n / 100))``: one
+study. The series score is the mean of the top-k "suspicious" probabilities (the class of
+:func:`core.decision.suspicious_class`: malignant for the 3-class models) over the in-distribution slices, with ``k = max(1, round(n / 100))``: one
 slice for studies under 150 slices (the maximum: the most sensitive choice, as a screening aid
 should be), and a few for thick 300-slice studies, so that one noisy slice alone does not make
 the series malignant. The series label is :func:`core.decision.decide` on the mean probability
@@ -46,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from core.config import Window
-from core.decision import decide
+from core.decision import decide, suspicious_index
 from core.explain import GradCam, normalize_cam
 from core.ood import check_series
 from core.preprocessing import Geometry, preprocess_with_geometry
@@ -56,16 +54,14 @@ log = logging.getLogger("lungreview.inference")
 #: Slices per model call with TensorFlow: 16 keeps a 224-px ResNet-50 batch under ~0.5 GB of
 #: activations (TF's per-slice time falls up to batch 16-32 here).
 BATCH = 16
-#: Slices per model call with OpenVINO: 4. ResNet-50 here, medians of 8 interleaved runs over 60
-#: slices (2026-11-22): 32.0 / 27.3 / 26.6 / 26.7 / 29.1 / 26.4 ms per slice at batch 1 / 2 / 4 /
-#: 8 / 16 / 32; 4 is as fast as the larger batches and keeps memory and progress steps small.
+#: Slices per model call with OpenVINO: 4, the smallest batch at which ResNet-50's time per slice
+#: stops falling on the 2-core machine (docs/benchmarks.md); smaller batches keep memory and
+#: progress steps small.
 BATCH_OPENVINO = 4
 #: Slices prepared (preprocessing + OOD rules, in two threads) before the model runs on them.
 CHUNK = 32
 #: Series label when most slices are out of distribution.
 OOD_LABEL = "out-of-distribution"
-#: Classes treated as "suspicious" for the series score, in order of preference.
-SUSPICIOUS = ("malignant", "cancer")
 
 
 class InferenceError(Exception):
@@ -80,8 +76,7 @@ def fold_batch_norm(model: Any, check_atol: float = 1e-4) -> tuple[Any, int]:
     linear convolution it can be merged into it: ``W' = W s``, ``b' = (b - mu) s + beta`` with
     ``s = gamma / sqrt(var + eps)`` per output channel (as in Jacob et al. 2018, "Quantization and
     training of neural networks for efficient integer-arithmetic-only inference", section 3.2).
-    This removes one pass over every activation map per folded layer (53 in ResNet-50; on this
-    machine single-slice ResNet-50 latency went from about 75 to 46 ms under load).
+    This removes one pass over every activation map per folded layer (53 in ResNet-50).
 
     A pair is folded only when the Conv2D has no activation, feeds nothing but the BN, and the BN
     normalises the last axis. The copy has new layers with the same names (Grad-CAM layers keep
@@ -292,8 +287,8 @@ class Predictor:
                 f"model {self.card.id!r} outputs {k} classes but its card names {len(self.class_names)} "
                 f"({list(self.class_names)}); re-register the model"
             )
-        self.suspicious_class = next((c for c in SUSPICIOUS if c in self.class_names), self.class_names[-1])
-        self._suspicious = self.class_names.index(self.suspicious_class)
+        self._suspicious = suspicious_index(self.class_names)
+        self.suspicious_class = self.class_names[self._suspicious]
         try:
             model, self.folded_layers = fold_batch_norm(self.model)
         except Exception:  # any graph the folding does not handle: run the model as it is

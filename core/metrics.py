@@ -31,8 +31,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core.config import CLASS_NAMES, Finding
-from core.decision import decide
+from core.config import CLASS_NAMES
+from core.decision import decide, suspicious_index
 
 #: Metrics that get a bootstrap 95 % confidence interval, in report order.
 CI_METRICS: tuple[str, ...] = (
@@ -98,22 +98,6 @@ def _check_inputs(
         )
     # Renormalise the float32 round-off (~1e-7) so scikit-learn's strict sum check stays quiet.
     return y, p / sums[:, None], names
-
-
-def positive_class_index(class_names: Sequence[str]) -> int:
-    """Index of the class reported as "malignant" (malignant versus rest).
-
-    Args:
-        class_names: the model's class names in output order.
-
-    Returns:
-        int: the index of ``"malignant"`` if present, else the last class (a binary model's
-        "cancer" class, by the registry convention that the positive class comes last).
-    """
-    names = list(class_names)
-    if Finding.MALIGNANT.value in names:
-        return names.index(Finding.MALIGNANT.value)
-    return len(names) - 1
 
 
 def predict_labels(
@@ -367,8 +351,9 @@ def evaluate_predictions(
     """Every metric of the evaluation report, JSON-ready (NaN/undefined values are None).
 
     Predictions come from ``core.decision.decide(proba, class_names, thresholds or {})``; ROC
-    AUC, ROC curves, ECE and Brier use the probabilities. "Malignant" means the class named
-    ``malignant``, or for a binary model the last class ("cancer"), versus all others.
+    AUC, ROC curves, ECE and Brier use the probabilities. "Malignant" means the class of
+    :func:`core.decision.suspicious_index` (``malignant``, else ``cancer``, else the last class)
+    versus all others.
 
     Args:
         y_true: int (n,) true class indices in the order of ``class_names``.
@@ -400,7 +385,7 @@ def evaluate_predictions(
     """
     y, p, names = _check_inputs(y_true, proba, class_names)
     k, n = len(names), y.size
-    pos = positive_class_index(names)
+    pos = suspicious_index(names)
     thr = {str(c): float(t) for c, t in dict(thresholds or {}).items()}
     unknown = set(thr) - set(names)
     if unknown:

@@ -299,6 +299,19 @@ def read_evaluation(model_id: str, registry_dir: str | Path | None = None) -> di
     return _read_json(model_id, EVALUATION_FILE, registry_dir)
 
 
+def write_evaluation(model_id: str, report: dict[str, Any], registry_dir: str | Path | None = None) -> Path:
+    """Write ``<registry>/<model_id>/evaluation.json`` (strict JSON: NaN refused) and return its path.
+
+    Raises:
+        ModelNotFoundError: the entry has no card.
+        ValueError: ``report`` holds NaN or infinity (``json.dumps(allow_nan=False)``).
+    """
+    get_card(model_id, registry_dir)
+    path = entry_dir(model_id, registry_dir) / EVALUATION_FILE
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
 def read_history(model_id: str, registry_dir: str | Path | None = None) -> dict | None:
     """``history.json`` of an entry (per-epoch loss/metrics lists), or None.
 
@@ -414,5 +427,34 @@ def write_entry(
     d["sha256"] = file_sha256(dst)
     d["size_bytes"] = dst.stat().st_size
     final = ModelCard.from_dict(d)
-    (folder / CARD_FILE).write_text(json.dumps(final.to_dict(), indent=2) + "\n", encoding="utf-8")
+    _write_card(folder, final)
+    return final
+
+
+def _write_card(folder: Path, card: ModelCard) -> None:
+    (folder / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def update_card(card: ModelCard, registry_dir: str | Path | None = None) -> ModelCard:
+    """Rewrite ``card.json`` of an existing entry (e.g. new thresholds); the model file is untouched.
+
+    The new card must describe the same model file as the stored one (same ``model_file``,
+    ``sha256`` and ``size_bytes``): only what is said about the model may change here; a new
+    model file goes through :func:`write_entry`.
+
+    Returns:
+        the card as written (read back through :meth:`ModelCard.from_dict`).
+
+    Raises:
+        ModelNotFoundError: the entry has no card.
+        RegistryError: the card names another model file, sha256 or size than the stored card.
+    """
+    stored = get_card(card.id, registry_dir)
+    if (card.model_file, card.sha256, card.size_bytes) != (stored.model_file, stored.sha256, stored.size_bytes):
+        raise RegistryError(
+            f"card for {card.id!r} names another model file than the registered one "
+            f"({card.model_file}, sha256 {card.sha256[:12]}...); register a new model file with write_entry"
+        )
+    final = ModelCard.from_dict(card.to_dict())
+    _write_card(entry_dir(card.id, registry_dir), final)
     return final

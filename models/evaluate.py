@@ -20,8 +20,9 @@ Command line::
                               [--batch-size N] [--n-boot N] [--registry DIR] [--argmax]
     python -m models.evaluate --all      # writes models/registry/<id>/evaluation.json for each
 
-The convention is ``models/registry/<id>/evaluation.json``, which
-:func:`core.registry.read_evaluation` and the dashboard read.
+``--all`` writes ``models/registry/<id>/evaluation.json`` through
+:func:`core.registry.write_evaluation`; :func:`core.registry.read_evaluation` and the dashboard
+read it.
 """
 
 from __future__ import annotations
@@ -41,17 +42,18 @@ import pandas as pd
 
 from core.config import REPO_ROOT, Finding, get_settings
 from core.datasets import DatasetError, catalogue, file_sha256, group_patients, load_hu, read_manifest
-from core.metrics import MetricsError, evaluate_predictions, positive_class_index
+from core.decision import suspicious_index
+from core.metrics import MetricsError, evaluate_predictions
 from core.preprocessing import PreprocessSpec, preprocess
+from core.registry import SPLIT_FILE as MANIFEST_FILE
 from core.registry import (
-    EVALUATION_FILE,
     RegistryError,
     entry_dir,
     git_commit,
     list_cards,
     load_model,
+    write_evaluation,
 )
-from core.registry import SPLIT_FILE as MANIFEST_FILE
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
 
@@ -64,8 +66,8 @@ def label_indices(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarr
     """Map dataset labels (``Finding`` values) to a model's class indices.
 
     A 3-class model maps each label to its own class. A binary model whose class names are not
-    findings (e.g. ``("no_cancer", "cancer")``) gets malignant -> its positive class (the last,
-    see :func:`core.metrics.positive_class_index`) and normal/benign -> the other class.
+    findings (e.g. ``("no_cancer", "cancer")``) gets malignant -> its suspicious class (malignant, else cancer, else the last;
+    see :func:`core.decision.suspicious_index`) and normal/benign -> the other class.
 
     Args:
         labels: n dataset labels ("normal", "benign", "malignant").
@@ -78,7 +80,7 @@ def label_indices(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarr
         EvaluationError: a label has no class in this model.
     """
     names = list(class_names)
-    pos = positive_class_index(names)
+    pos = suspicious_index(names)
     out = np.empty(len(labels), dtype=np.int64)
     for i, lab in enumerate(labels):
         if lab in names:
@@ -364,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mid in ids:
                 print(f"evaluating {mid}", file=sys.stderr)
                 rep = evaluate_model(mid, **kwargs)
-                write_json(rep, entry_dir(mid, registry_dir=args.registry) / EVALUATION_FILE)
+                write_evaluation(mid, rep, args.registry)
                 print(headline(rep), file=sys.stderr)
                 reports[mid] = rep
             print(json.dumps(reports, allow_nan=False))

@@ -30,12 +30,13 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from core.datasets import (
     read_manifest,
     write_manifest,
 )
+from core.decision import suspicious_index
 from core.preprocessing import PreprocessSpec, preprocess
 from core.registry import git_commit
 
@@ -98,11 +100,22 @@ class TrainResult:
     val_probabilities: np.ndarray
 
 
-def _relative(path: Path) -> str:
+def portable_path(path: str | Path) -> str:
+    """A path as a registry card stores it: relative to the repository, never absolute.
+
+    ``path`` inside the repository gives ``models/registry/...``; outside it, the relative path
+    from the repository root (``../shared/datasets/iq-othnccd``). A relative ``path`` is taken
+    relative to the working directory first. Where no relative path exists (another drive on
+    Windows) only the final name is kept.
+
+    Returns:
+        a POSIX-style relative path.
+    """
+    p = Path(path).resolve()
     try:
-        return path.resolve().relative_to(REPO_ROOT).as_posix()
+        return Path(os.path.relpath(p, REPO_ROOT.resolve())).as_posix()
     except ValueError:
-        return str(path)
+        return p.name
 
 
 def limit_manifest(df: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
@@ -216,100 +229,184 @@ def _parse_hp(items: Sequence[str]) -> dict[str, Any]:
     return hp
 
 
-def train(argv: Sequence[str] | None = None) -> TrainResult:
-    """Run the training described by command-line style arguments (see the module docstring).
+@dataclass(frozen=True)
+class TrainOptions:
+    """What :func:`train` does; the command line maps onto it one flag per field (:func:`parse_options`).
 
-    Returns:
-        :class:`TrainResult`.
+    Attributes:
+        arch: one of :data:`models.architectures.ARCHITECTURES`.
+        data: IQ-OTH/NCCD folder; None = ``get_settings().iq_othnccd_dir``.
+        split: split manifest CSV; None = ``<registry>/splits/iqothnccd_seed42.csv`` (built when missing).
+        out: registry entry folder (its parent is the registry) or a model id; None = ``<arch>_v1``.
+        epochs: most epochs to train.
+        weights: starting weights: None (random), ``"imagenet"`` or the path of a local weights file.
+        seed: seed of Keras, the shuffling, the augmentation and ``limit``'s sampling.
+        task: ``"3class"`` or ``"binary"`` (malignant versus the rest).
+        batch_size: slices per training batch.
+        lr: Adam learning rate.
+        limit: at most this many slices per split (>= 3; tests); None = all.
+        size: input size in pixels; None = the architecture's (:data:`DEFAULT_SPECS`).
+        patience: EarlyStopping patience in epochs (ReduceLROnPlateau uses half of it, at least 1).
+        max_minutes: wall-clock budget in minutes, checked after each epoch; None = no budget.
+        float16: store kernels as float16 (always on for ResNet-50, to stay under 50 MiB).
+        hp: architecture hyperparameters passed to :func:`models.architectures.build_model`.
+        tuning: the ``best_config.json`` of ``models.tune`` these settings came from (provenance).
 
     Raises:
-        TrainingError, core.datasets.DatasetError, models.architectures.ArchitectureError,
-        core.registry.RegistryError: with a message saying what to fix.
+        TrainingError: an unknown architecture or task, ``limit`` < 3, or a non-positive count.
     """
-    args = build_parser().parse_args(argv)
-    import keras
-    import tensorflow as tf
 
-    from core.registry import ModelCard, save_model, write_entry
-    from models.architectures import GRADCAM_LAYERS, augmentation, build_model, count_params
+    arch: str
+    data: Path | None = None
+    split: Path | None = None
+    out: str | None = None
+    epochs: int = 30
+    weights: str | None = None
+    seed: int = 42
+    task: str = "3class"
+    batch_size: int = 32
+    lr: float = 1e-3
+    limit: int | None = None
+    size: int | None = None
+    patience: int = 6
+    max_minutes: float | None = None
+    float16: bool = False
+    hp: Mapping[str, Any] = field(default_factory=dict)
+    tuning: Path | None = None
 
-    t_start = time.perf_counter()
-    keras.utils.set_random_seed(args.seed)
-    registry_dir, model_id = _resolve_out(args.out, args.arch)
-    root = Path(args.data) if args.data else get_settings().iq_othnccd_dir
+    def __post_init__(self) -> None:
+        if self.arch not in DEFAULT_SPECS:
+            raise TrainingError(f"unknown architecture {self.arch!r}; choose one of {tuple(DEFAULT_SPECS)}")
+        if self.task not in ("3class", "binary"):
+            raise TrainingError(f"unknown task {self.task!r}; choose 3class or binary")
+        if self.limit is not None and self.limit < 3:
+            raise TrainingError("--limit must be at least 3 (one slice of each class per split)")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
+            raise TrainingError("--epochs and --batch-size must be at least 1 and --patience at least 0")
 
-    manifest_path = Path(args.split) if args.split else default_manifest_path(42)
+
+def options_from_args(args: argparse.Namespace) -> TrainOptions:
+    """:class:`TrainOptions` from the parsed command line of :func:`build_parser`.
+
+    Raises:
+        TrainingError: ``--arch`` missing, a malformed ``--hp`` item, or an option out of range.
+    """
+    if not args.arch:
+        raise TrainingError("--arch is required (or --recalibrate MODEL_ID, or --select-default)")
+    return TrainOptions(
+        arch=args.arch,
+        data=Path(args.data) if args.data else None,
+        split=Path(args.split) if args.split else None,
+        out=args.out,
+        epochs=args.epochs,
+        weights=None if args.weights in (None, "none") else args.weights,
+        seed=args.seed,
+        task=args.task,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        limit=args.limit or None,
+        size=args.size or None,
+        patience=args.patience,
+        max_minutes=args.max_minutes,
+        float16=args.float16,
+        hp=_parse_hp(args.hp),
+        tuning=Path(args.tuning) if args.tuning else None,
+    )
+
+
+def parse_options(argv: Sequence[str] | None = None) -> TrainOptions:
+    """:class:`TrainOptions` from command-line arguments (``python -m models.train --help``).
+
+    Raises:
+        TrainingError: see :func:`options_from_args`.
+        SystemExit: argparse's own errors (unknown flag, bad number).
+    """
+    return options_from_args(build_parser().parse_args(argv))
+
+
+@dataclass
+class _Data:
+    """The preprocessed training and validation slices of one run."""
+
+    class_names: tuple[str, ...]
+    spec: PreprocessSpec
+    root: Path
+    manifest_path: Path
+    manifest_sha256: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    preprocess_seconds: float
+
+
+def _load_data(opts: TrainOptions) -> _Data:
+    """Read (or build) the split manifest and preprocess the train and val slices (steps 1-2)."""
+    root = opts.data or get_settings().iq_othnccd_dir
+    manifest_path = opts.split or default_manifest_path(42)
     if not manifest_path.is_file():
-        if args.split:
+        if opts.split:
             raise TrainingError(
                 f"split manifest {manifest_path} not found; create it with python -m core.datasets --out"
             )
         write_manifest(build_split(root, seed=42), manifest_path)
     manifest = read_manifest(manifest_path)
     manifest_sha = file_sha256(manifest_path)
-    if args.limit:
-        if args.limit < 3:
-            raise TrainingError("--limit must be at least 3 (one slice of each class per split)")
-        manifest = limit_manifest(manifest, args.limit, args.seed)
-
-    if args.task == "binary":
+    if opts.limit:
+        manifest = limit_manifest(manifest, opts.limit, opts.seed)
+    if opts.task == "binary":
         class_names: tuple[str, ...] = BINARY_CLASS_NAMES
         y_all = (manifest["label"] == "malignant").astype(int).to_numpy()
     else:
         class_names = CLASS_NAMES
         y_all = manifest["label"].map({c: i for i, c in enumerate(CLASS_NAMES)}).to_numpy()
-    k = len(class_names)
-
-    spec_kwargs = dict(DEFAULT_SPECS[args.arch])
-    if args.size:
-        spec_kwargs["size"] = args.size
+    spec_kwargs = dict(DEFAULT_SPECS[opts.arch])
+    if opts.size:
+        spec_kwargs["size"] = opts.size
     spec = PreprocessSpec(**spec_kwargs)
-
     t0 = time.perf_counter()
     splits = {}
-    for name in ("train", "val", "test"):
+    for name in ("train", "val"):
         mask = (manifest["split"] == name).to_numpy()
-        if name != "test":
-            if not mask.any():
-                raise TrainingError(
-                    f"the manifest has no {name} slices; rebuild it with python -m core.datasets"
-                )
-            splits[name] = (preprocess_paths(root, list(manifest.loc[mask, "path"]), spec), y_all[mask])
-    prep_seconds = time.perf_counter() - t0
-    x_tr, y_tr = splits["train"]
-    x_va, y_va = splits["val"]
-    print(
-        f"[train] {args.arch} -> {model_id}: {len(x_tr)} train / {len(x_va)} val slices, input {spec.input_shape}, "
-        f"preprocessed in {prep_seconds:.0f} s",
-        flush=True,
+        if not mask.any():
+            raise TrainingError(f"the manifest has no {name} slices; rebuild it with python -m core.datasets")
+        splits[name] = (preprocess_paths(root, list(manifest.loc[mask, "path"]), spec), y_all[mask])
+    return _Data(
+        class_names=class_names,
+        spec=spec,
+        root=root,
+        manifest_path=manifest_path,
+        manifest_sha256=manifest_sha,
+        x_train=splits["train"][0],
+        y_train=splits["train"][1],
+        x_val=splits["val"][0],
+        y_val=splits["val"][1],
+        preprocess_seconds=time.perf_counter() - t0,
     )
 
+
+def _fit(opts: TrainOptions, data: _Data, model: Any, checkpoint: Path, t_start: float) -> dict[str, Any]:
+    """Fit ``model`` in place (steps 3-4); returns the history with ``best_epoch`` and ``fit_seconds``."""
+    import keras
+    import tensorflow as tf
+
+    from models.architectures import augmentation
+
+    k = len(data.class_names)
+    x_tr, y_tr = data.x_train, data.y_train
     counts = np.bincount(y_tr, minlength=k).astype(float)
     class_weight = {i: float(len(y_tr) / (k * c)) if c > 0 else 0.0 for i, c in enumerate(counts)}
-
-    aug = augmentation(args.seed)
+    aug = augmentation(opts.seed)
     oh_tr = keras.utils.to_categorical(y_tr, k).astype("float32")
-    oh_va = keras.utils.to_categorical(y_va, k).astype("float32")
+    oh_va = keras.utils.to_categorical(data.y_val, k).astype("float32")
     ds_tr = (
         tf.data.Dataset.from_tensor_slices((x_tr, oh_tr))
-        .shuffle(len(x_tr), seed=args.seed, reshuffle_each_iteration=True)
-        .batch(args.batch_size)
+        .shuffle(len(x_tr), seed=opts.seed, reshuffle_each_iteration=True)
+        .batch(opts.batch_size)
         .map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=1)
         .prefetch(1)
     )
-    ds_va = tf.data.Dataset.from_tensor_slices((x_va, oh_va)).batch(args.batch_size)
-
-    weights = None if args.weights in (None, "none") else args.weights
-    hp = _parse_hp(args.hp)
-    model = build_model(args.arch, spec, num_classes=k, weights=weights, **hp)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=args.lr),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-
-    tmp = Path(tempfile.mkdtemp(prefix=f"train_{model_id}_", dir=_var_dir()))
-    ckpt = tmp / "best.keras"
+    ds_va = tf.data.Dataset.from_tensor_slices((data.x_val, oh_va)).batch(opts.batch_size)
 
     class Progress(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -319,7 +416,7 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
             logs = logs or {}
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             print(
-                f"[train] epoch {epoch + 1}/{args.epochs}  loss {logs.get('loss', float('nan')):.4f}  "
+                f"[train] epoch {epoch + 1}/{opts.epochs}  loss {logs.get('loss', float('nan')):.4f}  "
                 f"acc {logs.get('accuracy', float('nan')):.3f}  val_loss {logs.get('val_loss', float('nan')):.4f}  "
                 f"val_acc {logs.get('val_accuracy', float('nan')):.3f}  lr {lr:.2e}  "
                 f"({time.perf_counter() - self.t:.0f} s)",
@@ -328,33 +425,23 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
 
     class Budget(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if args.max_minutes and (time.perf_counter() - t_start) / 60 > args.max_minutes:
-                print(f"[train] time budget of {args.max_minutes} min reached; stopping", flush=True)
+            if opts.max_minutes and (time.perf_counter() - t_start) / 60 > opts.max_minutes:
+                print(f"[train] time budget of {opts.max_minutes} min reached; stopping", flush=True)
                 self.model.stop_training = True
 
-    early = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=args.patience, restore_best_weights=True
-    )
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True)
     callbacks = [
         Progress(),
         early,
-        keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_loss", save_best_only=True),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=max(1, args.patience // 2)
-        ),
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, opts.patience // 2)),
         Budget(),
     ]
     t_fit = time.perf_counter()
     hist = model.fit(
-        ds_tr,
-        validation_data=ds_va,
-        epochs=args.epochs,
-        class_weight=class_weight,
-        callbacks=callbacks,
-        verbose=0,
+        ds_tr, validation_data=ds_va, epochs=opts.epochs, class_weight=class_weight, callbacks=callbacks, verbose=0
     )
-    fit_seconds = time.perf_counter() - t_fit
-    history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
+    history: dict[str, Any] = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
     epochs_run = len(history.get("loss", []))
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else epochs_run
     if early.best_weights is not None and early.stopped_epoch == 0 and best_epoch != epochs_run:
@@ -362,21 +449,67 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
         # weights, so put the best epoch's weights back (the same weights as the checkpoint file).
         model.set_weights(early.best_weights)
     history["best_epoch"] = best_epoch
+    return {
+        "history": history,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "fit_seconds": time.perf_counter() - t_fit,
+        "class_weight": class_weight,
+    }
 
-    p_va = np.asarray(model.predict(x_va, batch_size=args.batch_size, verbose=0), dtype=np.float32)
-    pos = class_names.index("malignant")
-    threshold = choose_threshold(p_va[:, pos], y_va == pos)
+
+def train(opts: TrainOptions) -> TrainResult:
+    """Train one model and write its registry entry (steps 1-6 of the module docstring).
+
+    Args:
+        opts: the run's :class:`TrainOptions` (:func:`parse_options` builds them from a command line).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        TrainingError, core.datasets.DatasetError, models.architectures.ArchitectureError,
+        core.registry.RegistryError: with a message saying what to fix.
+    """
+    import keras
+    import tensorflow as tf
+
+    from core.registry import ModelCard, save_model, write_entry
+    from models.architectures import GRADCAM_LAYERS, build_model, count_params
+
+    t_start = time.perf_counter()
+    keras.utils.set_random_seed(opts.seed)
+    registry_dir, model_id = _resolve_out(opts.out, opts.arch)
+    data = _load_data(opts)
+    class_names, spec = data.class_names, data.spec
+    x_va, y_va = data.x_val, data.y_val
+    print(
+        f"[train] {opts.arch} -> {model_id}: {len(data.x_train)} train / {len(x_va)} val slices, input "
+        f"{spec.input_shape}, preprocessed in {data.preprocess_seconds:.0f} s",
+        flush=True,
+    )
+    hp = dict(opts.hp)
+    model = build_model(opts.arch, spec, num_classes=len(class_names), weights=opts.weights, **hp)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=opts.lr),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=f"train_{model_id}_", dir=_var_dir()))
+    fit = _fit(opts, data, model, tmp / "best.keras", t_start)
+
+    p_va = np.asarray(model.predict(x_va, batch_size=opts.batch_size, verbose=0), dtype=np.float32)
+    pos = suspicious_index(class_names)
     # floor (not round) to 6 decimals: rounding up could push the threshold above the score it
     # was chosen at and lose that positive, dropping validation sensitivity below the target
-    threshold = math.floor(threshold * 1e6) / 1e6
-    thresholds = {"malignant": threshold}
+    threshold = math.floor(choose_threshold(p_va[:, pos], y_va == pos) * 1e6) / 1e6
+    thresholds = {class_names[pos]: threshold}
     val = validation_metrics(y_va, p_va, class_names, thresholds)
 
-    float16 = args.arch == "resnet50" or args.float16
     model_file = tmp / "model.keras"
-    storage = save_model(model, model_file, float16=float16)
+    storage = save_model(model, model_file, float16=opts.arch == "resnet50" or opts.float16)
     reloaded = keras.saving.load_model(model_file, safe_mode=True, compile=False)
-    p_re = np.asarray(reloaded.predict(x_va, batch_size=args.batch_size, verbose=0), dtype=np.float32)
+    p_re = np.asarray(reloaded.predict(x_va, batch_size=opts.batch_size, verbose=0), dtype=np.float32)
     storage["max_abs_probability_difference_val"] = float(np.abs(p_re - p_va).max())
     storage["label_changes_val"] = int((p_re.argmax(1) != p_va.argmax(1)).sum())
     storage["checked_on"] = f"{len(x_va)} validation slices, reloaded model vs in-memory float32 model"
@@ -384,44 +517,40 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
     start_weights = {
         None: "random initialisation (ImageNet weights not reachable offline)",
         "imagenet": "ImageNet (keras.applications download)",
-    }.get(weights, f"local weights file {weights}")
+    }.get(opts.weights, f"local weights file {opts.weights}")
     training = {
         "dataset": "IQ-OTH/NCCD (doi:10.17632/bhmdr45bh2), 903-slice copy, class folders",
-        "data_dir": _relative(root),
+        "data_dir": portable_path(data.root),
         "split_manifest": f"{model_id}/split.csv",
-        "split_source": _relative(manifest_path),
-        "split_sha256": manifest_sha,
+        "split_source": portable_path(data.manifest_path),
+        "split_sha256": data.manifest_sha256,
         "split_grouping": "core.datasets.group_patients (pseudo-patients), split_by_group seed 42",
-        "n_slices": {"train": int(len(x_tr)), "val": int(len(x_va))},
-        "limit": args.limit,
+        "n_slices": {"train": int(len(data.x_train)), "val": int(len(x_va))},
+        "limit": opts.limit,
         "starting_weights": start_weights,
-        "epochs_max": args.epochs,
-        "epochs_run": epochs_run,
-        "best_epoch": best_epoch,
+        "epochs_max": opts.epochs,
+        "epochs_run": fit["epochs_run"],
+        "best_epoch": fit["best_epoch"],
         "seconds": round(time.perf_counter() - t_start, 1),
-        "fit_seconds": round(fit_seconds, 1),
-        "preprocess_seconds": round(prep_seconds, 1),
-        "seed": args.seed,
+        "fit_seconds": round(fit["fit_seconds"], 1),
+        "preprocess_seconds": round(data.preprocess_seconds, 1),
+        "seed": opts.seed,
         "hyperparameters": {
-            **build_model_defaults(args.arch),
+            **build_model_defaults(opts.arch),
             **hp,
-            "learning_rate": args.lr,
-            "batch_size": args.batch_size,
+            "learning_rate": opts.lr,
+            "batch_size": opts.batch_size,
             "optimizer": "Adam",
             "loss": "categorical_crossentropy",
-            "class_weight": {class_names[i]: round(w, 4) for i, w in class_weight.items()},
-            "early_stopping": {
-                "monitor": "val_loss",
-                "patience": args.patience,
-                "restore_best_weights": True,
-            },
-            "reduce_lr_on_plateau": {"factor": 0.5, "patience": max(1, args.patience // 2)},
+            "class_weight": {class_names[i]: round(w, 4) for i, w in fit["class_weight"].items()},
+            "early_stopping": {"monitor": "val_loss", "patience": opts.patience, "restore_best_weights": True},
+            "reduce_lr_on_plateau": {"factor": 0.5, "patience": max(1, opts.patience // 2)},
             "augmentation": "RandomFlip(horizontal), RandomRotation(0.05), RandomZoom(0.1), "
             "RandomTranslation(0.05, 0.05); training batches only",
-            "max_minutes": args.max_minutes,
+            "max_minutes": opts.max_minutes,
         },
         "parameters": count_params(model),
-        "tuning": _tuning_record(args.tuning),
+        "tuning": _tuning_record(opts.tuning),
         "threshold_rule": f"malignant: largest threshold with validation sensitivity >= {TARGET_SENSITIVITY}",
         "validation": val,
         "weights_storage": storage,
@@ -432,26 +561,26 @@ def train(argv: Sequence[str] | None = None) -> TrainResult:
     }
     card = ModelCard(
         id=model_id,
-        architecture=args.arch,
-        task=args.task,
+        architecture=opts.arch,
+        task=opts.task,
         class_names=tuple(class_names),
         preprocessing=spec,
-        gradcam_layer=GRADCAM_LAYERS[args.arch],
+        gradcam_layer=GRADCAM_LAYERS[opts.arch],
         thresholds=thresholds,
         training=training,
         intended_use=INTENDED_USE,
         limitations=list(LIMITATIONS),
     )
     card = write_entry(
-        card, model_file, registry_dir=registry_dir, history=history, split_manifest=manifest_path
+        card, model_file, registry_dir=registry_dir, history=fit["history"], split_manifest=data.manifest_path
     )
     shutil.rmtree(tmp, ignore_errors=True)  # checkpoint and staging copy; the entry holds the model
     entry = registry_dir / model_id
     print(
-        f"[train] wrote {entry}: {epochs_run} epochs (best {best_epoch}) in {fit_seconds:.0f} s, "
-        f"val macro-F1 {val['argmax']['macro_f1']:.3f} (argmax) / {val['thresholded']['macro_f1']:.3f} "
-        f"(malignant threshold {threshold:.3f}), {card.size_bytes / 2**20:.1f} MiB, "
-        f"reload max |dp| {storage['max_abs_probability_difference_val']:.2e}",
+        f"[train] wrote {entry}: {fit['epochs_run']} epochs (best {fit['best_epoch']}) in "
+        f"{fit['fit_seconds']:.0f} s, val macro-F1 {val['argmax']['macro_f1']:.3f} (argmax) / "
+        f"{val['thresholded']['macro_f1']:.3f} (malignant threshold {threshold:.3f}), "
+        f"{card.size_bytes / 2**20:.1f} MiB, reload max |dp| {storage['max_abs_probability_difference_val']:.2e}",
         flush=True,
     )
     return TrainResult(card=card, model=model, entry=entry, x_val=x_va, y_val=y_va, val_probabilities=p_va)
@@ -462,8 +591,9 @@ def recalibrate(model_id: str, registry_dir: str | Path | None = None, data: str
 
     Applies the same rule as :func:`train` (:func:`choose_threshold`, floored to 6 decimals) to the
     model's own predictions on the ``val`` rows of the entry's ``split.csv``, and rewrites
-    ``card.json`` (``thresholds``, ``training.validation``, ``training.recalibrated``). The model
-    file and its sha256 are unchanged.
+    ``card.json`` through :func:`core.registry.update_card` (``thresholds``,
+    ``training.validation``, ``training.recalibrated``). The model file and its sha256 are
+    unchanged.
 
     Returns:
         the updated :class:`core.registry.ModelCard`.
@@ -472,7 +602,7 @@ def recalibrate(model_id: str, registry_dir: str | Path | None = None, data: str
         core.registry.RegistryError: unknown model or integrity failure.
         TrainingError: the entry has no split manifest or no validation rows.
     """
-    from core.registry import CARD_FILE, SPLIT_FILE, ModelCard, entry_dir, load_model
+    from core.registry import SPLIT_FILE, ModelCard, entry_dir, load_model, update_card
 
     loaded = load_model(model_id, registry_dir)
     card = loaded.card
@@ -491,9 +621,9 @@ def recalibrate(model_id: str, registry_dir: str | Path | None = None, data: str
         y = val["label"].map({c: i for i, c in enumerate(names)}).to_numpy()
     x = preprocess_paths(root, list(val["path"]), card.preprocessing)
     p = np.asarray(loaded.model.predict(x, batch_size=32, verbose=0), dtype=np.float32)
-    pos = names.index("malignant")
+    pos = suspicious_index(names)
     threshold = math.floor(choose_threshold(p[:, pos], y == pos) * 1e6) / 1e6
-    thresholds = {"malignant": threshold}
+    thresholds = {names[pos]: threshold}
     d = card.to_dict()
     d["thresholds"] = thresholds
     d["training"] = {
@@ -506,8 +636,7 @@ def recalibrate(model_id: str, registry_dir: str | Path | None = None, data: str
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     }
-    new = ModelCard.from_dict(d)
-    (folder / CARD_FILE).write_text(json.dumps(new.to_dict(), indent=2) + "\n", encoding="utf-8")
+    new = update_card(ModelCard.from_dict(d), registry_dir)
     print(
         f"[train] {card.id}: malignant threshold {card.thresholds.get('malignant')} -> {threshold}",
         flush=True,
@@ -520,8 +649,9 @@ def select_default(registry_dir: str | Path | None = None) -> str:
 
     The score is ``training.validation.thresholded.macro_f1`` (the labels the dashboard shows:
     :func:`core.decision.decide` with the card's thresholds); ties go to the smaller model file.
-    Writes ``default.json`` and ``training.default_selection`` in the chosen card (other cards
-    lose that key). The test split is not used.
+    Writes ``default.json`` (:func:`core.registry.set_default_model`) and
+    ``training.default_selection`` in the chosen card (other cards lose that key;
+    :func:`core.registry.update_card`). The test split is not used.
 
     Returns:
         the chosen model id.
@@ -529,7 +659,7 @@ def select_default(registry_dir: str | Path | None = None) -> str:
     Raises:
         TrainingError: no registered model has validation metrics.
     """
-    from core.registry import CARD_FILE, ModelCard, entry_dir, list_cards, set_default_model
+    from core.registry import ModelCard, list_cards, set_default_model, update_card
 
     scored = []
     for card in list_cards(registry_dir):
@@ -549,14 +679,13 @@ def select_default(registry_dir: str | Path | None = None) -> str:
                 "registry default: highest validation macro-F1 (card thresholds applied) among "
                 f"{table}; chosen on the validation split, never on test"
             )
-        path = entry_dir(card.id, registry_dir) / CARD_FILE
-        path.write_text(json.dumps(ModelCard.from_dict(d).to_dict(), indent=2) + "\n", encoding="utf-8")
+        update_card(ModelCard.from_dict(d), registry_dir)
     set_default_model(best.id, registry_dir)
     print(f"[train] default model: {best.id} (validation macro-F1 {table})", flush=True)
     return best.id
 
 
-def _tuning_record(path: str | None) -> dict[str, Any] | None:
+def _tuning_record(path: str | Path | None) -> dict[str, Any] | None:
     """Provenance of tuned settings: the best_config.json path, its sha256 and content."""
     if not path:
         return None
@@ -564,7 +693,7 @@ def _tuning_record(path: str | None) -> dict[str, Any] | None:
     if not p.is_file():
         raise TrainingError(f"--tuning file {p} not found; run python -m models.tune first")
     return {
-        "best_config": _relative(p),
+        "best_config": portable_path(p),
         "sha256": file_sha256(p),
         **json.loads(p.read_text(encoding="utf-8")),
     }
@@ -634,10 +763,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             recalibrate(args.recalibrate, data=args.data)
         elif args.select_default:
             select_default()
-        elif not args.arch:
-            raise TrainingError("--arch is required (or --recalibrate MODEL_ID)")
         else:
-            train(argv)
+            train(options_from_args(args))
     except (TrainingError, DatasetError, ArchitectureError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

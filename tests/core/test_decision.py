@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from core.decision import decide
+from core.decision import decide, suspicious_class, suspicious_index
 
 NAMES = ("normal", "benign", "malignant")
 
@@ -31,3 +31,16 @@ class TestDecide:
     def test_out_of_range_threshold_refused(self):
         with pytest.raises(ValueError, match=r"\[0, 1\]"):
             decide(np.ones((1, 3)) / 3, NAMES, {"malignant": 1.5})
+
+
+class TestSuspiciousClass:
+    def test_malignant_first_then_cancer_then_the_last_class(self):
+        assert suspicious_index(NAMES) == 2 and suspicious_class(NAMES) == "malignant"
+        assert suspicious_index(("malignant", "normal")) == 0
+        assert suspicious_index(("cancer", "no_cancer")) == 0
+        assert suspicious_class(("cancer", "malignant", "x")) == "malignant"
+        assert suspicious_index(("no_cancer", "positive")) == 1
+
+    def test_no_classes_refused(self):
+        with pytest.raises(ValueError, match="empty"):
+            suspicious_index(())

@@ -18,7 +18,6 @@ from core.metrics import (
     _point_metrics,
     evaluate_predictions,
     expected_calibration_error,
-    positive_class_index,
     predict_labels,
     reliability_diagram,
 )
@@ -272,13 +271,6 @@ class TestReliabilityDiagram:
         assert rel["accuracy"][3] == pytest.approx(0.8)
         assert rel["confidence"][3] == pytest.approx(0.8)
         assert rel["accuracy"][0] is None and rel["confidence"][4] is None
-
-
-class TestPositiveClassIndex:
-    def test_malignant_wins_else_last_class(self):
-        assert positive_class_index(NAMES) == 2
-        assert positive_class_index(("malignant", "normal")) == 0
-        assert positive_class_index(("no_cancer", "cancer")) == 1
 
 
 class TestPredictLabels:

@@ -10,7 +10,16 @@ import pytest
 
 from core.datasets import file_sha256
 from models import train as train_mod
-from models.train import choose_threshold, limit_manifest, main, train
+from models.train import (
+    TrainingError,
+    TrainOptions,
+    choose_threshold,
+    limit_manifest,
+    main,
+    parse_options,
+    portable_path,
+    train,
+)
 
 pytest.importorskip("keras")
 
@@ -30,7 +39,8 @@ def tiny_run(tmp_path_factory):
     config.get_settings.cache_clear()
     try:
         result = train(
-            [
+            parse_options(
+                [
                 "--arch",
                 "basic_cnn",
                 "--limit",
@@ -43,7 +53,8 @@ def tiny_run(tmp_path_factory):
                 str(tmp / "reg" / "tiny_v1"),
                 "--tuning",
                 str(TUNING),
-            ]
+                ]
+            )
         )
     finally:
         if old is None:
@@ -120,11 +131,50 @@ class TestTrain:
         positives = result.val_probabilities[result.y_val == 2, 2]
         assert (positives >= card.thresholds["malignant"]).mean() >= 0.95
 
+    def test_card_paths_are_relative_to_the_repository(self, tiny_run):
+        t = tiny_run[1].card.training
+        assert t["split_source"] == "models/registry/splits/iqothnccd_seed42.csv"
+        assert t["tuning"]["best_config"] == "models/registry/tuning/basic_cnn_random/best_config.json"
+        assert not t["data_dir"].startswith("/") and (train_mod.REPO_ROOT / t["data_dir"]).is_dir()
+
     def test_bad_manifest_path_exits_with_a_message(self, tmp_path, capsys):
         code = main(
             ["--arch", "basic_cnn", "--split", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x")]
         )
         assert code == 2 and "not found" in capsys.readouterr().err
+
+
+class TestOptions:
+    def test_command_line_maps_onto_typed_options(self, tmp_path):
+        opts = parse_options(
+            ["--arch", "resnet50", "--data", str(tmp_path), "--hp", "dropout=0.2", "head=avg", "--weights", "none"]
+        )
+        assert opts == TrainOptions(arch="resnet50", data=tmp_path, hp={"dropout": 0.2, "head": "avg"})
+        assert parse_options(["--arch", "basic_cnn", "--weights", "imagenet"]).weights == "imagenet"
+
+    @pytest.mark.parametrize(
+        ("argv", "match"),
+        [
+            ([], "--arch is required"),
+            (["--arch", "basic_cnn", "--limit", "2"], "at least 3"),
+            (["--arch", "basic_cnn", "--hp", "filters"], "KEY=VALUE"),
+        ],
+    )
+    def test_bad_options_are_refused_with_a_message(self, argv, match):
+        with pytest.raises(TrainingError, match=match):
+            parse_options(argv)
+
+    def test_cli_prints_a_missing_arch_as_one_line(self, capsys):
+        assert main([]) == 2 and "--arch is required" in capsys.readouterr().err
+
+
+class TestPortablePath:
+    def test_inside_and_outside_the_repository(self, tmp_path):
+        root = train_mod.REPO_ROOT
+        assert portable_path(root / "models" / "registry") == "models/registry"
+        outside = portable_path(tmp_path / "data")
+        assert not outside.startswith("/") and outside.startswith("../")
+        assert (root / outside).resolve() == (tmp_path / "data").resolve()
 
 
 class TestChooseThreshold:
