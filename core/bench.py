@@ -12,34 +12,13 @@ Measured in one run, on the TCIA study under the data directory (Lung-PET-CT-Dx,
 - series throughput: slices per second from the files on disk to probabilities
   (``read_paths`` + :meth:`core.inference.Predictor.analyse_series`, OOD guard included) over the
   60-slice study, best and median of ``--series-repeats`` runs;
-- ratios: naive / predict, predict_gradcam / predict; and the floors of issue 4 as booleans.
-
-Measured 2026-11-22 on the 2-core machine, resnet50_v1: 12 runs with OpenVINO, 3 with TensorFlow
-(the machine's speed drifted by up to 40 % between runs):
-
-=======================  =====================  ==================  ===========
-                         OpenVINO 2026.4 (f32)  TensorFlow 2.21     issue floor
-=======================  =====================  ==================  ===========
-predict p50              27.1-31.8 ms (*)       48-59 ms            <= 30 ms
-naive / predict          4.8-6.6x               2.9-3.1x            >= 4x
-+Grad-CAM / predict      1.7-2.2x               1.1-1.3x            <= 3x
-series, median           23-28.5 slices/s       18.6-23 slices/s    >= 35
-model alone (series)     35-39 slices/s         32 slices/s
-=======================  =====================  ==================  ===========
-
-(*) 8 of 11 runs at or under 30 ms; one more run, in a slow spell of the machine, gave 39 ms.
-
-The series floor is not met: the model alone runs at 24-28 ms per slice in float32 (about 300
-GFLOP/s; the issue puts this machine at ~380), which leaves 0-5 ms per slice for decoding (3.1 ms), preprocessing
-(5 ms) and the OOD rules (1.9 ms) on the same two cores. Tried and not kept: preparing the next
-batch while the model runs, and two single-thread OpenVINO streams fed asynchronously (both as
-fast as the chunks now used, within the run-to-run noise), XLA, a frozen graph, TF Lite (NaN
-outputs), ONNX Runtime 1.31 (48.9 ms per slice), bfloat16 (OpenVINO's default on this CPU:
-probabilities off by up to 0.013 on 161 real slices, against the 1e-4 allowed).
+- ratios: naive / predict, predict_gradcam / predict; and whether each of :data:`FLOORS` is met.
 
 The load average (``os.getloadavg``) before and after is reported: other jobs on the shared cores
-slow every number down. ``--untrained resnet50`` benchmarks an untrained ResNet-50 (speed does not
-depend on the weights) when no trained entry exists.
+slow every number down. ``--untrained resnet50`` benchmarks an untrained 224-px ResNet-50
+(``keras.applications.ResNet50(weights=None)``, the backbone of ``models.architectures``'
+``resnet50``; speed does not depend on the weights) when no trained entry exists. Measured
+results are in README.md (Speed) and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -56,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-#: Floors of issue 4 for the ResNet-50 model on the 2-core machine.
+#: Speed targets of the ResNet-50 model on the 2-core machine: one slice within 30 ms, at least
+#: 4x the naive ``model.predict`` path, Grad-CAM at most 3x a prediction, 35 slices/s for a study.
 FLOORS = {
     "predict_p50_ms_max": 30.0,
     "naive_over_predict_min": 4.0,
@@ -84,21 +64,29 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> dict[str, fl
 
 
 def untrained_resnet50() -> Any:
-    """A :class:`core.registry.LoadedModel` wrapping an untrained 224-px ResNet-50 (benchmark only)."""
+    """A :class:`core.registry.LoadedModel` wrapping an untrained 224-px ResNet-50 (benchmark only).
+
+    ``keras.applications.ResNet50(weights=None)`` with a 3-class softmax head: the same layers and
+    Grad-CAM layer (``conv5_block3_out``) as the ``resnet50`` architecture of training, without
+    its dropout (a no-op at inference), so it runs at the same speed.
+    """
+    import keras
+
     from core.config import CLASS_NAMES
     from core.preprocessing import PreprocessSpec
     from core.registry import LoadedModel, ModelCard
-    from models.architectures import GRADCAM_LAYERS, build_model
 
     spec = PreprocessSpec(size=224, channels=3, scaling="resnet50")
-    model = build_model("resnet50", spec)
+    model = keras.applications.ResNet50(
+        weights=None, input_shape=spec.input_shape, classes=len(CLASS_NAMES), classifier_activation="softmax"
+    )
     card = ModelCard(
         id="resnet50_untrained",
         architecture="resnet50",
         task="3class",
         class_names=CLASS_NAMES,
         preprocessing=spec,
-        gradcam_layer=GRADCAM_LAYERS["resnet50"],
+        gradcam_layer="conv5_block3_out",
     )
     return LoadedModel(card=card, model=model)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core import bench
-from tests.core.test_inference import make_registry
+from tests.factories.registry import make_registry
 
 
 @pytest.fixture(scope="module")

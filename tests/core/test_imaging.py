@@ -1,5 +1,5 @@
 """Tests of core.imaging on real inputs: pydicom's bundled files, the shared TCIA study and
-IQ-OTH/NCCD JPGs, and synthetic DICOMs/pictures written by the tests (tests/core/dicom_factory.py).
+IQ-OTH/NCCD JPGs, and synthetic DICOMs/pictures written by the tests (tests/factories/dicom.py).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from core.imaging import (
     view,
 )
 from core.windowing import grey_from_picture, window_to_uint8
-from tests.core.dicom_factory import ADDRESS, BIRTH_DATE, COMMENT, PATIENT_ID, PATIENT_NAME, make_dicom
+from tests.factories.dicom import ADDRESS, BIRTH_DATE, COMMENT, PATIENT_ID, PATIENT_NAME, make_dicom
 
 IQ_WINDOW = WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD]
 

@@ -13,39 +13,8 @@ from core.config import CLASS_NAMES, WINDOW_PRESETS, WindowPreset
 from core.decision import decide
 from core.imaging import read_paths
 from core.inference import OOD_LABEL, InferenceError, Predictor, fold_batch_norm, top_k
-from core.preprocessing import PreprocessSpec, preprocess
-
-TINY_SPEC = PreprocessSpec(size=64)
-
-
-def make_registry(root: Path, thresholds: dict[str, float] | None = None) -> Path:
-    """A registry in ``root`` with two tiny untrained 64-px models: ``tiny_adv`` and ``tiny_basic``."""
-    import keras
-
-    from core.registry import ModelCard, save_model, set_default_model, write_entry
-    from models.architectures import build_model
-
-    keras.utils.set_random_seed(0)
-    reg = root / "registry"
-    for model_id, arch, hp in (
-        ("tiny_adv", "advanced_cnn", {"filters": 8, "n_conv": 2}),
-        ("tiny_basic", "basic_cnn", {"filters": 4, "n_conv": 2, "dense_units": 8}),
-    ):
-        model = build_model(arch, TINY_SPEC, **hp)
-        path = root / f"{model_id}.keras"
-        save_model(model, path)
-        card = ModelCard(
-            id=model_id,
-            architecture=arch,
-            task="3class",
-            class_names=CLASS_NAMES,
-            preprocessing=TINY_SPEC,
-            gradcam_layer="last_conv",
-            thresholds=dict(thresholds or {}),
-        )
-        write_entry(card, path, registry_dir=reg)
-    set_default_model("tiny_adv", reg)
-    return reg
+from core.preprocessing import preprocess
+from tests.factories.registry import TINY_SPEC, make_registry
 
 
 @pytest.fixture(scope="module")

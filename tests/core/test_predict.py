@@ -12,7 +12,7 @@ import pydicom.data
 import pytest
 
 from core.predict import columns, main, score_inputs
-from tests.core.test_inference import make_registry
+from tests.factories.registry import make_registry
 
 CT_SMALL = pydicom.data.get_testdata_file("CT_small.dcm")
 

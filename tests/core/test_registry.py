@@ -18,21 +18,20 @@ from core.registry import (
     get_card,
     list_cards,
     load_model,
-    write_entry,
 )
+from tests.factories.registry import register, tiny_card
 
 keras = pytest.importorskip("keras")
 
 
+SPEC32 = PreprocessSpec(size=32, channels=1)
+
+
 def _card(model_id: str = "tiny_v1", arch: str = "basic_cnn") -> ModelCard:
-    spec = PreprocessSpec(size=32, channels=1)
-    return ModelCard(
-        id=model_id,
-        architecture=arch,
-        task="3class",
-        class_names=("normal", "benign", "malignant"),
-        preprocessing=spec,
-        gradcam_layer="last_conv",
+    return tiny_card(
+        model_id,
+        arch,
+        SPEC32,
         thresholds={"malignant": 0.4},
         training={"epochs": 0},
         intended_use="tests",
@@ -44,11 +43,9 @@ def _card(model_id: str = "tiny_v1", arch: str = "basic_cnn") -> ModelCard:
 def tiny_registry(tmp_path):
     from models.architectures import build_model
 
-    model = build_model("basic_cnn", PreprocessSpec(size=32, channels=1), filters=4, n_conv=2, dense_units=8)
-    path = tmp_path / "build" / "model.keras"
-    registry.save_model(model, path)
+    model = build_model("basic_cnn", SPEC32, filters=4, n_conv=2, dense_units=8)
     reg = tmp_path / "registry"
-    card = write_entry(_card(), path, registry_dir=reg, history={"loss": [1.0]})
+    card = register(reg, _card(), model, history={"loss": [1.0]})
     registry.set_default_model(card.id, reg)
     return reg, card, model
 
@@ -102,6 +99,29 @@ class TestWriteEntryAndLoad:
         path.write_bytes(bytes(data))
         with pytest.raises(ModelIntegrityError, match="does not match its card"):
             load_model(card.id, reg)
+
+    def test_update_card_rewrites_what_is_said_but_not_the_model_file(self, tiny_registry):
+        import dataclasses
+
+        reg, card, _ = tiny_registry
+        before = (reg / card.id / "model.keras").read_bytes()
+        new = registry.update_card(dataclasses.replace(card, thresholds={"malignant": 0.25}), reg)
+        assert get_card(card.id, reg) == new and new.thresholds == {"malignant": 0.25}
+        assert (reg / card.id / "model.keras").read_bytes() == before
+        with pytest.raises(RegistryError, match="another model file"):
+            registry.update_card(dataclasses.replace(card, sha256="0" * 64), reg)
+        with pytest.raises(ModelNotFoundError):
+            registry.update_card(dataclasses.replace(card, id="other"), reg)
+
+    def test_write_evaluation_is_read_back_and_refuses_nan(self, tiny_registry):
+        reg, card, _ = tiny_registry
+        path = registry.write_evaluation(card.id, {"accuracy": 0.5}, reg)
+        assert path == reg / card.id / "evaluation.json"
+        assert registry.read_evaluation(card.id, reg) == {"accuracy": 0.5}
+        with pytest.raises(ValueError):
+            registry.write_evaluation(card.id, {"accuracy": float("nan")}, reg)
+        with pytest.raises(ModelNotFoundError):
+            registry.write_evaluation("other", {}, reg)
 
     def test_unknown_model_raises_not_found(self, tiny_registry):
         reg, _, _ = tiny_registry

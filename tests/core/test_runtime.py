@@ -10,7 +10,7 @@ import pytest
 from core.inference import InferenceError, Predictor
 from core.preprocessing import preprocess
 from core.runtime import AGREEMENT_ATOL, RuntimeUnavailable, openvino_runner
-from tests.core.test_inference import make_registry
+from tests.factories.registry import make_registry
 
 pytest.importorskip("openvino")
 

@@ -105,32 +105,26 @@ def tiny_registry(tmp_path_factory, iq_dir) -> Path:
     computed on 6 real IQ-OTH/NCCD slices) and ``tiny_b`` (not evaluated)."""
     import json
 
-    import keras
     import numpy as np
 
     from core.config import CLASS_NAMES
     from core.inference import Predictor
     from core.metrics import evaluate_predictions
     from core.preprocessing import PreprocessSpec
-    from core.registry import ModelCard, load_model, save_model, set_default_model, write_entry
-    from models.architectures import build_model
+    from core.registry import load_model
+    from tests.factories.registry import TinyModel, make_registry
 
-    root = tmp_path_factory.mktemp("dash_registry")
-    reg = root / "registry"
-    spec = PreprocessSpec(size=32)
-    keras.utils.set_random_seed(0)
-    for model_id, arch, hp in (
-        ("tiny_a", "advanced_cnn", {"filters": 4, "n_conv": 2}),
-        ("tiny_b", "basic_cnn", {"filters": 4, "n_conv": 2, "dense_units": 8}),
-    ):
-        path = root / f"{model_id}.keras"
-        save_model(build_model(arch, spec, **hp), path)
-        card = ModelCard(id=model_id, architecture=arch, task="3class", class_names=CLASS_NAMES, preprocessing=spec,
-                         gradcam_layer="last_conv", intended_use="dashboard tests only",
-                         limitations=["untrained: outputs are meaningless"],
-                         training={"dataset": "none (untrained test model)", "starting_weights": "random"})
-        write_entry(card, path, registry_dir=reg)
-    set_default_model("tiny_a", reg)
+    reg = make_registry(
+        tmp_path_factory.mktemp("dash_registry"),
+        spec=PreprocessSpec(size=32),
+        models=(
+            TinyModel("tiny_a", "advanced_cnn", {"filters": 4, "n_conv": 2}),
+            TinyModel("tiny_b", "basic_cnn", {"filters": 4, "n_conv": 2, "dense_units": 8}),
+        ),
+        intended_use="dashboard tests only",
+        limitations=["untrained: outputs are meaningless"],
+        training={"dataset": "none (untrained test model)", "starting_weights": "random"},
+    )
 
     from core.imaging import read_picture
 
