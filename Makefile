@@ -14,13 +14,20 @@ $(BIN)/python:
 # OpenVINO's tools send usage telemetry unless opted out; LungReview never wants that.
 OPT_OUT = $(BIN)/opt_in_out --opt_out >/dev/null
 
-$(VENV)/.runtime: requirements.txt | $(BIN)/python
+# The project itself is installed editable and without dependencies (requirements*.txt pin them):
+# it puts core, db, models and dashboard on the path (no sys.path edits) and adds the console
+# scripts (lungreview-predict, lungreview-train, ...; see pyproject.toml).
+INSTALL_SELF = $(BIN)/python -m pip install --quiet --no-deps -e .
+
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(INSTALL_SELF)
 	$(OPT_OUT)
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+$(VENV)/.dev: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(INSTALL_SELF)
 	$(OPT_OUT)
 	touch $(VENV)/.runtime $@
 

@@ -40,9 +40,8 @@ IQ-OTH/NCCD export window, ``core.windowing.window_to_uint8``):
   estimated HU would be wrong anyway);
 - no body (as above, in the export window).
 
-Measured performance is in the report of issue 4 and re-computed by ``python -m core.ood``
-(false-positive rate on every IQ-OTH/NCCD slice and TCIA slice, detection rate on pydicom's
-non-CT test files and synthetic blank/noise/gradient images).
+``python -m core.ood`` measures the rules: false-positive rate on every IQ-OTH/NCCD slice and TCIA
+slice, detection rate on pydicom's non-CT test files and synthetic blank/noise/gradient images.
 
 An OOD slice still gets probabilities; :mod:`core.inference` marks it, leaves it out of the
 series score and labels the series "out-of-distribution" when most slices are OOD.
@@ -335,8 +334,25 @@ def measure(data_dir: Any = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m core.ood``: print :func:`measure` as JSON."""
-    print(json.dumps(measure(), indent=2))
+    """``python -m core.ood [--data DIR]``: print :func:`measure` as JSON.
+
+    Returns:
+        0 on success, 2 when the datasets folder does not exist.
+    """
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m core.ood",
+        description="Measure the out-of-distribution guard: false positives on real CT, detections on non-CT.",
+    )
+    parser.add_argument("--data", type=Path, default=None, help="datasets folder (default: LUNGREVIEW_DATA_DIR)")
+    args = parser.parse_args(argv)
+    if args.data is not None and not args.data.is_dir():
+        print(f"error: datasets folder {args.data} not found; pass --data DIR or set LUNGREVIEW_DATA_DIR",
+              file=sys.stderr)
+        return 2
+    print(json.dumps(measure(args.data), indent=2))
     return 0
 
 

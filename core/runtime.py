@@ -1,10 +1,9 @@
 """Runtimes for the probability path of a Keras model: TensorFlow itself or OpenVINO.
 
 The probabilities a radiologist sees may come from OpenVINO (Intel's inference runtime, CPU
-plugin) instead of TensorFlow, because on this project's 2-core machine it runs the same float32
-ResNet-50 about twice as fast (27-32 ms against 48-59 ms per slice, measured 2026-11-22 with
-``python -m core.bench``). Grad-CAM always runs on the Keras model (:mod:`core.explain`): it
-needs gradients, which an exported graph does not give.
+plugin) instead of TensorFlow, because it runs the same float32 models faster on CPUs (figures:
+README.md, Speed; ``python -m core.bench``). Grad-CAM always runs on the Keras model
+(:mod:`core.explain`): it needs gradients, which an exported graph does not give.
 
 How an OpenVINO model is made and trusted (:func:`openvino_runner`):
 
@@ -14,11 +13,10 @@ How an OpenVINO model is made and trusted (:func:`openvino_runner`):
 2. the result is cached as OpenVINO IR (``.xml`` + ``.bin``, float32) under a key the caller
    gives (the model's sha256), so later loads skip the export;
 3. it is compiled for the CPU with ``INFERENCE_PRECISION_HINT=f32``. This is required: on CPUs
-   with AVX512-BF16 or AMX (this machine has AVX512-BF16), OpenVINO's default is bfloat16, which
-   moved resnet50_v1's probabilities by up to 0.013 (median 1.7e-4 per slice) on 161 real slices
-   here, against at most 3e-6 in float32;
+   with AVX512-BF16 or AMX, OpenVINO's default is bfloat16, whose 8-bit mantissa (relative
+   error 2**-9) moves probabilities by far more than :data:`AGREEMENT_ATOL`;
 4. it is accepted only if its outputs on a probe batch agree with the Keras model's within
-   ``atol`` (1e-4, the tolerance of issue 4); otherwise :class:`RuntimeUnavailable` is raised
+   ``atol`` (:data:`AGREEMENT_ATOL`); otherwise :class:`RuntimeUnavailable` is raised
    and the caller falls back to TensorFlow. A stale or damaged cache entry fails this check and is
    rebuilt once from the Keras model.
 
@@ -48,7 +46,11 @@ log = logging.getLogger("lungreview.runtime")
 
 __all__ = ["AGREEMENT_ATOL", "RUNTIMES", "OpenVinoRunner", "RuntimeUnavailable", "openvino_runner"]
 
-#: Largest absolute difference of probabilities from the Keras model that is accepted (issue 4).
+#: Largest absolute difference of probabilities from the Keras model that is accepted: 1e-4 is a
+#: tenth of the last digit the dashboard shows (probabilities to 3 decimals), so an accepted
+#: runtime changes a shown value by at most one in that digit, and a decided label only for a
+#: probability within 1e-4 of a card threshold. float32 rounding differences stay far below it
+#: (at most 5e-6 on the shipped models, README.md Speed); bfloat16 goes far above it.
 AGREEMENT_ATOL = 1e-4
 
 

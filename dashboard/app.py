@@ -4,22 +4,19 @@ Run with ``make run`` (``streamlit run dashboard/app.py``). Every page module li
 ``dashboard/views/``; this script signs users in and out, shows the disclaimer in the sidebar and
 offers each role its pages. Pages a role may not open are registered hidden (a direct link shows
 a refusal from the page itself, which checks the role again); writes are checked in ``db`` too.
+``core``, ``db`` and ``dashboard`` import because ``make`` installs the project editable
+(``pip install --no-deps -e .``); ``python -m streamlit run`` from the repository root also works.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `streamlit run dashboard/app.py` only adds dashboard/
-    sys.path.insert(0, str(REPO_ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from core.config import Role  # noqa: E402
-from dashboard.components import (  # noqa: E402
+from core.config import Role
+from dashboard.components import (
     ADMIN_ROLES,
     ALL_ROLES,
     COMPARE_ROLES,

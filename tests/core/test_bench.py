@@ -1,4 +1,4 @@
-"""Tests for core.bench: one quick run on a tiny model gives every measurement of issue 4."""
+"""Tests for core.bench: one quick run on a tiny model gives every measurement and the target checks."""
 
 from __future__ import annotations
 
@@ -41,3 +41,12 @@ def test_cli_reports_a_missing_model_without_traceback(isolated_settings, capsys
     assert bench.main(["--model", "no_such_model", "--json"]) == 2
     err = capsys.readouterr().err
     assert "no_such_model" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_untrained_resnet50_is_built_without_the_training_package():
+    loaded = bench.untrained_resnet50()
+    model, card = loaded.model, loaded.card
+    assert model.input_shape[1:] == card.preprocessing.input_shape == (224, 224, 3)
+    assert model.output_shape == (None, 3) and model.layers[-1].name == "predictions"
+    assert len(model.get_layer(card.gradcam_layer).output.shape) == 4

@@ -140,3 +140,19 @@ class TestCheckSeriesIndices:
         assert part.reasons == whole.reasons[3:9]
         with pytest.raises(IndexError):
             check_series(series, [len(series.slices)])
+
+
+class TestCli:
+    def test_help_exits_before_measuring(self, capsys):
+        from core import ood
+
+        with pytest.raises(SystemExit) as exc:
+            ood.main(["--help"])
+        assert exc.value.code == 0 and "--data" in capsys.readouterr().out
+
+    def test_missing_data_folder_is_one_line(self, tmp_path, capsys):
+        from core import ood
+
+        assert ood.main(["--data", str(tmp_path / "none")]) == 2
+        err = capsys.readouterr().err
+        assert "not found" in err and "Traceback" not in err
