@@ -54,3 +54,37 @@ def decide(
         labels[hit] = j
         decided |= hit
     return labels
+
+
+#: Names of the suspicious class, in order of preference; a model with neither has its last
+#: class as the suspicious one (the registry convention: the positive class comes last).
+SUSPICIOUS_CLASSES: tuple[str, ...] = ("malignant", "cancer")
+
+
+def suspicious_index(class_names: Sequence[str]) -> int:
+    """Index of "the suspicious class" in a model's output order: the one rule for it.
+
+    Rule: the first of :data:`SUSPICIOUS_CLASSES` ("malignant", then "cancer") present in
+    ``class_names``, else the last class (registry convention: the positive class comes last).
+
+    Args:
+        class_names: the k >= 1 class names in the model's output order.
+
+    Returns:
+        int in ``[0, k)``.
+
+    Raises:
+        ValueError: ``class_names`` is empty.
+    """
+    names = [str(c) for c in class_names]
+    if not names:
+        raise ValueError("a model needs at least one class name")
+    for name in SUSPICIOUS_CLASSES:
+        if name in names:
+            return names.index(name)
+    return len(names) - 1
+
+
+def suspicious_class(class_names: Sequence[str]) -> str:
+    """Name of the suspicious class (:func:`suspicious_index`). Raises ValueError when empty."""
+    return str(list(class_names)[suspicious_index(class_names)])
