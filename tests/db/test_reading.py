@@ -6,6 +6,8 @@ real ``core.inference.SeriesResult``) or fails like a model that cannot run.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from pydicom.data import get_testdata_file
 from sqlalchemy import select
 
 from core.config import CLASS_NAMES, Finding
-from core.imaging import EmptyArchiveError, ImageTooLargeError, ImagingError, Series, Slice, Study
+from core.imaging import ImageTooLargeError, ImagingError, NotAnImageError, Series, Slice, Study
 from core.inference import InferenceError, SeriesResult
 from core.preprocessing import PreprocessSpec
 from core.registry import ModelCard
@@ -85,7 +87,36 @@ def counts(factory) -> dict[str, int]:
         return repo.count_rows(s)
 
 
+@pytest.fixture(scope="module")
+def jpgs(iq_dir: Path) -> dict[str, bytes]:
+    """Two real IQ-OTH/NCCD JPGs (one malignant, one normal) by file name."""
+    out = {}
+    for folder in ("Malignant cases", "Normal cases"):
+        f = sorted((iq_dir / folder).glob("*.jpg"))[0]
+        out[f.name] = f.read_bytes()
+    return out
+
+
 class TestReadUpload:
+    def test_jpgs_become_one_picture_series(self, isolated_settings, jpgs):
+        result = read_upload(list(jpgs.items()), limit_mb=50)
+        assert result.problems == []
+        assert [len(se.slices) for se in result.series] == [2]
+        assert result.series[0].source_kind == "jpg" and result.series[0].hu_is_estimated
+
+    def test_bad_file_is_a_problem_and_good_files_are_read(self, isolated_settings, jpgs):
+        result = read_upload([*jpgs.items(), ("notes.txt", b"this is not an image")], limit_mb=50)
+        assert [p.name for p in result.problems] == ["notes.txt"]
+        assert isinstance(result.problems[0].error, NotAnImageError)
+        assert len(result.series[0].slices) == 2
+
+    def test_zip_of_dicom_is_read(self, isolated_settings):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.write(get_testdata_file("CT_small.dcm"), "series/CT_small.dcm")
+        result = read_upload([("study.zip", buf.getvalue())], limit_mb=5)
+        assert result.series[0].source_kind == "dicom" and result.series[0].modality == "CT"
+
     def test_dicom_within_the_limit_is_read(self, isolated_settings):
         data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
         result = read_upload([("CT_small.dcm", data)], limit_mb=5)
@@ -108,9 +139,8 @@ class TestReadUpload:
             read_upload([], limit_mb=1)
 
     def test_nothing_readable_raises_the_reader_s_error(self, isolated_settings):
-        with pytest.raises(ImagingError) as info:
+        with pytest.raises(NotAnImageError, match=r"a\.txt. is not a DICOM file or a JPG/PNG picture"):
             read_upload([("a.txt", b"hello")], limit_mb=1)
-        assert "a.txt" in str(info.value) and not isinstance(info.value, (ImageTooLargeError, EmptyArchiveError))
 
 
 class TestAnalyse:
