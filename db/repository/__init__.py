@@ -29,6 +29,10 @@ as repo; repo.create_user(...)`` and ``from db.repository import add_review`` wo
 
 from __future__ import annotations
 
+import sys
+import types
+
+from db.repository import users as _users
 from db.repository.common import (
     FEEDBACK_READER_ROLES,
     REVIEWER_ROLES,
@@ -77,8 +81,21 @@ from db.repository.users import (
     set_user_role,
 )
 
-#: bcrypt cost factor used by ``db.repository.users`` (read at call time; tests lower it).
-_BCRYPT_ROUNDS = 12
+
+class _Package(types.ModuleType):
+    """This package's module type: ``_BCRYPT_ROUNDS`` reads and writes ``users._BCRYPT_ROUNDS``,
+    so ``monkeypatch.setattr(repo, "_BCRYPT_ROUNDS", 4)`` lowers the cost where it is used."""
+
+    @property
+    def _BCRYPT_ROUNDS(self) -> int:  # noqa: N802 - the historic name of the setting
+        return _users._BCRYPT_ROUNDS
+
+    @_BCRYPT_ROUNDS.setter
+    def _BCRYPT_ROUNDS(self, value: int) -> None:  # noqa: N802
+        _users._BCRYPT_ROUNDS = int(value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "FEEDBACK_READER_ROLES", "MAX_DESCRIPTION", "REVIEWER_ROLES", "WORKLIST_COLUMNS", "NotFoundError",

@@ -1,8 +1,8 @@
 """Users and sign-in: bcrypt password hashing, the first admin, roles and (de)activation.
 
 Passwords are hashed with bcrypt (Provos & Mazieres 1999, "A Future-Adaptable Password Scheme")
-at cost ``db.repository._BCRYPT_ROUNDS`` (12; read from the package at call time so that tests
-can lower it with one ``monkeypatch.setattr(repo, "_BCRYPT_ROUNDS", 4)``).
+at cost :data:`_BCRYPT_ROUNDS`. ``db.repository._BCRYPT_ROUNDS`` reads and writes this same value,
+so tests lower it with ``monkeypatch.setattr(repo, "_BCRYPT_ROUNDS", 4)``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from db.schema import AuditAction, User
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
 
 
-def _rounds() -> int:
-    """bcrypt cost factor (``db.repository._BCRYPT_ROUNDS``)."""
-    import db.repository as package
+#: bcrypt cost factor (2**12 rounds of its key setup).
+_BCRYPT_ROUNDS = 12
 
-    return int(package._BCRYPT_ROUNDS)
+
+def _rounds() -> int:
+    """The bcrypt cost factor in use (:data:`_BCRYPT_ROUNDS`)."""
+    return int(_BCRYPT_ROUNDS)
 
 
 @lru_cache(maxsize=4)
