@@ -91,3 +91,4 @@ def decide(
         labels[hit] = j
         decided |= hit
     return labels
+

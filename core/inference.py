@@ -28,8 +28,9 @@ should be), and a few for thick 300-slice studies, so that one noisy slice alone
 the series malignant. The series label is :func:`core.decision.decide` on the mean probability
 row of those top-k slices (the card's thresholds). ``most_suspicious_index`` is the slice with
 the highest suspicious probability, where the viewer opens; the top slices are in
-``top_indices``. When more than half of the slices are OOD, the series label is
-:data:`OOD_LABEL` and the score is computed over all slices but must not be read as a finding.
+``top_indices``. When more than half of the slices are OOD, the series result has
+``is_ood = True`` (its display label is :data:`OOD_LABEL`) and the score is computed over all
+slices but must not be read as a finding.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import Window
+from core.config import Finding, Window
 from core.decision import decide, suspicious_index
 from core.explain import GradCam, normalize_cam
 from core.ood import check_series
@@ -172,7 +173,11 @@ class SeriesResult:
         most_suspicious_index: slice with the highest suspicious-class probability among the
             in-distribution slices (all slices if none is).
         series_score: mean suspicious probability of the top-k slices (module docstring), in [0, 1].
-        series_label: class name from the top-k mean row, or :data:`OOD_LABEL`.
+        finding: the model's series label, a :class:`core.config.Finding`: ``decide`` on the
+            mean probability row of the top-k slices. Set also when ``is_ood``; it must not be
+            read as a finding then.
+        is_ood: True when more than half of the slices are out of distribution: the series as a
+            whole is unlike the training data.
         ood: bool (n,) out-of-distribution flags.
         ood_reasons: n strings, the reasons each slice is OOD joined by "; " ("" when it is not).
         latency_ms: wall time of the whole analysis (preprocess + predict + OOD), milliseconds.
@@ -190,7 +195,8 @@ class SeriesResult:
     labels: list[str]
     most_suspicious_index: int
     series_score: float
-    series_label: str
+    finding: Finding
+    is_ood: bool
     ood: np.ndarray
     ood_reasons: list[str]
     latency_ms: float
@@ -201,12 +207,16 @@ class SeriesResult:
     geometries: list[Geometry] = field(default_factory=list, repr=False)
 
     @property
-    def is_ood(self) -> bool:
-        """True when the series as a whole is out of distribution."""
-        return self.series_label == OOD_LABEL
+    def series_label(self) -> str:
+        """Display label for text outputs (CSV, CLI): :data:`OOD_LABEL` when ``is_ood``, else ``finding``."""
+        return OOD_LABEL if self.is_ood else self.finding.value
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (lists and floats only; geometries left out)."""
+        """JSON-able dict (lists and floats only; geometries left out).
+
+        ``finding`` and ``is_ood`` are the typed result; ``series_label`` is the display label
+        (:attr:`series_label`), written for readers of text outputs only.
+        """
         return {
             "model_id": self.model_id,
             "model_sha256": self.model_sha256,
@@ -215,6 +225,8 @@ class SeriesResult:
             "labels": list(self.labels),
             "most_suspicious_index": int(self.most_suspicious_index),
             "series_score": float(self.series_score),
+            "finding": self.finding.value,
+            "is_ood": bool(self.is_ood),
             "series_label": self.series_label,
             "ood": [bool(v) for v in self.ood],
             "ood_reasons": list(self.ood_reasons),
@@ -224,6 +236,59 @@ class SeriesResult:
             "window": [float(self.window[0]), float(self.window[1])],
             "runtime": self.runtime,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SeriesResult:
+        """The inverse of :meth:`to_dict`; also reads results stored before ``finding``/``is_ood``.
+
+        Earlier results held only ``series_label``, which was :data:`OOD_LABEL` when the series
+        was out of distribution (the dashboard also stored the sentinel as
+        ``inference_series_label`` next to a Finding ``series_label``). For those, ``is_ood`` is
+        True when either label is the sentinel, and ``finding`` is ``series_label`` when it is a
+        Finding value, else the class with the highest mean probability over ``top_indices``
+        (all slices when absent), the rule of this module without the card's thresholds.
+
+        Args:
+            data: a dict as written by :meth:`to_dict` (``probabilities`` a list of n lists of k
+                floats; ``ood`` a list of n booleans).
+
+        Returns:
+            SeriesResult with float32 ``probabilities`` (n, k), bool ``ood`` (n,), no geometries.
+
+        Raises:
+            ValueError: a required key is missing, or no Finding can be read or derived.
+        """
+        try:
+            names = tuple(str(c) for c in data["class_names"])
+            probs = np.asarray(data["probabilities"], dtype=np.float32).reshape(-1, len(names))
+            n = len(probs)
+            old_labels = {str(data.get("series_label", "")), str(data.get("inference_series_label", ""))}
+            is_ood = bool(data["is_ood"]) if "is_ood" in data else OOD_LABEL in old_labels
+            label = data.get("finding", data.get("series_label"))
+            if label not in {f.value for f in Finding}:
+                top = [int(i) for i in data.get("top_indices") or range(n)]
+                label = names[int(np.argmax(probs[top].mean(axis=0)))]
+            ood = data.get("ood", [is_ood] * n)
+            return cls(
+                model_id=str(data["model_id"]),
+                model_sha256=str(data["model_sha256"]),
+                class_names=names,
+                probabilities=probs,
+                labels=[str(x) for x in data["labels"]],
+                most_suspicious_index=int(data["most_suspicious_index"]),
+                series_score=float(data["series_score"]),
+                finding=Finding(label),
+                is_ood=is_ood,
+                ood=np.asarray(ood, dtype=bool).reshape(n),
+                ood_reasons=[str(x) for x in data.get("ood_reasons", [""] * n)],
+                latency_ms=float(data.get("latency_ms", 0.0)),
+                top_indices=[int(i) for i in data.get("top_indices", [])],
+                suspicious_class=str(data.get("suspicious_class", "malignant")),
+                window=(float(data.get("window", (0.0, 0.0))[0]), float(data.get("window", (0.0, 0.0))[1])),
+                runtime=str(data.get("runtime", "")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a stored series result ({type(exc).__name__}: {exc})") from exc
 
 
 @dataclass
@@ -468,7 +533,7 @@ class Predictor:
         ranked = pool[np.argsort(-p[pool, self._suspicious], kind="stable")]
         top = ranked[: top_k(len(pool))]
         score = float(p[top, self._suspicious].mean())
-        label = OOD_LABEL if series_ood else self.decide(p[top].mean(axis=0, keepdims=True))[0]
+        label = self.decide(p[top].mean(axis=0, keepdims=True))[0]
         return SeriesResult(
             model_id=self.card.id,
             model_sha256=self.card.sha256,
@@ -477,7 +542,8 @@ class Predictor:
             labels=labels,
             most_suspicious_index=int(ranked[0]),
             series_score=score,
-            series_label=label,
+            finding=Finding(label),
+            is_ood=series_ood,
             ood=ood.astype(bool),
             ood_reasons=["; ".join(r) for r in reasons],
             latency_ms=(time.perf_counter() - start) * 1000.0,

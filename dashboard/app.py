@@ -45,10 +45,10 @@ PAGES: tuple[tuple[str, str, str, str, frozenset[Role], str], ...] = (
 
 def _sign_out_clicked(user_id: int) -> None:
     from dashboard.resources import get_session_factory
-    from db.repository import log_event
+    from db.services import record_sign_out
 
-    with error_boundary("sign-out"), get_session_factory().begin() as s:
-        log_event(s, user_id=user_id, action="sign-out", object_type="user", object_id=user_id)
+    with error_boundary("sign-out"):
+        record_sign_out(get_session_factory(), user_id)
     sign_out()
 
 
@@ -56,11 +56,11 @@ def main() -> None:
     """Build the navigation for the current user and run the selected page."""
     st.set_page_config(page_title="LungReview", page_icon=":material/pulmonology:", layout="wide")
     from dashboard.resources import get_session_factory
-    from db.repository import list_users
+    from db.services import list_accounts
 
     users = None
-    with error_boundary("start-up"), get_session_factory(read_only=True).begin() as s:
-        users = list_users(s)
+    with error_boundary("start-up"):
+        users = list_accounts(get_session_factory(read_only=True))
     if users is None:
         sidebar(None)
         st.stop()

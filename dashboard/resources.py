@@ -5,6 +5,8 @@
 * :func:`get_predictor`: one ``core.inference.Predictor`` per registry folder, model id and model
   sha256, loaded with ``core.registry.load_model`` (sha256 checked before deserialising).
   TensorFlow is imported only here, lazily, on the first analysis.
+* :func:`get_reading_service`: the ``db.reading.ReadingService`` over these (not cached: it
+  holds nothing but the cached factories and :func:`get_predictor`).
 
 Keys include the database URL and the registry folder, so tests that point the settings at a
 temporary database or registry get their own resources; :func:`clear_all` empties the caches
@@ -83,6 +85,20 @@ def get_predictor(model_id: str) -> Any:
     registry_dir = get_settings().registry_dir
     card = get_card(model_id, registry_dir=registry_dir)
     return _predictor(str(registry_dir), card.id, card.sha256)
+
+
+def get_reading_service():
+    """The reading service (``db.reading.ReadingService``) on the cached database and models.
+
+    Writes go through :func:`get_session_factory`, reads through its read-only twin; models are
+    loaded by :func:`get_predictor` only when a series must really be analysed.
+
+    Raises:
+        db.session.DatabaseError: the database cannot be opened or migrated.
+    """
+    from db.reading import ReadingService
+
+    return ReadingService(get_session_factory(), get_predictor, read_factory=get_session_factory(read_only=True))
 
 
 def clear_all() -> None:

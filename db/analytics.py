@@ -47,7 +47,7 @@ EXPORT_KINDS: tuple[str, ...] = ("reviews", "agreement", "feedback", "audit")
 _READS_COLUMNS = [
     "review_id", "study_id", "study_key", "reader_id", "reader", "reader_role", "inference_id", "model_id",
     "ai_label", "series_score", "finding", "agreement", "confidence", "heatmap_helpful", "seconds_to_decision",
-    "supersedes_id", "reviewed_at",
+    "supersedes_id", "reviewed_at", "series_id",
 ]
 
 
@@ -57,14 +57,15 @@ def current_reads(s: Session, *, include_superseded: bool = False) -> pd.DataFra
     Returns:
         DataFrame with columns ``review_id, study_id, study_key, reader_id, reader, reader_role,
         inference_id, model_id, ai_label, series_score, finding, agreement, confidence,
-        heatmap_helpful, seconds_to_decision, supersedes_id, reviewed_at``, ordered by review id.
+        heatmap_helpful, seconds_to_decision, supersedes_id, reviewed_at, series_id``, ordered by
+        review id (``series_id``: the series of the inference shown).
     """
     q = (
         select(Review.id.label("review_id"), Review.study_id, Study.study_key, Review.reader_id,
                User.display_name.label("reader"), User.role.label("reader_role"), Review.inference_id,
                Inference.model_id, Inference.ai_label, Inference.series_score, Review.finding, Review.agreement,
                Review.confidence, Review.heatmap_helpful, Review.seconds_to_decision, Review.supersedes_id,
-               Review.created_at.label("reviewed_at"))
+               Review.created_at.label("reviewed_at"), Inference.series_id)
         .join(Study, Study.id == Review.study_id)
         .join(User, User.id == Review.reader_id)
         .join(Inference, Inference.id == Review.inference_id)
@@ -191,8 +192,10 @@ def fleiss_kappa(counts: np.ndarray) -> float:
 def fleiss_kappa_table(s: Session) -> pd.DataFrame:
     """Fleiss' kappa among readers who read the same studies (current reviews only).
 
-    Fleiss 1971 needs the same number of raters per subject, so studies are grouped by how many
-    readers read them (2, 3, ...); one row per group. Studies read by a single reader are left out.
+    The subject is a series (one per study for most uploads): a reader counts once per series,
+    with their newest current read of it (they may have read it next to several models).
+    Fleiss 1971 needs the same number of raters per subject, so series are grouped by how many
+    readers read them (2, 3, ...); one row per group. Series read by a single reader are left out.
 
     Returns:
         DataFrame with columns ``n_readers_per_study``, ``n_studies``, ``kappa`` (NaN when all
@@ -201,7 +204,8 @@ def fleiss_kappa_table(s: Session) -> pd.DataFrame:
     df = current_reads(s)
     rows = []
     if not df.empty:
-        table = pd.crosstab(df["study_id"], df["finding"]).reindex(columns=list(CLASS_NAMES), fill_value=0)
+        df = df.sort_values("review_id").drop_duplicates(["series_id", "reader_id"], keep="last")
+        table = pd.crosstab(df["series_id"], df["finding"]).reindex(columns=list(CLASS_NAMES), fill_value=0)
         sizes = table.sum(axis=1)
         for m in sorted(set(sizes[sizes >= 2])):
             sub = table[sizes == m].to_numpy()

@@ -1,12 +1,16 @@
 """The LungReview database schema: SQLAlchemy 2 ORM classes with typed ``Mapped[...]`` columns.
 
-Tables (one class each): ``users`` (:class:`User`), ``studies`` (:class:`Study`), ``inferences``
-(:class:`Inference`), ``reviews`` (:class:`Review`), ``feedback`` (:class:`Feedback`) and
-``audit_events`` (:class:`AuditEvent`).
+Tables (one class each): ``users`` (:class:`User`), ``studies`` (:class:`Study`), ``series``
+(:class:`Series`), ``inferences`` (:class:`Inference`), ``reviews`` (:class:`Review`),
+``feedback`` (:class:`Feedback`) and ``audit_events`` (:class:`AuditEvent`). A study has one or
+more series; an inference is one model run on one series; a review is one reader's read of what
+one inference showed.
 
 Privacy: no table has a column for a patient's name, ID, birth date or a raw DICOM UID. A study is
 known only by its pseudonymous ``study_key`` (HMAC-SHA256 of StudyInstanceUID, made by
-``core.imaging.study_key_for``) and the sha256 of the uploaded bytes (``content_hash``).
+``core.imaging.study_key_for``) and the sha256 of the uploaded bytes (``content_hash``); a series
+only by its pseudonymous ``series_key`` (the same keyed hash of SeriesInstanceUID) and a
+description made without patient data (``core.imaging.Series.description``).
 
 Integrity rules live in the database as well as in ``db.repository``: CHECK constraints for every
 closed choice (``core.config.Finding``, ``Agreement``, ``Role``, :class:`AuditAction`, source kind)
@@ -40,6 +44,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -148,15 +153,56 @@ class Study(Base):
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
 
     uploader: Mapped[User] = relationship(lazy="joined")
+    series: Mapped[list[Series]] = relationship(back_populates="study", order_by="Series.id")
     inferences: Mapped[list[Inference]] = relationship(back_populates="study", order_by="Inference.id")
 
 
+class Series(Base):
+    """One series of a study, known by its pseudonymous key; unique per study.
+
+    ``series_key`` is ``core.imaging.Series.series_key`` (hex HMAC-SHA256 of SeriesInstanceUID;
+    for pictures, of their content). ``spacing_z_mm``, ``spacing_y_mm``, ``spacing_x_mm`` are
+    ``core.imaging.Series.spacing_mm`` (slice step, row spacing, column spacing; mm, > 0), NULL
+    when unknown (pictures). ``description`` is the de-identified display name, never PHI.
+    """
+
+    __tablename__ = "series"
+    __table_args__ = (
+        UniqueConstraint("study_id", "series_key"),
+        CheckConstraint("n_slices >= 1", name="n_slices_positive"),
+        CheckConstraint(
+            "(spacing_z_mm IS NULL OR spacing_z_mm > 0) AND (spacing_y_mm IS NULL OR spacing_y_mm > 0) "
+            "AND (spacing_x_mm IS NULL OR spacing_x_mm > 0)", name="spacing_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_key: Mapped[str] = mapped_column(String(128))
+    modality: Mapped[str] = mapped_column(String(16))
+    n_slices: Mapped[int] = mapped_column(Integer)
+    spacing_z_mm: Mapped[float | None] = mapped_column(Float)
+    spacing_y_mm: Mapped[float | None] = mapped_column(Float)
+    spacing_x_mm: Mapped[float | None] = mapped_column(Float)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    inferences: Mapped[list[Inference]] = relationship(back_populates="series", order_by="Inference.id")
+
+    @property
+    def spacing_mm(self) -> tuple[float | None, float | None, float | None]:
+        """(z, y, x) spacing in mm, None where unknown."""
+        return (self.spacing_z_mm, self.spacing_y_mm, self.spacing_x_mm)
+
+
 class Inference(Base):
-    """One run of a registered model on a study: per-slice probabilities and the series result.
+    """One run of a registered model on one series: per-slice probabilities and the series result.
 
     ``slice_probabilities`` is a JSON list of n lists of k floats in [0, 1] (slice order of the
     series, class order of the model card); ``series_result`` is ``SeriesResult.to_dict()`` from
-    ``core.inference``. ``ai_label`` and ``series_score`` are copied out of it for queries.
+    ``core.inference``. Typed copies for queries: ``ai_label`` (the model's ``Finding``, also
+    when the out-of-distribution guard fired), ``ood`` (``SeriesResult.is_ood``: the series as a
+    whole is out of distribution) and ``series_score``. ``study_id`` repeats the series' study.
     """
 
     __tablename__ = "inferences"
@@ -166,10 +212,12 @@ class Inference(Base):
         CheckConstraint("series_score >= 0 AND series_score <= 1", name="series_score_range"),
         CheckConstraint("latency_ms >= 0", name="latency_nonnegative"),
         Index("ix_inferences_study_model", "study_id", "model_id"),
+        Index("ix_inferences_series_model", "series_id", "model_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
     model_id: Mapped[str] = mapped_column(String(128))
     model_sha256: Mapped[str] = mapped_column(String(64))
     slice_probabilities: Mapped[list[Any]] = mapped_column(JSON)
@@ -183,14 +231,15 @@ class Inference(Base):
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
     study: Mapped[Study] = relationship(back_populates="inferences")
+    series: Mapped[Series] = relationship(back_populates="inferences")
 
 
 class Review(Base):
-    """A radiologist's read of a study, next to the AI result they were shown. Append-only.
+    """A radiologist's read of one series, next to the AI result (inference) they were shown. Append-only.
 
-    A later change by the same reader on the same study is a new row with ``supersedes_id`` set
-    to the row it replaces (unique: a review is superseded at most once). The CURRENT review of a
-    reader on a study is the one no other row supersedes.
+    A later change by the same reader on the same inference is a new row with ``supersedes_id``
+    set to the row it replaces (unique: a review is superseded at most once). The CURRENT review
+    of a reader on an inference is the one no other row supersedes.
     """
 
     __tablename__ = "reviews"

@@ -133,24 +133,51 @@ def make_engine(url: str | None = None, *, migrate: bool = True, busy_timeout_s:
     return engine
 
 
+def _migrate(engine: Engine, step, revision: str) -> None:
+    """Run ``step(cfg, revision)`` (Alembic's upgrade or downgrade) in one transaction.
+
+    SQLite: foreign-key enforcement is switched off on the migrating connection (outside the
+    transaction, where the PRAGMA has effect) so that a migration can rebuild a table other
+    tables refer to (batch mode), and ``PRAGMA foreign_key_check`` must come back empty before
+    the transaction commits: the procedure of the SQLite documentation, "ALTER TABLE", section 7.
+    Enforcement is switched on again afterwards.
+
+    Raises:
+        DatabaseError: SQLite: the migrated rows break a foreign key (nothing is committed).
+    """
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                step(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise DatabaseError(
+                            f"migrating to {revision} would break {len(broken)} foreign key(s) "
+                            f"(first: table {broken[0][0]}, row {broken[0][1]}); nothing was changed")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys = ON")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database behind ``engine`` to ``revision`` with Alembic's API.
 
     The whole upgrade runs in one transaction on one connection (on SQLite ``BEGIN IMMEDIATE``),
-    so processes starting at the same time migrate one after the other.
+    so processes starting at the same time migrate one after the other (see :func:`_migrate`).
     """
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    _migrate(engine, command.upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     """Migrate the database behind ``engine`` down to ``revision`` (default: empty)."""
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
+    _migrate(engine, command.downgrade, revision)
 
 
 def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:

@@ -13,13 +13,13 @@ import streamlit as st
 from core.config import Role
 from dashboard.components import ADMIN_ROLES, SessionUser, flash, role_label, run_page
 from dashboard.resources import get_session_factory
-from db.repository import create_user, list_users, set_user_active, set_user_role
+from db.services import change_account, create_account, list_accounts
 
 ROLES: tuple[str, ...] = tuple(r.value for r in Role)
 
 
 def users_frame(rows) -> pd.DataFrame:
-    """Display table of ``db.schema.User`` rows (no password hashes)."""
+    """Display table of ``db.services.Account`` rows (no password hashes)."""
     return pd.DataFrame(
         [{"id": u.id, "username": u.username, "display name": u.display_name, "role": u.role,
           "active": bool(u.active)} for u in rows],
@@ -29,9 +29,8 @@ def users_frame(rows) -> pd.DataFrame:
 
 def body(user: SessionUser) -> None:
     """The users page."""
-    with get_session_factory(read_only=True).begin() as s:
-        rows = list_users(s)
-        table = users_frame(rows)
+    rows = list_accounts(get_session_factory(read_only=True))
+    table = users_frame(rows)
     st.dataframe(table, hide_index=True, key="users_table")
 
     st.subheader("Create a user")
@@ -42,10 +41,8 @@ def body(user: SessionUser) -> None:
         password = st.text_input("Password", type="password", key="new_password",
                                  help="at least 8 characters; tell the user to keep it private")
         if st.form_submit_button("Create user", key="create_user_submit", type="primary"):
-            with get_session_factory().begin() as s:
-                created = create_user(s, username, display, role, password, actor=user.id)
-                name = created.username
-            flash(f"Created user {name!r} with the role {role_label(role)}.")
+            created = create_account(get_session_factory(), user.id, username, display, role, password)
+            flash(f"Created user {created.username!r} with the role {role_label(role)}.")
             st.rerun()
 
     st.subheader("Change a user")
@@ -60,9 +57,7 @@ def body(user: SessionUser) -> None:
                                 format_func=role_label)
         active = st.checkbox("Active", value=bool(current.active), key=f"change_active_{target}")
         if st.form_submit_button("Save changes", key="change_user_submit"):
-            with get_session_factory().begin() as s:
-                set_user_role(s, user.id, target, new_role)
-                set_user_active(s, user.id, target, active)
+            change_account(get_session_factory(), user.id, target, role=new_role, active=active)
             flash(f"Saved: {current.username} is now {role_label(new_role)}, "
                   f"{'active' if active else 'deactivated'}.")
             st.rerun()

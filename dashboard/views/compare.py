@@ -22,7 +22,7 @@ import streamlit as st
 from core.registry import list_cards, read_evaluation
 from dashboard.components import COMPARE_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.analytics import agreement_table, fleiss_kappa_table, reader_ai_confusion
+from db.services import reader_agreement
 
 #: (key in evaluation.json, row label) of the headline metrics.
 METRICS: tuple[tuple[str, str], ...] = (
@@ -148,11 +148,9 @@ def body(user: SessionUser) -> None:
         right.plotly_chart(px.bar(ls, x="model", y="size (MB)", height=300), key="compare_size")
 
     st.header("Radiologists vs AI")
-    with get_session_factory(read_only=True).begin() as s:
-        per_model = agreement_table(s, "model")
-        per_reader = agreement_table(s, "reader")
-        fleiss = fleiss_kappa_table(s)
-        confusions = {c.id: reader_ai_confusion(s, c.id) for c in cards}
+    agreement = reader_agreement(get_session_factory(read_only=True), [c.id for c in cards])
+    per_model, per_reader, fleiss = agreement.per_model, agreement.per_reader, agreement.fleiss
+    confusions = agreement.confusions
     if per_model.empty:
         st.info("No reads recorded yet: agreement appears once radiologists save reads.")
         return

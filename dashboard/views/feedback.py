@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import APP_VERSION
 from core.sus import SUS_SCALE, SUS_STATEMENTS
 from dashboard.components import ALL_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.repository import add_feedback
+from db.services import submit_feedback
 
 OPTIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
 
@@ -49,10 +48,7 @@ def body(user: SessionUser) -> None:
             + ", ".join(str(i) for i in missing) + "."
         )
         return
-    with get_session_factory().begin() as s:
-        row = add_feedback(s, user=user.id, answers=answers, helped=helped, hindered=hindered,
-                           app_version=APP_VERSION)
-        score = row.sus_score
+    score = submit_feedback(get_session_factory(), user.id, answers, helped=helped, hindered=hindered)
     st.success(f"Thank you: your SUS score is {score:.1f} out of 100. Your feedback was saved.")
 
 

@@ -20,7 +20,7 @@ import streamlit as st
 from core.config import Role
 from dashboard.components import RESULTS_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.analytics import export_csv, export_frame, feedback_texts, sus_summary
+from db.services import export_csv, feedback_results
 
 EXPORTS: tuple[tuple[str, str], ...] = (
     ("reviews", "Download reviews (CSV)"),
@@ -37,8 +37,7 @@ def export_data(what: str, viewer_id: int) -> str:
         db.repository.PermissionDenied: the viewer's role may not export ``what``.
         db.repository.ValidationError: unknown ``what``.
     """
-    with get_session_factory().begin() as s:
-        return export_csv(s, what, viewer=viewer_id)
+    return export_csv(get_session_factory(), what, viewer_id)
 
 
 def sus_figures(scores, summary) -> tuple[go.Figure, go.Figure]:
@@ -61,10 +60,8 @@ def sus_figures(scores, summary) -> tuple[go.Figure, go.Figure]:
 
 def body(user: SessionUser) -> None:
     """The feedback results page."""
-    with get_session_factory(read_only=True).begin() as s:
-        summary = sus_summary(s, viewer=user.id)
-        texts = feedback_texts(s, viewer=user.id)
-        scores = export_frame(s, "feedback")[["role", "sus_score"]]
+    results = feedback_results(get_session_factory(read_only=True), user.id)
+    summary, texts, scores = results.summary, results.texts, results.scores
     st.header("SUS scores")
     if summary.empty:
         st.info("No feedback yet. Ask the pilot users to fill in Pilot feedback.")

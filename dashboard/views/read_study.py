@@ -2,8 +2,9 @@
 
 Flow: upload DICOM files / a ZIP / JPG or PNG slices -> ``core.imaging.read_uploads`` (bad files
 are listed, good ones read) -> pick study and series -> pick a model (default preselected) ->
-"Analyse with AI" (``core.inference.Predictor.analyse_series``; a study uploaded before is
-recognised by its content hash and the stored inference of the same model is reused) -> series
+"Analyse with AI" (``db.reading.ReadingService.analyse``: a series uploaded before is recognised
+by its content hash and series key, and the stored inference of the same model file is reused;
+the service owns every database transaction of this page) -> series
 result, per-slice malignancy chart (click a point or use the slider), slice with window presets
 and Grad-CAM overlay -> the reader's own read (form). Time to decision runs from the first display
 of the AI result to "Save my read".
@@ -22,30 +23,19 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core.config import WINDOW_PRESETS, Agreement, Finding, Window, WindowPreset, get_settings
-from core.imaging import (
-    FileProblem,
-    ImageTooLargeError,
-    ImagingError,
-    ReadResult,
-    Series,
-    Study,
-    read_uploads,
-    view,
-)
+from core.decision import suspicious_class
+from core.imaging import ReadResult, Series, view
 from core.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
 from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
-from dashboard.resources import get_predictor, get_session_factory
-from db.repository import add_inference, add_review, add_study, find_study_by_hash, latest_inference
+from dashboard.resources import get_predictor, get_reading_service
+from db.reading import Analysis, analysis_key, read_upload
 
-MB = 1024 * 1024
 PRESET_LABELS: dict[str, str] = {
     WindowPreset.LUNG.value: "Lung (C -600 / W 1500)",
     WindowPreset.MEDIASTINUM.value: "Mediastinum (C 50 / W 350)",
@@ -57,54 +47,6 @@ REVIEW_KEYS = ("review_finding", "review_agreement", "review_confidence", "revie
 MAX_EXPLANATIONS = 48
 
 
-@dataclass
-class CaseAnalysis:
-    """The AI result of one series as the page shows it (fresh or stored in the database).
-
-    Attributes:
-        key: content hash + series key + model id + model sha256 (session cache key).
-        study_id, inference_id: database rows.
-        probabilities: float32 (n, k), slice order; class order ``class_names``.
-        labels: per-slice labels (n,). ood: bool (n,), slices flagged by the out-of-distribution guard.
-        opened_at: ``time.time()`` of the first display of this result (time to decision starts).
-        runtime: what computed the probabilities (e.g. "openvino"; "" for results stored before it
-            was recorded).
-    """
-
-    key: str
-    study_id: int
-    inference_id: int
-    model_id: str
-    model_sha256: str
-    class_names: list[str]
-    probabilities: np.ndarray
-    labels: list[str]
-    series_label: str
-    series_score: float
-    most_suspicious_index: int
-    ood: np.ndarray
-    ood_reasons: list[str]
-    latency_ms: float
-    threshold: float
-    reused: bool = False
-    created_at: str = ""
-    opened_at: float = field(default_factory=time.time)
-    runtime: str = ""
-
-    @property
-    def any_ood(self) -> bool:
-        """True when the guard flagged any slice."""
-        return bool(np.any(self.ood))
-
-    @property
-    def positive_index(self) -> int:
-        """Column of the malignancy class ("malignant", else "cancer", else the last)."""
-        for name in ("malignant", "cancer"):
-            if name in self.class_names:
-                return self.class_names.index(name)
-        return len(self.class_names) - 1
-
-
 # ------------------------------------------------------------------------------- pure helpers
 def upload_limit_mb() -> int:
     """Per-file upload limit in MB: the smaller of ``server.maxUploadSize`` and the settings'."""
@@ -113,157 +55,6 @@ def upload_limit_mb() -> int:
     except (RuntimeError, ValueError, TypeError):
         server = get_settings().max_upload_mb
     return min(server, get_settings().max_upload_mb)
-
-
-def read_upload(items: list[tuple[str, bytes]], limit_mb: int | None = None) -> ReadResult:
-    """Read uploaded files; files over the size limit become per-file problems.
-
-    Args:
-        items: (file name, bytes) pairs. limit_mb: per-file limit (default :func:`upload_limit_mb`).
-
-    Returns:
-        ``core.imaging.ReadResult`` (studies + per-file problems).
-
-    Raises:
-        ImagingError (a subclass): nothing at all could be read (the message says why).
-    """
-    limit = (limit_mb or upload_limit_mb()) * MB
-    too_big = [FileProblem(name, ImageTooLargeError(
-        f"{name} is {len(data) / MB:.0f} MB, over the {limit // MB} MB upload limit; split the study into "
-        "smaller ZIPs or upload the series' files directly")) for name, data in items if len(data) > limit]
-    ok = [(n, d) for n, d in items if len(d) <= limit]
-    if not ok:
-        if too_big:
-            raise too_big[0].error
-        raise ImagingError("no file was uploaded; choose DICOM files, a ZIP or JPG/PNG slices")
-    result = read_uploads(ok)
-    result.problems[:0] = too_big
-    return result
-
-
-def analysis_key(study: Study, series: Series, card: ModelCard) -> str:
-    """Session cache key: same bytes, same series, same model file -> same AI result."""
-    return f"{study.content_hash}:{series.series_key}:{card.id}:{card.sha256}"
-
-
-def decision_threshold(card: ModelCard) -> float:
-    """Threshold recorded with an inference: the card's malignancy threshold, else 0.5 (argmax)."""
-    for name in ("malignant", "cancer"):
-        if name in card.thresholds:
-            return float(card.thresholds[name])
-    return 0.5
-
-
-def _from_inference(key: str, inf: Any, card: ModelCard) -> CaseAnalysis:
-    r = dict(inf.series_result or {})
-    probs = np.asarray(inf.slice_probabilities, dtype=np.float32)
-    names = [str(c) for c in r.get("class_names", card.class_names)]
-    analysis = CaseAnalysis(
-        key=key, study_id=inf.study_id, inference_id=inf.id, model_id=inf.model_id, model_sha256=inf.model_sha256,
-        class_names=names, probabilities=probs, labels=[str(x) for x in r.get("labels", [])],
-        series_label=str(inf.ai_label), series_score=float(inf.series_score),
-        most_suspicious_index=int(r.get("most_suspicious_index", 0)),
-        ood=np.asarray(r.get("ood", [bool(inf.ood)] * len(probs)), dtype=bool),
-        ood_reasons=[str(x) for x in r.get("ood_reasons", [])], latency_ms=float(inf.latency_ms),
-        threshold=float(inf.threshold), reused=True, created_at=f"{inf.created_at:%Y-%m-%d %H:%M} UTC",
-        runtime=str(r.get("runtime", "")),
-    )
-    if len(analysis.labels) != len(probs):
-        from core.decision import decide
-
-        idx = decide(probs, names, card.thresholds)
-        analysis.labels = [names[i] for i in idx]
-    if analysis.ood.shape != (len(probs),):
-        analysis.ood = np.full(len(probs), bool(inf.ood))
-    return analysis
-
-
-def stored_analysis(user: SessionUser, study: Study, series: Series, card: ModelCard) -> CaseAnalysis | None:
-    """The stored inference of this model on these bytes and this series, if any (no model run)."""
-    with get_session_factory(read_only=True).begin() as s:
-        row = find_study_by_hash(s, study.content_hash)
-        if row is None:
-            return None
-        inf = latest_inference(s, row.id, card.id)
-        if inf is None or inf.model_sha256 != card.sha256:
-            return None
-        stored_series = (inf.series_result or {}).get("series_key")
-        if stored_series not in (None, series.series_key) or len(inf.slice_probabilities) != len(series.slices):
-            return None
-        return _from_inference(analysis_key(study, series, card), inf, card)
-
-
-def run_analysis(user: SessionUser, study: Study, series: Series, card: ModelCard, progress=None) -> CaseAnalysis:
-    """Run the model on ``series`` and store study (if new) and inference.
-
-    Args:
-        progress: optional callback passed to ``Predictor.analyse_series``.
-
-    Raises:
-        core.registry.RegistryError: the model is missing or fails its integrity check.
-        db.repository.RepositoryError: the database refused a row.
-    """
-    predictor = get_predictor(card.id)
-    result = predictor.analyse_series(series, progress=progress)
-    probs = np.asarray(result.probabilities, dtype=np.float32)
-    model_label = finding_label(result, card)
-    extra = {"class_names": list(card.class_names), "series_key": series.series_key,
-             "series_description": series.description, "series_label": model_label,
-             "inference_series_label": str(result.series_label)}
-    with get_session_factory().begin() as s:
-        row = find_study_by_hash(s, study.content_hash)
-        if row is None:
-            row = add_study(s, study_key=study.study_key, modality=series.modality, n_series=len(study.series),
-                            n_slices=sum(len(se.slices) for se in study.series), source_kind=study.source_kind,
-                            content_hash=study.content_hash, uploaded_by=user.id)
-        inf = add_inference(s, study_id=row.id, model_id=card.id, model_sha256=card.sha256,
-                            slice_probabilities=probs, series_result={**result.to_dict(), **extra},
-                            threshold=decision_threshold(card), ood=np.asarray(result.ood, dtype=bool),
-                            latency_ms=float(result.latency_ms), user=user.id)
-        study_id, inference_id = row.id, inf.id
-    return CaseAnalysis(
-        key=analysis_key(study, series, card), study_id=study_id, inference_id=inference_id, model_id=card.id,
-        model_sha256=card.sha256, class_names=list(card.class_names), probabilities=probs,
-        labels=[str(x) for x in result.labels], series_label=model_label,
-        series_score=float(result.series_score), most_suspicious_index=int(result.most_suspicious_index),
-        ood=np.asarray(result.ood, dtype=bool), ood_reasons=[str(x) for x in result.ood_reasons],
-        latency_ms=float(result.latency_ms), threshold=decision_threshold(card), runtime=result.runtime,
-    )
-
-
-def finding_label(result: Any, card: ModelCard) -> str:
-    """The series label to store: the model's own class even when the OOD guard fired.
-
-    ``SeriesResult.series_label`` is "out-of-distribution" when most slices are OOD; the database
-    stores a Finding (normal/benign/malignant) plus the OOD flag, so the label is recomputed here
-    the way ``core.inference`` does (``core.decision.decide`` on the mean probability row of the
-    top-k slices, card thresholds). The page shows "not applicable" whenever OOD is set.
-    """
-    label = str(result.series_label)
-    if label in card.class_names:
-        return label
-    from core.decision import decide
-
-    p = np.asarray(result.probabilities, dtype=np.float64)
-    top = list(getattr(result, "top_indices", []) or range(len(p)))
-    return card.class_names[int(decide(p[top].mean(axis=0, keepdims=True), card.class_names, card.thresholds)[0])]
-
-
-def save_review(user: SessionUser, analysis: CaseAnalysis, *, finding: str, agreement: str, confidence: int,
-                heatmap_helpful: int | None, comment: str, now: float | None = None) -> int:
-    """Store the reader's read of the analysed study; returns the review id.
-
-    ``seconds_to_decision`` = ``now`` (default ``time.time()``) - ``analysis.opened_at``, in s.
-
-    Raises:
-        db.repository.ValidationError / PermissionDenied / NotFoundError: see ``add_review``.
-    """
-    seconds = max(0.0, (now if now is not None else time.time()) - analysis.opened_at)
-    with get_session_factory().begin() as s:
-        row = add_review(s, study_id=analysis.study_id, inference_id=analysis.inference_id, reader=user.id,
-                         finding=finding, agreement=agreement, confidence=confidence,
-                         heatmap_helpful=heatmap_helpful, comment=comment, seconds_to_decision=seconds)
-        return int(row.id)
 
 
 def window_options(series: Series) -> list[str]:
@@ -282,17 +73,12 @@ def window_for(preset: str, series: Series) -> Window:
     return WINDOW_PRESETS[WindowPreset(preset)]
 
 
-def ood_summary(analysis: CaseAnalysis) -> str:
+def ood_summary(analysis: Analysis) -> str:
     """How many slices the guard flagged and its distinct reasons, as one sentence."""
     flagged = int(np.sum(analysis.ood))
     reasons = sorted({r for text in analysis.ood_reasons for r in str(text).split("; ") if r})
     text = f"{flagged} of {len(analysis.ood)} slice(s) flagged"
     return text + (": " + "; ".join(reasons) + "." if reasons else ".")
-
-
-def ai_label_text(analysis: CaseAnalysis) -> str:
-    """The series label as shown; "not applicable" when the out-of-distribution guard fired."""
-    return "not applicable (outside the training data)" if analysis.any_ood else analysis.series_label
 
 
 # ------------------------------------------------------------------------------------ widgets
@@ -340,15 +126,16 @@ def choose_model() -> ModelCard | None:
     return get_card(model_id)
 
 
-def _reset_case(key: str, analysis: CaseAnalysis) -> None:
-    """New case on screen: start at the most suspicious slice, clear the previous read's answers."""
+def _reset_case(key: str, analysis: Analysis) -> None:
+    """New case on screen: start at the most suspicious slice, clear the previous read's answers,
+    and start the time to decision."""
     if st.session_state.get("_case_key") == key:
         return
     st.session_state["_case_key"] = key
     for k in (*REVIEW_KEYS, "_last_chart_pick", "_saved_review"):
         st.session_state.pop(k, None)
     st.session_state["slice_no"] = analysis.most_suspicious_index + 1
-    analysis.opened_at = time.time()
+    st.session_state["_opened_at"] = time.time()
 
 
 def _apply_chart_pick(n: int) -> None:
@@ -369,20 +156,21 @@ def _go_to_suspicious(index: int) -> None:
     st.session_state["slice_no"] = index + 1
 
 
-def show_result(series: Series, analysis: CaseAnalysis, card: ModelCard) -> None:
+def show_result(series: Series, analysis: Analysis, card: ModelCard) -> None:
     """Series result, chart, slice viewer with Grad-CAM, and the review form."""
     n = len(series.slices)
-    pos = analysis.positive_index
+    pos = analysis.suspicious_index
     if analysis.reused:
+        created = f"{analysis.created_at:%Y-%m-%d %H:%M} UTC" if analysis.created_at else "earlier"
         st.info(f"Recognised upload: this study is already in LungReview (study {analysis.study_id}). Showing "
-                f"the stored AI result of {analysis.model_id} from {analysis.created_at}; the model was not re-run.")
+                f"the stored AI result of {analysis.model_id} from {created}; the model was not re-run.")
     if analysis.any_ood:
         st.error(
             "**Out-of-distribution warning.** These images are unlike the data the model was trained on, so "
             "its output does not apply to them and is shown for reference only. "
             + ood_summary(analysis), icon="🚫")
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("AI result", ai_label_text(analysis))
+    c1.metric("AI result", analysis.label_text)
     c2.metric(f"Series P({analysis.class_names[pos]})", f"{analysis.series_score:.3f}")
     c3.metric("Most suspicious slice", f"{analysis.most_suspicious_index + 1} of {n}")
     c4.metric("Analysis time", f"{analysis.latency_ms / 1000:.1f} s",
@@ -391,7 +179,7 @@ def show_result(series: Series, analysis: CaseAnalysis, card: ModelCard) -> None
 
     _apply_chart_pick(n)
     current = int(st.session_state.get("slice_no", analysis.most_suspicious_index + 1))
-    has_threshold = any(c in card.thresholds for c in ("malignant", "cancer"))
+    has_threshold = suspicious_class(analysis.class_names) in card.thresholds
     fig = slice_score_figure(analysis.probabilities[:, pos], current=current - 1,
                              suspicious=analysis.most_suspicious_index,
                              threshold=analysis.threshold if has_threshold else None,
@@ -407,7 +195,7 @@ def show_result(series: Series, analysis: CaseAnalysis, card: ModelCard) -> None
     review_form(analysis)
 
 
-def show_slice(series: Series, analysis: CaseAnalysis, card: ModelCard, index: int) -> None:
+def show_slice(series: Series, analysis: Analysis, card: ModelCard, index: int) -> None:
     """One slice in the chosen window, its probabilities, and the Grad-CAM overlay."""
     options = window_options(series)
     if st.session_state.get("window_preset") not in options:
@@ -423,7 +211,7 @@ def show_slice(series: Series, analysis: CaseAnalysis, card: ModelCard, index: i
     alpha = g2.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_opacity")
     classes = list(analysis.class_names)
     default_cls = analysis.labels[index] if index < len(analysis.labels) and analysis.labels[index] in classes \
-        else classes[analysis.positive_index]
+        else classes[analysis.suspicious_index]
     cam_class = g3.selectbox("Heatmap class", classes, index=classes.index(default_cls), key="gradcam_class")
     left, right = st.columns(2)
     caption = f"Slice {index + 1} of {len(series.slices)} · {sl.source} · C {window.center:g} / W {window.width:g} HU"
@@ -442,7 +230,7 @@ def show_slice(series: Series, analysis: CaseAnalysis, card: ModelCard, index: i
         st.caption("HU are estimated from the picture's grey values (JPG/PNG exports carry no HU).")
 
 
-def explanation_png(series: Series, analysis: CaseAnalysis, index: int, cls: str, picture: np.ndarray,
+def explanation_png(series: Series, analysis: Analysis, index: int, cls: str, picture: np.ndarray,
                     alpha: float) -> bytes | None:
     """PNG of the Grad-CAM overlay on the displayed view (heatmap cached per slice and class)."""
     from core.explain import overlay, to_png
@@ -458,7 +246,7 @@ def explanation_png(series: Series, analysis: CaseAnalysis, index: int, cls: str
     return to_png(overlay(picture, cache[key], alpha=alpha))
 
 
-def review_form(analysis: CaseAnalysis) -> None:
+def review_form(analysis: Analysis) -> None:
     """The reader's own read; stored with the seconds since the AI result was first shown."""
     st.subheader("Your read")
     saved = st.session_state.get("_saved_review")
@@ -483,11 +271,12 @@ def review_form(analysis: CaseAnalysis) -> None:
     if missing:
         st.error("Please choose your " + ", ".join(missing) + " before saving.")
         return
-    review_id = save_review(user, analysis, finding=finding, agreement=agreement, confidence=int(confidence),
-                            heatmap_helpful=None if helpful in (None, "not used") else int(helpful), comment=comment)
-    seconds = time.time() - analysis.opened_at
+    saved = get_reading_service().save_read(
+        analysis.inference_id, reader_id=user.id, finding=finding, agreement=agreement, confidence=int(confidence),
+        heatmap_helpful=None if helpful in (None, "not used") else int(helpful), comment=comment,
+        opened_at=st.session_state.get("_opened_at", time.time()))
     st.session_state["_saved_review"] = (
-        f"Read saved (review {review_id}, {seconds:.0f} s after the AI result was shown). "
+        f"Read saved (review {saved.review_id}, {saved.seconds_to_decision:.0f} s after the AI result was shown). "
         "Saving again replaces your read; the earlier one stays in the history.")
     st.success(st.session_state["_saved_review"])
 
@@ -535,8 +324,9 @@ def body(user: SessionUser) -> None:
         return
     key = analysis_key(study, series, card)
     analyses = _cache("_analyses")
+    service = get_reading_service()
     if key not in analyses:
-        stored = stored_analysis(user, study, series, card)
+        stored = service.stored_analysis(study, series, card)
         if stored is not None:
             analyses[key] = stored
     if key not in analyses:
@@ -544,7 +334,7 @@ def body(user: SessionUser) -> None:
             return
         with st.status(f"Analysing {len(series.slices)} slice(s) with {card.id}...", expanded=True) as status:
             bar = st.progress(0.0, text="loading the model")
-            analyses[key] = run_analysis(user, study, series, card, progress=_progress_callback(bar))
+            analyses[key] = service.analyse(study, series, card, user_id=user.id, progress=_progress_callback(bar))
             status.update(label=f"Analysed {len(series.slices)} slice(s) with {card.id}", state="complete",
                           expanded=False)
         while len(analyses) > 8:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import Role
 from dashboard.components import SessionUser, error_boundary, sign_in
 from dashboard.resources import get_session_factory
-from db.repository import authenticate, create_user, has_users
+from db.services import authenticate, create_first_admin, first_run
 
 
 def first_run_form() -> None:
@@ -29,10 +28,8 @@ def first_run_form() -> None:
         if pw1 != pw2:
             st.error("The two passwords differ; type the same password twice.")
             return
-        with get_session_factory().begin() as s:
-            user = create_user(s, username, display, Role.ADMIN, pw1)
-            session_user = SessionUser.from_row(user)
-        sign_in(session_user)
+        account = create_first_admin(get_session_factory(), username, display, pw1)
+        sign_in(SessionUser.from_row(account))
         st.rerun()
 
 
@@ -46,13 +43,11 @@ def sign_in_form() -> None:
         password = st.text_input("Password", type="password", key="signin_password")
         submitted = st.form_submit_button("Sign in", key="signin_submit", type="primary")
     if submitted:
-        with get_session_factory().begin() as s:
-            user = authenticate(s, username, password)
-            session_user = SessionUser.from_row(user) if user is not None else None
-        if session_user is None:
+        account = authenticate(get_session_factory(), username, password)
+        if account is None:
             st.error("Wrong username or password, or the account is deactivated. Try again or ask an admin.")
             return
-        sign_in(session_user)
+        sign_in(SessionUser.from_row(account))
         st.rerun()
 
 
@@ -61,9 +56,7 @@ def render() -> None:
     st.title("LungReview")
     st.caption("AI second reader for lung cancer on chest CT (normal / benign / malignant): research use only.")
     with error_boundary("Sign in"):
-        with get_session_factory(read_only=True).begin() as s:
-            first_run = not has_users(s)
-        if first_run:
+        if first_run(get_session_factory(read_only=True)):
             first_run_form()
         else:
             sign_in_form()

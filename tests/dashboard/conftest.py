@@ -9,8 +9,6 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core.config import Role
-
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PASSWORD = "correct-horse-9"
 
@@ -53,17 +51,9 @@ def factory(app_env):
 def users(factory):
     """One active user per role; returns {role value: SessionUser}."""
     from dashboard.components import SessionUser
-    from db.repository import create_user
+    from tests.factories.users import create_one_per_role
 
-    out = {}
-    with factory.begin() as s:
-        admin = create_user(s, "admin", "Ada Admin", Role.ADMIN, PASSWORD)
-        out["admin"] = SessionUser.from_row(admin)
-        for role, name in ((Role.RADIOLOGIST, "Rita Radiologist"), (Role.LEAD, "Lee Lead"),
-                           (Role.COORDINATOR, "Cora Coordinator")):
-            u = create_user(s, role.value, name, role, PASSWORD, actor=admin)
-            out[role.value] = SessionUser.from_row(u)
-    return out
+    return {role: SessionUser.from_row(row) for role, row in create_one_per_role(factory, PASSWORD).items()}
 
 
 def make_app(user=None, timeout: float = 30) -> AppTest:
@@ -151,22 +141,35 @@ def registry_env(app_env, tiny_registry, monkeypatch):
 
 
 def seed_read(factory, users, *, model_id: str = "tiny_a", finding: str = "malignant", agreement: str = "agree",
-              ai_label: str = "malignant", content: bytes = b"study-1") -> int:
-    """Store one study, one inference of ``model_id`` (2 slices) and the radiologist's read; returns the study id."""
+              ai_label: str = "malignant", content: bytes = b"study-1", series: str = "series-1",
+              description: str = "CT chest") -> int:
+    """Store one study (found again by ``content``), its series ``series`` (added when new), one
+    inference of ``model_id`` on it (2 slices) and the radiologist's read; returns the study id."""
     import hashlib
 
     from core.imaging import study_key_for
-    from db.repository import add_inference, add_review, add_study
+    from db.repository import (
+        add_inference,
+        add_review,
+        add_series,
+        add_study,
+        find_series,
+        find_study_by_hash,
+    )
 
     probs = [[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]] if ai_label == "malignant" else [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1]]
+    content_hash = hashlib.sha256(content).hexdigest()
     with factory.begin() as s:
-        study = add_study(s, study_key=study_key_for(content.decode()), modality="CT", n_series=1, n_slices=2,
-                          source_kind="dicom", content_hash=hashlib.sha256(content).hexdigest(),
-                          uploaded_by=users["radiologist"].id)
-        inf = add_inference(s, study_id=study.id, model_id=model_id, model_sha256="a" * 64, slice_probabilities=probs,
-                            series_result={"series_label": ai_label, "series_score": 0.7,
+        study = find_study_by_hash(s, content_hash) or add_study(
+            s, study_key=study_key_for(content.decode()), modality="CT", n_series=1, n_slices=2,
+            source_kind="dicom", content_hash=content_hash, uploaded_by=users["radiologist"].id)
+        key = study_key_for(f"{content.decode()}:{series}")
+        row = find_series(s, study.id, key) or add_series(s, study_id=study.id, series_key=key, modality="CT",
+                                                          n_slices=2, description=description)
+        inf = add_inference(s, series_id=row.id, model_id=model_id, model_sha256="a" * 64, slice_probabilities=probs,
+                            series_result={"finding": ai_label, "is_ood": False, "series_score": 0.7,
                                            "class_names": ["normal", "benign", "malignant"]},
                             threshold=0.5, ood=False, latency_ms=12.0)
-        add_review(s, study_id=study.id, inference_id=inf.id, reader=users["radiologist"].id, finding=finding,
+        add_review(s, inference_id=inf.id, reader=users["radiologist"].id, finding=finding,
                    agreement=agreement, confidence=4, heatmap_helpful=3, comment="", seconds_to_decision=30.0)
         return study.id

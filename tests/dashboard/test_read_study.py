@@ -1,19 +1,18 @@
-"""Tests for dashboard/views/read_study.py: upload handling, AI result, review, re-upload, roles."""
+"""Tests for dashboard/views/read_study.py: the page as a user sees it (upload, AI result, review,
+re-upload, roles, windows). The workflow's rules (limits, analyse-or-reuse, superseding reads)
+are tested on the service itself in tests/db/test_reading.py."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from core.imaging import ImagingError
-from dashboard.views.read_study import read_upload
 from db.analytics import current_reads
-from db.repository import count_rows
+from db.reading import NOT_APPLICABLE, read_upload
+from db.repository import count_rows, worklist
 from tests.dashboard.conftest import make_app, open_page, texts
 
 
@@ -32,37 +31,6 @@ def _upload(at, files: dict[str, bytes]):
     return at.run()
 
 
-class TestReadUpload:
-    def test_jpgs_become_one_picture_series(self, isolated_settings, jpgs):
-        result = read_upload(list(jpgs.items()), limit_mb=50)
-        assert result.problems == []
-        assert [len(se.slices) for se in result.series] == [2]
-        assert result.series[0].source_kind == "jpg" and result.series[0].hu_is_estimated
-
-    def test_bad_file_is_a_problem_and_good_files_are_read(self, isolated_settings, jpgs):
-        items = [*jpgs.items(), ("notes.txt", b"this is not an image")]
-        result = read_upload(items, limit_mb=50)
-        assert [p.name for p in result.problems] == ["notes.txt"]
-        assert len(result.series[0].slices) == 2
-
-    def test_file_over_the_limit_is_refused_by_name(self, isolated_settings, jpgs):
-        big = ("huge.zip", b"\0" * (2 * 1024 * 1024 + 1))
-        result = read_upload([*jpgs.items(), big], limit_mb=2)
-        assert result.problems[0].name == "huge.zip"
-        assert "over the 2 MB upload limit" in result.problems[0].message
-
-    def test_nothing_readable_raises_imaging_error(self, isolated_settings):
-        with pytest.raises(ImagingError, match="neither|not|cannot|could"):
-            read_upload([("a.txt", b"hello")], limit_mb=2)
-
-    def test_zip_of_dicom_is_read(self, isolated_settings):
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as zf:
-            zf.write(get_testdata_file("CT_small.dcm"), "series/CT_small.dcm")
-        result = read_upload([("study.zip", buf.getvalue())], limit_mb=5)
-        assert result.series[0].source_kind == "dicom" and result.series[0].modality == "CT"
-
-
 class TestPage:
     def test_coordinator_is_refused_and_sees_no_uploader(self, registry_env, users):
         at = open_page(make_app(users["coordinator"]), "read_study.py")
@@ -76,8 +44,11 @@ class TestPage:
         assert at.selectbox(key="model_id").value == "tiny_a"
         at.button(key="analyse").click().run()
         assert not at.exception, at.exception
-        ai = [m for m in at.metric if m.label == "AI result"]
-        assert ai and ai[0].value in ("normal", "benign", "malignant") or "not applicable" in ai[0].value
+        with factory.begin() as s:
+            stored = worklist(s).iloc[0]
+        ai = [m.value for m in at.metric if m.label == "AI result"]
+        assert ai == [NOT_APPLICABLE if stored["ood"] else stored["ai_label"]]
+        assert stored["ai_label"] in ("normal", "benign", "malignant")
         probs = next(d.value for d in at.dataframe if "probability" in d.value.columns)
         assert list(probs["class"]) == ["normal", "benign", "malignant"]
         np.testing.assert_allclose(probs["probability"].sum(), 1.0, atol=0.01)
@@ -140,8 +111,6 @@ class TestPage:
         ai = next(m for m in at.metric if m.label == "AI result")
         assert ai.value.startswith("not applicable")
         with factory.begin() as s:
-            from db.repository import worklist
-
             wl = worklist(s)
         assert bool(wl.loc[0, "ood"]) and wl.loc[0, "ai_label"] in ("normal", "benign", "malignant")
 
@@ -149,8 +118,9 @@ class TestPage:
         at = open_page(make_app(users["radiologist"]), "read_study.py")
         at = _upload(at, jpgs)
         at.button(key="analyse").click().run()
-        analysis = next(iter(at.session_state["_analyses"].values()))
-        target = analysis.most_suspicious_index + 1
+        shown = next(m.value for m in at.metric if m.label == "Most suspicious slice")
+        target = int(shown.split(" of ")[0])
+        assert shown == f"{target} of 2"
         other = 2 if target == 1 else 1
         at.slider(key="slice_no").set_value(other).run()
         assert at.slider(key="slice_no").value == other

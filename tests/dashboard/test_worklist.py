@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dashboard.views.worklist import ai_label_text, positive_column, stored_class_names
+from core.decision import suspicious_index
+from dashboard.views.worklist import ai_label_text
+from db.services import stored_class_names
 from tests.dashboard.conftest import make_app, open_page, seed_read, texts
 
 
@@ -11,13 +13,14 @@ class TestHelpers:
         assert ai_label_text("malignant", False) == "malignant"
         assert ai_label_text("malignant", True).startswith("not applicable")
 
-    def test_positive_column_prefers_malignant_then_cancer(self):
-        assert positive_column(["normal", "benign", "malignant"]) == 2
-        assert positive_column(["cancer", "other"]) == 0
+    def test_suspicious_column_prefers_malignant_then_cancer_then_the_last(self):
+        assert suspicious_index(["normal", "benign", "malignant"]) == 2
+        assert suspicious_index(["cancer", "other"]) == 0
+        assert suspicious_index(["negative", "positive"]) == 1
 
     def test_stored_class_names_fall_back_to_three_classes(self):
-        assert stored_class_names({}, 3) == ["normal", "benign", "malignant"]
-        assert stored_class_names({"class_names": ["a", "b"]}, 2) == ["a", "b"]
+        assert stored_class_names({}, 3) == ("normal", "benign", "malignant")
+        assert stored_class_names({"class_names": ["a", "b"]}, 2) == ("a", "b")
 
 
 class TestPage:
@@ -50,6 +53,20 @@ class TestPage:
         assert f"Study {study_id}" in page and "Images are not stored" in page
         assert "AI result: **malignant**" in page
         assert at.button(key="wl_reupload").label == "Re-upload this study on Read a study"
+
+    def test_a_study_with_two_series_has_one_row_per_series_read(self, app_env, users, factory):
+        study_id = seed_read(factory, users, finding="benign", description="CT chest 8 mm")
+        seed_read(factory, users, finding="normal", ai_label="normal", series="series-2", description="CT soft")
+        at = open_page(make_app(users["lead"]), "worklist.py")
+        assert not at.exception
+        table = next(d.value for d in at.dataframe if "ai_result" in d.value.columns)
+        assert sorted(zip(table["series"], table["finding"], table["ai_result"], strict=True)) == [
+            ("CT chest 8 mm", "benign", "malignant"), ("CT soft", "normal", "normal")]
+        assert "1 studies, 2 series, 2 current reads" in texts(at)
+        at.selectbox(key="wl_open").set_value(study_id).run()
+        page = texts(at)
+        assert "CT chest 8 mm · **tiny_a** · AI result: **malignant**" in page
+        assert "CT soft · **tiny_a** · AI result: **normal**" in page
 
     def test_empty_database_says_how_studies_appear(self, app_env, users):
         at = open_page(make_app(users["radiologist"]), "worklist.py")

@@ -6,6 +6,7 @@ import pytest
 
 from db import repository as repo
 from db.session import make_engine, make_session_factory
+from tests.factories.users import create_cast
 
 
 @pytest.fixture(autouse=True)
@@ -29,11 +30,5 @@ def factory(engine):
 
 @pytest.fixture()
 def people(factory):
-    """ids of: admin, two radiologists, a lead, a coordinator."""
-    with factory.begin() as s:
-        admin = repo.create_user(s, "admin", "Ada Admin", "admin", "admin-pass-1")
-        ids = {"admin": admin.id}
-        for name, role in [("rad1", "radiologist"), ("rad2", "radiologist"), ("rad3", "radiologist"),
-                           ("lead", "lead"), ("coord", "coordinator")]:
-            ids[name] = repo.create_user(s, name, f"Dr {name}", role, f"{name}-pass-1", actor=admin).id
-    return ids
+    """ids of: admin, three radiologists, a lead, a coordinator (``tests.factories.users.CAST``)."""
+    return create_cast(factory)

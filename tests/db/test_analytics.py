@@ -13,7 +13,7 @@ from sqlalchemy import select
 from db import analytics
 from db import repository as repo
 from db.schema import AuditEvent
-from tests.db.factories import new_study
+from tests.db.factories import new_inference, new_study, sha
 
 # Reader (rows) against AI (columns), order normal, benign, malignant; 10 cases.
 #          AI:N AI:B AI:M   row
@@ -149,6 +149,22 @@ class TestFleissKappaTable:
         assert table.to_dict("records") == [
             {"n_readers_per_study": 3, "n_studies": 4, "kappa": pytest.approx(5 / 11)}
         ]
+
+    def test_a_reader_counts_once_per_series_and_each_series_is_a_subject(self, factory, people):
+        with factory.begin() as s:
+            study, inf = new_study(s, people["admin"], "two")
+            other = repo.add_series(s, study_id=study.id, series_key=sha("second")[:32], modality="CT", n_slices=2)
+            inf_other = new_inference(s, other.id)
+            inf_model2 = new_inference(s, inf.series_id, model_id="resnet")
+            for reader in (people["rad1"], people["rad2"]):
+                add_review(s, study, inf, reader, "malignant")
+                add_review(s, study, inf_other, reader, "normal")
+            add_review(s, study, inf_model2, people["rad1"], "malignant")  # same series, another model
+        with factory() as s:
+            table = analytics.fleiss_kappa_table(s)
+        assert table[["n_readers_per_study", "n_studies"]].to_dict("records") == [
+            {"n_readers_per_study": 2, "n_studies": 2}]
+        assert table["kappa"].item() == pytest.approx(1.0)
 
 
 def give_feedback(factory, people):

@@ -65,3 +65,123 @@ class TestPostgresqlSql:
         assert "CREATE TABLE reviews" in sql
         assert "FOR EACH ROW EXECUTE FUNCTION lungreview_refuse_change()" in sql
         assert "RAISE(ABORT" not in sql and "PRAGMA" not in sql
+
+
+class TestSeriesMigration:
+    """A database written by the schema of 0001 (no series) keeps every read through 0002_series."""
+
+    @staticmethod
+    def _old_database(tmp_path):
+        """Schema 0001 holding: 2 users, study A (2 series, 3 inferences: one has no series key)
+        and study B (an inference stored without a series key), 4 reviews (one supersedes)."""
+        import json
+
+        engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}", migrate=False)
+        upgrade(engine, "0001")
+        now = "2026-11-30 10:00:00.000000"
+        key1, key2 = "a" * 32, "b" * 32
+        probs2 = json.dumps([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+        probs3 = json.dumps([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.3, 0.3, 0.4]])
+        with engine.begin() as conn:
+            for uid, name, role in ((1, "admin", "admin"), (2, "rad1", "radiologist")):
+                conn.execute(text("INSERT INTO users (id, username, display_name, role, password_hash, created_at, "
+                                  "active) VALUES (:i, :n, :n, :r, 'x', :t, 1)"), {"i": uid, "n": name, "r": role,
+                                                                                  "t": now})
+            for sid, content in ((1, "c" * 64), (2, "d" * 64)):
+                conn.execute(text("INSERT INTO studies (id, study_key, modality, n_series, n_slices, source_kind, "
+                                  "uploaded_by, uploaded_at, content_hash) VALUES (:i, :k, 'CT', 2, 5, 'dicom', 2, "
+                                  ":t, :h)"), {"i": sid, "k": f"{sid}" * 32, "t": now, "h": content})
+            inferences = [  # id, study, series_result JSON, probabilities, label
+                (1, 1, {"series_label": "malignant", "series_score": 0.7, "series_key": key1,
+                        "series_description": "CT chest 8 mm"}, probs2, "malignant"),
+                (2, 1, {"series_label": "normal", "series_score": 0.4, "series_key": key2,
+                        "series_description": "CT chest soft"}, probs3, "normal"),
+                (3, 1, {"series_label": "benign", "series_score": 0.5, "series_key": key1,
+                        "inference_series_label": "out-of-distribution"}, probs2, "benign"),
+                (4, 2, {"series_label": "malignant", "series_score": 0.7}, probs2, "malignant"),
+            ]
+            for iid, sid, result, probs, label in inferences:
+                conn.execute(text("INSERT INTO inferences (id, study_id, model_id, model_sha256, slice_probabilities, "
+                                  "series_result, ai_label, series_score, threshold, ood, latency_ms, created_by, "
+                                  "created_at) VALUES (:i, :s, 'm1', :sha, :p, :r, :l, 0.5, 0.5, 0, 10.0, 2, :t)"),
+                             {"i": iid, "s": sid, "sha": "e" * 64, "p": probs, "r": json.dumps(result), "l": label,
+                              "t": now})
+            reviews = [  # id, study, inference, finding, agreement, supersedes
+                (1, 1, 1, "benign", "partly", None), (2, 1, 1, "malignant", "agree", 1),
+                (3, 1, 2, "normal", "agree", None), (4, 2, 4, "malignant", "agree", None),
+            ]
+            for rid, sid, iid, finding, agreement, sup in reviews:
+                conn.execute(text("INSERT INTO reviews (id, study_id, inference_id, reader_id, finding, agreement, "
+                                  "confidence, heatmap_helpful, comment, seconds_to_decision, supersedes_id, "
+                                  "created_at) VALUES (:i, :s, :inf, 2, :f, :a, 4, NULL, '', 12.5, :sup, :t)"),
+                             {"i": rid, "s": sid, "inf": iid, "f": finding, "a": agreement, "sup": sup, "t": now})
+        return engine
+
+    @staticmethod
+    def _reads(conn) -> list[tuple]:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT id, study_id, inference_id, reader_id, finding, agreement, confidence, supersedes_id "
+            "FROM reviews ORDER BY id"))]
+
+    def test_upgrade_keeps_every_read_and_links_it_to_its_series(self, tmp_path):
+        engine = self._old_database(tmp_path)
+        try:
+            with engine.connect() as conn:
+                before = self._reads(conn)
+            upgrade(engine)
+            with engine.connect() as conn:
+                assert self._reads(conn) == before
+                assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+                series = {r.id: r for r in conn.execute(text(
+                    "SELECT id, study_id, series_key, modality, n_slices, description, spacing_z_mm FROM series"))}
+                linked = dict(conn.execute(text("SELECT id, series_id FROM inferences")).all())
+                read_series = dict(conn.execute(text(
+                    "SELECT r.id, i.series_id FROM reviews r JOIN inferences i ON i.id = r.inference_id")).all())
+            assert len(series) == 3  # study 1: two keys; study 2: one legacy series
+            by_key = {(r.study_id, r.series_key): r for r in series.values()}
+            s1, s2 = by_key[(1, "a" * 32)], by_key[(1, "b" * 32)]
+            assert (s1.modality, s1.n_slices, s1.description, s1.spacing_z_mm) == ("CT", 2, "CT chest 8 mm", None)
+            assert (s2.n_slices, s2.description) == (3, "CT chest soft")
+            legacy = next(r for r in series.values() if r.study_id == 2)
+            assert len(legacy.series_key) == 32 and legacy.series_key not in ("a" * 32, "b" * 32)
+            assert linked == {1: s1.id, 2: s2.id, 3: s1.id, 4: legacy.id}
+            assert read_series == {1: s1.id, 2: s1.id, 3: s2.id, 4: legacy.id}
+        finally:
+            engine.dispose()
+
+    def test_migrated_reads_are_current_where_they_were_and_new_reads_supersede(self, tmp_path):
+        from db import repository as repo
+        from db.session import make_session_factory
+
+        engine = self._old_database(tmp_path)
+        try:
+            upgrade(engine)
+            factory = make_session_factory(engine)
+            with factory.begin() as s:
+                assert [r.id for r in repo.current_reviews(s)] == [2, 3, 4]
+                assert repo.latest_inference(s, 1, "m1").id == 3  # series 1 holds inferences 1 and 3
+                new = repo.add_review(s, inference_id=1, reader=2, finding="benign", agreement="disagree",
+                                      confidence=2, seconds_to_decision=3.0)
+                assert new.supersedes_id == 2
+        finally:
+            engine.dispose()
+
+    def test_downgrade_to_0001_keeps_the_reads_and_upgrades_again(self, tmp_path):
+        engine = self._old_database(tmp_path)
+        try:
+            with engine.connect() as conn:
+                before = self._reads(conn)
+            upgrade(engine)
+            downgrade(engine, "0001")
+            with engine.connect() as conn:
+                assert "series" not in inspect(engine).get_table_names()
+                assert "series_id" not in {c["name"] for c in inspect(engine).get_columns("inferences")}
+                assert self._reads(conn) == before
+                assert conn.execute(text("SELECT count(*) FROM inferences")).scalar() == 4
+            assert triggers(engine) >= {"trg_reviews_no_update", "trg_reviews_no_delete"}
+            upgrade(engine)
+            with engine.connect() as conn:
+                assert self._reads(conn) == before
+                assert conn.execute(text("SELECT count(*) FROM series")).scalar() == 3
+        finally:
+            engine.dispose()

@@ -65,7 +65,10 @@ class TestNoIdentifiersInTheDatabase:
                                  n_series=len(study.series), n_slices=sum(len(se.slices) for se in study.series),
                                  source_kind=study.source_kind, content_hash=study.content_hash,
                                  uploaded_by=people["rad1"])
-            inf = repo.add_inference(s, study_id=row.id, model_id="basic-cnn-v1", model_sha256="0" * 64,
+            series_row = repo.add_series(s, study_id=row.id, series_key=series.series_key, modality=series.modality,
+                                         n_slices=len(series.slices), spacing_mm=series.spacing_mm,
+                                         description=series.description)
+            inf = repo.add_inference(s, series_id=series_row.id, model_id="basic-cnn-v1", model_sha256="0" * 64,
                                      slice_probabilities=[[0.2, 0.3, 0.5]], threshold=0.5, ood=False,
                                      latency_ms=3.0, user=people["rad1"],
                                      series_result={"series_label": "malignant", "series_score": 0.5,

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from db import repository as repo
 from db.schema import AuditEvent, Review, User
-from tests.db.factories import new_study, sha
+from tests.db.factories import new_inference, new_study, sha
 
 
 def counts(factory) -> dict[str, int]:
@@ -167,15 +167,15 @@ class TestAddInference:
         with factory.begin() as s:
             study, inf = new_study(s, people["rad1"], "a", ai_label="benign")
         with factory() as s:
-            got = repo.latest_inference(s, study.id, "basic-cnn-v1")
+            got = repo.latest_inference(s, inf.series_id, "basic-cnn-v1")
             assert got.id == inf.id and got.ai_label == "benign" and got.ood is False
             assert np.allclose(got.slice_probabilities, [[0.1, 0.8, 0.1]] * 2)
 
     def test_numpy_inputs_are_accepted(self, factory, people):
         with factory.begin() as s:
-            study, _ = new_study(s, people["rad1"], "a")
+            _, first = new_study(s, people["rad1"], "a")
             inf = repo.add_inference(
-                s, study_id=study.id, model_id="m2", model_sha256=sha("m2"),
+                s, series_id=first.series_id, model_id="m2", model_sha256=sha("m2"),
                 slice_probabilities=np.full((2, 3), 1 / 3, dtype=np.float32), threshold=np.float32(0.3),
                 ood=np.array([False, True]), latency_ms=np.float64(5.5),
                 series_result={"series_label": "normal", "series_score": np.float32(0.4),
@@ -185,7 +185,7 @@ class TestAddInference:
     @pytest.mark.parametrize(
         "change, error, fragment",
         [
-            ({"study_id": 999}, repo.NotFoundError, "no study"),
+            ({"series_id": 999}, repo.NotFoundError, "no series"),
             ({"slice_probabilities": [[0.5, 1.5]]}, repo.ValidationError, "from 0 to 1"),
             ({"slice_probabilities": [0.5, 0.5]}, repo.ValidationError, "shape"),
             ({"series_result": {"series_label": "cancer", "series_score": 0.5}}, repo.ValidationError,
@@ -197,9 +197,9 @@ class TestAddInference:
     )
     def test_refuses_bad_values(self, factory, people, change, error, fragment):
         with factory.begin() as s:
-            study, _ = new_study(s, people["rad1"], "a")
+            _, first = new_study(s, people["rad1"], "a")
         before = counts(factory)
-        kwargs = dict(study_id=study.id, model_id="m", model_sha256=sha("m"), slice_probabilities=[[0.2, 0.8]],
+        kwargs = dict(series_id=first.series_id, model_id="m", model_sha256=sha("m"), slice_probabilities=[[0.2, 0.8]],
                       series_result={"series_label": "benign", "series_score": 0.8}, threshold=0.5, ood=False,
                       latency_ms=1.0)
         kwargs.update(change)
@@ -212,12 +212,12 @@ class TestLatestInference:
     def test_returns_the_newest_of_the_model_or_none(self, factory, people):
         with factory.begin() as s:
             study, first = new_study(s, people["rad1"], "a")
-            second = repo.add_inference(s, study_id=study.id, model_id="basic-cnn-v1", model_sha256=sha("x"),
+            second = repo.add_inference(s, series_id=first.series_id, model_id="basic-cnn-v1", model_sha256=sha("x"),
                                         slice_probabilities=[[0.1, 0.9]], threshold=0.5, ood=False, latency_ms=1,
                                         series_result={"series_label": "benign", "series_score": 0.9})
         with factory() as s:
-            assert repo.latest_inference(s, study.id, "basic-cnn-v1").id == second.id > first.id
-            assert repo.latest_inference(s, study.id, "unknown-model") is None
+            assert repo.latest_inference(s, first.series_id, "basic-cnn-v1").id == second.id > first.id
+            assert repo.latest_inference(s, first.series_id, "unknown-model") is None
 
 
 def review_kwargs(study, inf, reader, **change):
@@ -252,7 +252,7 @@ class TestAddReview:
             assert history[1].supersedes_id == first.id
             current = repo.current_reviews(s, study_id=study.id)
             assert {r.id for r in current} == {second.id, other.id}
-            assert repo.current_review(s, study.id, people["rad1"]).id == second.id
+            assert repo.current_review(s, inf.id, people["rad1"]).id == second.id
 
     @pytest.mark.parametrize(
         "change, error, fragment",
@@ -337,6 +337,87 @@ class TestWorklist:
             assert repo.worklist(s, model_id="no-such-model").empty
             with pytest.raises(repo.ValidationError, match="Unknown finding"):
                 repo.worklist(s, finding="tumour")
+
+
+class TestAddSeries:
+    def test_series_of_a_study_are_stored_once_per_key(self, factory, people):
+        with factory.begin() as s:
+            study, inf = new_study(s, people["rad1"], "a")
+            second = repo.add_series(s, study_id=study.id, series_key=sha("second")[:32], modality="ct",
+                                     n_slices=3, spacing_mm=(None, 0.5, 0.5), description="  soft  ")
+        with factory() as s:
+            got = repo.get_series(s, second.id)
+            assert (got.modality, got.n_slices, got.spacing_mm, got.description) == ("CT", 3, (None, 0.5, 0.5),
+                                                                                     "soft")
+            assert repo.find_series(s, study.id, sha("second")[:32]).id == second.id
+            assert repo.find_series(s, study.id, sha("third")[:32]) is None
+            assert inf.series_id != second.id
+
+    @pytest.mark.parametrize(
+        "change, error, fragment",
+        [
+            ({"series_key": "1.2.840.113619.2.55"}, repo.ValidationError, "pseudonymous"),
+            ({"series_key": sha("seriesa")[:32]}, repo.ValidationError, "already has this series"),
+            ({"n_slices": 0}, repo.ValidationError, "Number of slices"),
+            ({"spacing_mm": (0.0, 1.0, 1.0)}, repo.ValidationError, "Spacing z must be a positive"),
+            ({"spacing_mm": (1.0, 1.0)}, repo.ValidationError, "Spacing must be"),
+            ({"description": "x" * 257}, repo.ValidationError, "too long"),
+            ({"study_id": 999}, repo.NotFoundError, "no study"),
+        ],
+    )
+    def test_refuses_bad_values_and_writes_nothing(self, factory, people, change, error, fragment):
+        with factory.begin() as s:
+            study, _ = new_study(s, people["rad1"], "a")
+        before = counts(factory)
+        kwargs = dict(study_id=study.id, series_key=sha("new")[:32], modality="CT", n_slices=2)
+        kwargs.update(change)
+        with factory() as s, pytest.raises(error, match=fragment):
+            repo.add_series(s, **kwargs)
+        assert counts(factory) == before
+
+
+class TestSeriesReads:
+    def test_a_read_of_another_series_does_not_supersede(self, factory, people):
+        with factory.begin() as s:
+            study, inf1 = new_study(s, people["rad1"], "a")
+            other = repo.add_series(s, study_id=study.id, series_key=sha("b2")[:32], modality="CT", n_slices=2)
+            inf2 = new_inference(s, other.id, ai_label="normal")
+            r1 = repo.add_review(s, **review_kwargs(study, inf1, people["rad1"]))
+            r2 = repo.add_review(s, **review_kwargs(study, inf2, people["rad1"], finding="normal"))
+        with factory() as s:
+            assert r2.supersedes_id is None
+            assert [r.id for r in repo.current_reviews(s, study_id=study.id)] == [r1.id, r2.id]
+            assert [r.id for r in repo.current_reviews(s, series_id=other.id)] == [r2.id]
+
+    def test_worklist_has_one_row_per_series_read(self, factory, people):
+        with factory.begin() as s:
+            study, inf1 = new_study(s, people["rad1"], "a")
+            other = repo.add_series(s, study_id=study.id, series_key=sha("b2")[:32], modality="CT", n_slices=2,
+                                    description="CT soft")
+            inf2 = new_inference(s, other.id, ai_label="normal")
+            repo.add_review(s, **review_kwargs(study, inf1, people["rad1"]))
+            repo.add_review(s, **review_kwargs(study, inf2, people["rad1"], finding="normal", agreement="agree"))
+            repo.add_review(s, **review_kwargs(study, inf2, people["rad2"], finding="benign", agreement="disagree"))
+        with factory() as s:
+            wl = repo.worklist(s)
+        assert len(wl) == 3
+        by_series = wl.groupby("series_id")["review_id"].count().to_dict()
+        assert by_series == {inf1.series_id: 1, other.id: 2}
+        row1 = wl[wl["series_id"] == inf1.series_id].iloc[0]
+        assert (row1["ai_label"], row1["finding"], row1["inference_id"]) == ("malignant", "malignant", inf1.id)
+        assert set(wl.loc[wl["series_id"] == other.id, "finding"]) == {"normal", "benign"}
+        assert set(wl.loc[wl["series_id"] == other.id, "series_description"]) == {"CT soft"}
+
+    def test_find_inference_matches_bytes_series_and_model_file(self, factory, people):
+        with factory.begin() as s:
+            _, inf = new_study(s, people["rad1"], "a")
+        same = dict(content_hash=sha("contenta"), series_key=sha("seriesa")[:32], model_id="basic-cnn-v1",
+                    model_sha256=sha("basic-cnn-v1"))
+        with factory() as s:
+            assert repo.find_inference(s, **same).id == inf.id
+            for change in ({"content_hash": sha("contentb")}, {"series_key": sha("seriesb")[:32]},
+                           {"model_id": "other"}, {"model_sha256": sha("retrained")}):
+                assert repo.find_inference(s, **{**same, **change}) is None
 
 
 class TestAddFeedback:
