@@ -43,6 +43,7 @@ from core.imaging import (
 from core.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
 from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
 from dashboard.resources import get_predictor, get_session_factory
+from dashboard.views import pacs
 from db.repository import add_inference, add_review, add_study, find_study_by_hash, latest_inference
 
 MB = 1024 * 1024
@@ -492,8 +493,8 @@ def review_form(analysis: CaseAnalysis) -> None:
     st.success(st.session_state["_saved_review"])
 
 
-def body(user: SessionUser) -> None:
-    """The read-a-study page."""
+def _read_from_upload() -> ReadResult | None:
+    """The upload widget and what the upload held; None until something is uploaded."""
     limit = upload_limit_mb()
     files = st.file_uploader("Upload DICOM files, a ZIP or JPG/PNG slices", accept_multiple_files=True,
                              key="upload", help="A whole series: all its DICOM files, or one ZIP.")
@@ -501,7 +502,7 @@ def body(user: SessionUser) -> None:
                "Files are read in memory and not stored; only a pseudonymous study key is kept.")
     if not files:
         st.info("Upload a study to start: DICOM files of one or more series, a ZIP of them, or JPG/PNG slices.")
-        return
+        return None
     upload_key, items = _uploaded_items(files)
     reads = _cache("_reads")
     if upload_key not in reads:
@@ -509,7 +510,14 @@ def body(user: SessionUser) -> None:
             reads[upload_key] = read_upload(items, limit)
         while len(reads) > 2:
             reads.popitem(last=False)
-    result: ReadResult = reads[upload_key]
+    return reads[upload_key]
+
+
+def body(user: SessionUser) -> None:
+    """The read-a-study page."""
+    result = pacs.read_from_pacs() if pacs.choose_source() == pacs.SOURCE_PACS else _read_from_upload()
+    if result is None:
+        return
     show_problems(result.problems)
     studies = result.studies
     study = studies[0]
@@ -553,6 +561,7 @@ def body(user: SessionUser) -> None:
     analysis = analyses[key]
     _reset_case(key, analysis)
     show_result(series, analysis, card)
+    pacs.export_section(user, series, analysis)
 
 
 if __name__ == "__main__":
