@@ -62,7 +62,9 @@ def _exported_series(server, study_uid: str) -> dict[str, list[str]]:
     return out
 
 
-def test_no_source_choice_without_a_pacs(registry_env, users):
+def test_no_source_choice_without_a_pacs(registry_env, users, monkeypatch):
+    monkeypatch.delenv("LUNGREVIEW_DICOMWEB_URL", raising=False)
+    get_settings.cache_clear()
     at = open_page(make_app(users["radiologist"]), "read_study.py")
     assert not at.exception and "study_source" not in [r.key for r in at.radio]
 
@@ -120,3 +122,62 @@ def test_wrong_password_is_a_message_not_a_traceback(pacs_env, users, monkeypatc
     at = _search(open_page(make_app(users["radiologist"]), "read_study.py"), "Lung_Dx-A0002")
     assert not at.exception
     assert "refused the user name or password" in "\n".join(e.value for e in at.error)
+
+
+def _retrieve_fails(at, factory) -> str:
+    """Click "Retrieve series"; return the page's error text after checking nothing recorded changed."""
+    from db.repository import count_rows
+
+    with factory.begin() as s:
+        before = count_rows(s)
+    at.button(key="pacs_retrieve").click().run()
+    assert not at.exception, at.exception
+    with factory.begin() as s:
+        assert count_rows(s) == before
+    assert "analyse" not in [b.key for b in at.button]
+    return "\n".join(e.value for e in at.error)
+
+
+def test_study_deleted_between_search_and_retrieval(pacs_env, users, factory):
+    from pydicom.uid import generate_uid
+
+    from tests.dashboard.conftest import seed_read
+
+    seed_read(factory, users)  # something already recorded
+    server = pacs_env[0]
+    client = PacsClient(server.dicomweb_url, server.user, server.password)
+    study, series = generate_uid(), generate_uid()
+    copies = []
+    for p in sorted(SERIES_DIR.glob("*.dcm"))[:3]:
+        ds = pydicom.dcmread(p)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = study, series, "GONE-SOON"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        copies.append(ds)
+    client.store(copies)
+    at = _search(open_page(make_app(users["radiologist"]), "read_study.py"), "GONE-SOON")
+    assert at.selectbox(key="pacs_series").options[0].endswith("3 images")
+    server.rest("DELETE", server.rest("POST", "/tools/lookup", data=study).json()[0]["Path"])
+    assert "may have been deleted" in _retrieve_fails(at, factory)
+
+
+def test_pacs_stopped_before_retrieval(registry_env, users, factory, tmp_path, monkeypatch):
+    from core import config
+    from tests.core.orthanc import skip_or_fail_without_orthanc, start_orthanc
+
+    skip_or_fail_without_orthanc()
+    server = start_orthanc(tmp_path / "orthanc")
+    try:
+        PacsClient(server.dicomweb_url, server.user, server.password).store_bytes(
+            p.read_bytes() for p in sorted(SERIES_DIR.glob("*.dcm"))[:2])
+        monkeypatch.setenv("LUNGREVIEW_DICOMWEB_URL", server.dicomweb_url)
+        monkeypatch.setenv("LUNGREVIEW_DICOMWEB_USER", server.user)
+        monkeypatch.setenv("LUNGREVIEW_DICOMWEB_PASSWORD", server.password)
+        monkeypatch.setenv("LUNGREVIEW_DICOMWEB_TIMEOUT_S", "3")
+        config.get_settings.cache_clear()
+        at = _search(open_page(make_app(users["radiologist"]), "read_study.py"), "Lung_Dx-A0002")
+        assert at.selectbox(key="pacs_series").options
+        server.stop()
+        assert "did not answer" in _retrieve_fails(at, factory)
+    finally:
+        server.stop()
+        config.get_settings.cache_clear()
