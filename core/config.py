@@ -169,7 +169,8 @@ def _uid_root_from_env() -> str:
     if not raw.endswith("."):
         raw += "."
     # PS3.5 9.1: digits and dots, no leading zero in a component; leave room for a suffix (64 chars max)
-    if not all(c.isdigit() for c in raw.replace(".", "")) or ".." in raw or len(raw) > 40 or raw.startswith("."):
+    parts = raw[:-1].split(".")
+    if len(raw) > 40 or not all(p.isdigit() and (p == "0" or not p.startswith("0")) for p in parts):
         raise ValueError(f"LUNGREVIEW_UID_ROOT must be a dotted-number UID root of at most 40 characters, got {raw!r}")
     return raw
 

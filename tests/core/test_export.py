@@ -228,3 +228,22 @@ def test_send_to_orthanc_and_find_the_new_series(case, orthanc):  # noqa: F811
     np.testing.assert_array_equal(back_sc.pixel_array, sc.pixel_array)
     assert back_sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert back_sr.VerificationFlag == "UNVERIFIED" and MODEL in _content_texts(back_sr)
+
+
+def test_uid_root_setting(case, monkeypatch):
+    from core import config
+
+    _, _, _, _, source, rgb = case
+    monkeypatch.setenv("LUNGREVIEW_UID_ROOT", "1.2.3.4")
+    config.get_settings.cache_clear()
+    try:
+        sc = secondary_capture(source, rgb, MODEL)
+        assert sc.SeriesInstanceUID.startswith("1.2.3.4.") and sc.SOPInstanceUID.startswith("1.2.3.4.")
+        assert len(sc.SOPInstanceUID) <= 64
+        for bad in ("1.2.x", "1..2", ".1.2", "1.02.3", "1" * 50):
+            monkeypatch.setenv("LUNGREVIEW_UID_ROOT", bad)
+            with pytest.raises(ValueError, match="LUNGREVIEW_UID_ROOT"):
+                config.load_settings()
+    finally:
+        monkeypatch.delenv("LUNGREVIEW_UID_ROOT")
+        config.get_settings.cache_clear()
