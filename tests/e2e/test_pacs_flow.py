@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
+import zipfile
 
 import pydicom
 import pytest
 
 from core.dicomweb import PacsClient
+from core.registry import default_model_id
 from tests.core.orthanc import orthanc  # noqa: F401
 from tests.e2e.test_review_flow import LONG, _input, _nav, _radio, _wait_idle
 
@@ -47,7 +50,7 @@ def app_server(pacs_env, app_server):
 
 def test_from_pacs_search_analyse_read_and_send(pacs_env, app_server, browser, shot):
     server, client, study_uid = pacs_env
-    base, _ = app_server
+    base, var = app_server
     ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
     page = ctx.new_page()
     try:
@@ -66,6 +69,16 @@ def test_from_pacs_search_analyse_read_and_send(pacs_env, app_server, browser, s
     sr = pydicom.dcmread(io.BytesIO(server.rest("GET", f"/instances/{instance['ID']}/file").content))
     assert sr.StudyInstanceUID == study_uid and sr.VerificationFlag == "UNVERIFIED"
     assert "Reader finding" in str(sr) and "Pilot Admin" in str(sr)
+    con = sqlite3.connect(var / "e2e.db")
+    try:
+        events = con.execute("SELECT detail FROM audit_events WHERE action = 'export' ORDER BY id").fetchall()
+        n_studies = con.execute("SELECT count(*) FROM studies").fetchone()[0]
+    finally:
+        con.close()
+    assert [d for (d,) in events] == [f"{where}: 2 DICOM object(s) (OT, SR) of model {model}"
+                                     for where in ("download", "pacs")
+                                     for model in [default_model_id()]]
+    assert n_studies == 1
 
 
 def _flow(page, base, shot) -> None:
@@ -100,6 +113,12 @@ def _flow(page, base, shot) -> None:
     _radio(page, "Your confidence (1 = very unsure, 5 = certain)", "4")
     page.get_by_role("button", name="Save my read").click()
     page.get_by_text("Read saved").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+
+    with page.expect_download(timeout=LONG) as download:
+        page.get_by_role("button", name="Download DICOM").click()
+    with zipfile.ZipFile(download.value.path()) as zf:
+        assert zf.namelist() == ["OT_01.dcm", "SR_02.dcm"]
     _wait_idle(page)
 
     send = page.get_by_role("button", name="Send to PACS")
