@@ -21,6 +21,7 @@ refusal by the server.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ __all__ = [
     "StudyNotFoundError",
     "patient_name_pattern",
 ]
+
+# dicomweb-client logs request URLs, which hold Study/Series/SOP Instance UIDs, at INFO and DEBUG;
+# LungReview keeps identifiers out of its logs, so only its warnings and errors pass.
+logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 
 #: Attempts per request (first try included) for connection failures and 408/429/503/504 answers;
 #: waits between attempts grow exponentially from :data:`RETRY_WAIT_MS` (dicomweb-client's retrying).
