@@ -268,7 +268,7 @@ class PacsClient:
             (``requests`` connect/read timeout); default ``get_settings().dicomweb_timeout_s``.
 
     Raises:
-        ValueError: url is blank or not http(s).
+        ValueError: url is blank, not http(s), or holds credentials (``user:password@host``).
     """
 
     def __init__(self, url: str, user: str | None = None, password: str | None = None,
@@ -276,6 +276,9 @@ class PacsClient:
         url = (url or "").strip().rstrip("/")
         if not re.match(r"^https?://", url):
             raise ValueError(f"the DICOMweb URL must start with http:// or https://, got {url!r}")
+        if "@" in url.split("/")[2]:
+            raise ValueError("the DICOMweb URL holds a user name or password: give them in "
+                             "LUNGREVIEW_DICOMWEB_USER / LUNGREVIEW_DICOMWEB_PASSWORD instead")
         self.url = url
         session = _Session()
         if user:

@@ -186,6 +186,13 @@ def test_study_deleted_between_search_and_retrieval(pacs):
         client.retrieve_series(hits[0].study_instance_uid, series[0].series_instance_uid)
 
 
+def test_url_must_be_http_and_hold_no_credentials():
+    for bad in ("", "ftp://pacs/dicom-web", "https://me:secret@pacs.example.org/dicom-web"):
+        with pytest.raises(ValueError, match="DICOMweb URL"):
+            PacsClient(bad)
+    assert "secret" not in repr(PacsClient("https://pacs.example.org/dicom-web/", "me", "secret"))
+
+
 def test_unreachable_server():
     client = PacsClient("http://127.0.0.1:9/dicom-web", "u", "p", timeout_s=2)
     with pytest.raises(PacsUnreachableError, match="did not answer"):
