@@ -9,8 +9,9 @@ Not a page of its own (``dashboard/app.py`` does not list it): ``read_study`` ca
   (test id ``pacs_results``), selectors "PACS study" and "PACS series", button "Retrieve series"
   with a progress bar; it returns the same ``core.imaging.ReadResult`` an upload gives;
 * :func:`export_section` - subheader "DICOM export", number input "Slice for the Secondary
-  Capture", buttons "Download DICOM" (ZIP of SC + SR) and "Send to PACS" (STOW-RS; success text
-  starts with "Sent to the PACS"). Each download or send is an "export" audit event
+  Capture", button "Prepare DICOM export" (builds the objects, so reading a study costs nothing
+  extra until an export is wanted), then buttons "Download DICOM" (ZIP of SC + SR) and "Send to
+  PACS" (STOW-RS; success text starts with "Sent to the PACS"). Each download or send is an "export" audit event
   (``db.exports.record_export``).
 
 What the PACS returns from a search, and the pixel-free headers of a retrieved or uploaded series
@@ -273,6 +274,11 @@ def export_section(user: SessionUser, series: Series, analysis: Any) -> None:
     bundles = _cache("_export_bundles", 4)
     bundle_key = (analysis.key, index, read)
     if bundle_key not in bundles:
+        if any(k[0] == analysis.key for k in bundles):
+            st.caption("The slice or your read changed since the DICOM export was prepared: prepare it again "
+                       "(a new report; anything sent before stays in the PACS).")
+        if not st.button("Prepare DICOM export", key="export_prepare"):
+            return
         try:
             ai = ai_result(series, analysis)
             previous = st.session_state.get("_export_last_sr", {}).get(analysis.key)

@@ -82,8 +82,9 @@ def test_from_pacs_search_retrieve_analyse_read_and_send(pacs_env, users, factor
     at.button(key="analyse").click().run()
     assert not at.exception, at.exception
     assert any(m.label == "AI result" for m in at.metric)
-    assert "DICOM export" in texts(at)
-
+    assert "DICOM export" in texts(at) and "export_send" not in [b.key for b in at.button]
+    at.button(key="export_prepare").click().run()
+    assert not at.exception, at.exception
     at.button(key="export_send").click().run()
     assert not at.exception, at.exception
     assert "Sent to the PACS: 2 object(s)" in texts(at)
@@ -96,6 +97,8 @@ def test_from_pacs_search_retrieve_analyse_read_and_send(pacs_env, users, factor
     at.radio(key="review_confidence").set_value(3)
     at.button(key="review_submit").click().run()
     assert "Read saved" in texts(at)
+    assert "prepare it again" in texts(at)
+    at.button(key="export_prepare").click().run()
     at.button(key="export_send").click().run()
     assert not at.exception, at.exception
     again = _exported_series(server, study_uid)

@@ -115,6 +115,9 @@ def _flow(page, base, shot) -> None:
     page.get_by_text("Read saved").first.wait_for(timeout=60_000)
     _wait_idle(page)
 
+    page.get_by_role("button", name="Prepare DICOM export").click()
+    page.get_by_role("button", name="Download DICOM").wait_for(timeout=LONG)
+    _wait_idle(page)
     with page.expect_download(timeout=LONG) as download:
         page.get_by_role("button", name="Download DICOM").click()
     with zipfile.ZipFile(download.value.path()) as zf:
