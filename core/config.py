@@ -19,6 +19,16 @@ environment variable           default
 ``LUNGREVIEW_RUNTIME``         ``auto``: probabilities from OpenVINO when it is installed and
                                agrees with Keras within 1e-4, else TensorFlow; ``openvino``
                                or ``tensorflow`` force one (see ``core/runtime.py``)
+``LUNGREVIEW_DICOMWEB_URL``    unset: no PACS. The DICOMweb root of the PACS (QIDO/WADO/STOW
+                               below it), e.g. ``https://pacs.example.org/dicom-web``
+``LUNGREVIEW_DICOMWEB_USER``,  HTTP basic credentials for the PACS; read by the dashboard from
+``LUNGREVIEW_DICOMWEB_         the environment or ``.streamlit/secrets.toml`` and passed to
+PASSWORD``                     ``core.dicomweb.PacsClient``; never in ``Settings``, the database
+                               or the logs
+``LUNGREVIEW_DICOMWEB_         ``30`` seconds to connect and per answer part (PACS requests)
+TIMEOUT_S``
+``LUNGREVIEW_UID_ROOT``        ``1.2.826.0.1.3680043.8.498.`` (pydicom's root): UID prefix of the
+                               series and instances LungReview exports (``core/export.py``)
 =============================  ==========================================================
 """
 
@@ -149,6 +159,22 @@ def _runtime_from_env() -> str:
     return raw
 
 
+#: pydicom's UID root (``pydicom.uid.PYDICOM_ROOT_UID``), used when ``LUNGREVIEW_UID_ROOT`` is unset.
+#: A hospital should set its own registered root (PS3.5 9.1: UIDs are "<org root>.<suffix>").
+DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.8.498."
+
+
+def _uid_root_from_env() -> str:
+    raw = (os.environ.get("LUNGREVIEW_UID_ROOT") or DEFAULT_UID_ROOT).strip()
+    if not raw.endswith("."):
+        raw += "."
+    # PS3.5 9.1: digits and dots, no leading zero in a component; leave room for a suffix (64 chars max)
+    parts = raw[:-1].split(".")
+    if len(raw) > 40 or not all(p.isdigit() and (p == "0" or not p.startswith("0")) for p in parts):
+        raise ValueError(f"LUNGREVIEW_UID_ROOT must be a dotted-number UID root of at most 40 characters, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """All run-time settings (see the module docstring for variables and defaults)."""
@@ -161,6 +187,10 @@ class Settings:
     max_zip_mb: int
     max_pixels: int
     runtime: str = "auto"
+    # PACS (DICOMweb) and DICOM export; credentials are deliberately not settings (see module doc)
+    dicomweb_url: str | None = None
+    dicomweb_timeout_s: int = 30
+    uid_root: str = DEFAULT_UID_ROOT
 
     @property
     def iq_othnccd_dir(self) -> Path:
@@ -197,8 +227,8 @@ def load_settings() -> Settings:
     """Read settings from the environment now (uncached; tests use this after monkeypatching).
 
     Raises:
-        ValueError: a numeric variable is not a positive whole number, or ``LUNGREVIEW_RUNTIME``
-            is not one of :data:`RUNTIMES`.
+        ValueError: a numeric variable is not a positive whole number, ``LUNGREVIEW_RUNTIME``
+            is not one of :data:`RUNTIMES`, or ``LUNGREVIEW_UID_ROOT`` is not a UID root.
     """
     var_dir = _path_from_env("LUNGREVIEW_VAR_DIR", REPO_ROOT / "var")
     db_url = os.environ.get("LUNGREVIEW_DB_URL") or f"sqlite:///{var_dir / 'lungreview.db'}"
@@ -211,6 +241,9 @@ def load_settings() -> Settings:
         max_zip_mb=_int_from_env("LUNGREVIEW_MAX_ZIP_MB", 2048),
         max_pixels=_int_from_env("LUNGREVIEW_MAX_PIXELS", 40_000_000),
         runtime=_runtime_from_env(),
+        dicomweb_url=(os.environ.get("LUNGREVIEW_DICOMWEB_URL") or "").strip() or None,
+        dicomweb_timeout_s=_int_from_env("LUNGREVIEW_DICOMWEB_TIMEOUT_S", 30),
+        uid_root=_uid_root_from_env(),
     )
 
 

@@ -34,6 +34,7 @@ from core.imaging import ReadResult, Series, view
 from core.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
 from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
 from dashboard.resources import get_predictor, get_reading_service
+from dashboard.views import pacs
 from db.reading import Analysis, analysis_key, read_upload
 
 PRESET_LABELS: dict[str, str] = {
@@ -281,8 +282,8 @@ def review_form(analysis: Analysis) -> None:
     st.success(st.session_state["_saved_review"])
 
 
-def body(user: SessionUser) -> None:
-    """The read-a-study page."""
+def _read_from_upload() -> ReadResult | None:
+    """The upload widget and what the upload held; None until something is uploaded."""
     limit = upload_limit_mb()
     files = st.file_uploader("Upload DICOM files, a ZIP or JPG/PNG slices", accept_multiple_files=True,
                              key="upload", help="A whole series: all its DICOM files, or one ZIP.")
@@ -290,7 +291,7 @@ def body(user: SessionUser) -> None:
                "Files are read in memory and not stored; only a pseudonymous study key is kept.")
     if not files:
         st.info("Upload a study to start: DICOM files of one or more series, a ZIP of them, or JPG/PNG slices.")
-        return
+        return None
     upload_key, items = _uploaded_items(files)
     reads = _cache("_reads")
     if upload_key not in reads:
@@ -298,7 +299,14 @@ def body(user: SessionUser) -> None:
             reads[upload_key] = read_upload(items, limit)
         while len(reads) > 2:
             reads.popitem(last=False)
-    result: ReadResult = reads[upload_key]
+    return reads[upload_key]
+
+
+def body(user: SessionUser) -> None:
+    """The read-a-study page."""
+    result = pacs.read_from_pacs() if pacs.choose_source() == pacs.SOURCE_PACS else _read_from_upload()
+    if result is None:
+        return
     show_problems(result.problems)
     studies = result.studies
     study = studies[0]
@@ -343,6 +351,7 @@ def body(user: SessionUser) -> None:
     analysis = analyses[key]
     _reset_case(key, analysis)
     show_result(series, analysis, card)
+    pacs.export_section(user, series, analysis)
 
 
 if __name__ == "__main__":
