@@ -19,6 +19,10 @@ environment variable           default
 ``LUNGREVIEW_RUNTIME``         ``auto``: probabilities from OpenVINO when it is installed and
                                agrees with Keras within 1e-4, else TensorFlow; ``openvino``
                                or ``tensorflow`` force one (see ``core/runtime.py``)
+``LUNGREVIEW_SESSION_IDLE_MIN``  ``30`` minutes without a request after which a sign-in ends
+``LUNGREVIEW_SESSION_MAX_HOURS`` ``12`` hours after sign-in at which a sign-in ends regardless
+``LUNGREVIEW_STORE_MAX_MB``    ``2048`` MiB the study store (``<var>/store``) may hold before it
+                               evicts the least recently used series (``core/store.py``)
 =============================  ==========================================================
 """
 
@@ -161,6 +165,14 @@ class Settings:
     max_zip_mb: int
     max_pixels: int
     runtime: str = "auto"
+    session_idle_min: int = 30
+    session_max_hours: int = 12
+    store_max_mb: int = 2048
+
+    @property
+    def store_dir(self) -> Path:
+        """The study store's folder (``core/store.py``): ``var_dir / "store"``."""
+        return self.var_dir / "store"
 
     @property
     def iq_othnccd_dir(self) -> Path:
@@ -211,6 +223,9 @@ def load_settings() -> Settings:
         max_zip_mb=_int_from_env("LUNGREVIEW_MAX_ZIP_MB", 2048),
         max_pixels=_int_from_env("LUNGREVIEW_MAX_PIXELS", 40_000_000),
         runtime=_runtime_from_env(),
+        session_idle_min=_int_from_env("LUNGREVIEW_SESSION_IDLE_MIN", 30),
+        session_max_hours=_int_from_env("LUNGREVIEW_SESSION_MAX_HOURS", 12),
+        store_max_mb=_int_from_env("LUNGREVIEW_STORE_MAX_MB", 2048),
     )
 
 
