@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import Role
+from dashboard.auth import remember_sign_in
 from dashboard.components import SessionUser, error_boundary, sign_in
 from dashboard.resources import get_session_factory
 from db.repository import authenticate, create_user, has_users
@@ -33,6 +34,7 @@ def first_run_form() -> None:
             user = create_user(s, username, display, Role.ADMIN, pw1)
             session_user = SessionUser.from_row(user)
         sign_in(session_user)
+        remember_sign_in(session_user)
         st.rerun()
 
 
@@ -53,6 +55,7 @@ def sign_in_form() -> None:
             st.error("Wrong username or password, or the account is deactivated. Try again or ask an admin.")
             return
         sign_in(session_user)
+        remember_sign_in(session_user)
         st.rerun()
 
 
