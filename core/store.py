@@ -251,6 +251,33 @@ class SeriesStore:
         self.evict(keep={key})
         return key
 
+    def _read(self, key: str, index: int | None) -> tuple[dict[str, Any], list[np.ndarray]]:
+        """(metadata, HU arrays) of ``key``: every slice, or only slice ``index``."""
+        path = self.path(key)
+        if not path.is_file():
+            raise StoreMissError(f"No series is stored under {key}; read its files again.")
+        try:
+            with h5py.File(path, "r", locking=False) as h5:
+                meta = json.loads(h5.attrs["meta"], object_hook=_decode)
+                if meta.get("format") != FORMAT_VERSION:
+                    raise ValueError(f"format version {meta.get('format')!r}")
+                n = len(meta["slices"])
+                if index is not None and not 0 <= index < n:
+                    raise IndexError(f"slice {index} of a {n}-slice series")
+                wanted = range(n) if index is None else [index]
+                hus = [h5["hu"][f"{i:05d}"][()].astype(np.float32) for i in wanted]
+        except IndexError as exc:
+            raise StoreError(f"The stored series {key} has no {exc}.") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if not path.exists():  # evicted between the check and the open
+                raise StoreMissError(f"No series is stored under {key}; read its files again.") from exc
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise StoreMissError(f"The stored series {key} could not be read ({exc}) and was removed; "
+                                 "read its files again.") from exc
+        self._touch(path)
+        return meta, hus
+
     def get(self, key: str) -> Series:
         """The series stored under ``key``, as it was put (``Slice.sop_instance_uid`` is None).
 
@@ -261,25 +288,24 @@ class SeriesStore:
             StoreMissError: nothing (readable) is stored under ``key``; an unreadable file is deleted.
             StoreError: a malformed key.
         """
-        path = self.path(key)
-        if not path.is_file():
-            raise StoreMissError(f"No series is stored under {key}; read its files again.")
-        try:
-            with h5py.File(path, "r", locking=False) as h5:
-                meta = json.loads(h5.attrs["meta"], object_hook=_decode)
-                if meta.get("format") != FORMAT_VERSION:
-                    raise ValueError(f"format version {meta.get('format')!r}")
-                hus = [h5["hu"][f"{i:05d}"][()].astype(np.float32) for i in range(len(meta["slices"]))]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            if not path.exists():  # evicted between the check and the open
-                raise StoreMissError(f"No series is stored under {key}; read its files again.") from exc
-            with contextlib.suppress(OSError):
-                path.unlink()
-            raise StoreMissError(f"The stored series {key} could not be read ({exc}) and was removed; "
-                                 "read its files again.") from exc
-        self._touch(path)
+        meta, hus = self._read(key, None)
         slices = [Slice(hu=hu, **fields) for hu, fields in zip(hus, meta["slices"], strict=True)]
         return Series(slices=slices, **meta["series"])
+
+    def get_slice(self, key: str, index: int) -> Slice:
+        """Slice ``index`` (0-based, series order) of the series under ``key``, reading only that slice.
+
+        For scrolling through a stored series without loading all of it.
+
+        Returns:
+            ``core.imaging.Slice``; ``hu`` float32 (y, x) in HU.
+
+        Raises:
+            StoreMissError: nothing (readable) is stored under ``key``.
+            StoreError: a malformed key, or no slice ``index`` in the series.
+        """
+        meta, hus = self._read(key, int(index))
+        return Slice(hu=hus[0], **meta["slices"][int(index)])
 
     def delete(self, key: str) -> bool:
         """Remove the series stored under ``key``; True when there was one."""
@@ -361,6 +387,11 @@ def get_series(key: str) -> Series:
     return SeriesStore.from_settings().get(key)
 
 
+def get_slice(key: str, index: int) -> Slice:
+    """One slice from the app's store (:meth:`SeriesStore.get_slice`)."""
+    return SeriesStore.from_settings().get_slice(key, index)
+
+
 def has_series(key: str) -> bool:
     """True when the app's store holds ``key`` (:meth:`SeriesStore.has`)."""
     return SeriesStore.from_settings().has(key)
@@ -381,6 +412,7 @@ def series_bytes(series: Series) -> int:
 
 
 __all__ = [
-    "FORMAT_VERSION", "SeriesStore", "StoreEntry", "StoreError", "StoreMissError", "get_series", "has_series",
+    "FORMAT_VERSION", "SeriesStore", "StoreEntry", "StoreError", "StoreMissError", "get_series", "get_slice",
+    "has_series",
     "list_keys", "put_series", "series_bytes", "store_key",
 ]

@@ -95,6 +95,18 @@ class TestRoundTrip:
             assert key == store_key(tcia_study.content_hash, series.series_key) and store.has(key)
             assert_same_series(store.get(key), series)
 
+    def test_one_slice_can_be_read_alone(self, tmp_path, tcia_study):
+        store = SeriesStore(tmp_path / "store", 10**9)
+        series = tcia_study.series[0]
+        key = store.put(series, tcia_study.content_hash)
+        got = store.get_slice(key, 17)
+        want = series.slices[17]
+        np.testing.assert_array_equal(got.hu, want.hu)
+        assert got.hu.dtype == np.float32 and got.source == want.source
+        assert got.position_mm == want.position_mm and got.windows == want.windows
+        with pytest.raises(StoreError, match="no slice 30"):
+            store.get_slice(key, 30)
+
     def test_ct_hu_are_stored_as_int16_and_compressed(self, tmp_path, tcia_study):
         store = SeriesStore(tmp_path / "store", 10**9)
         series = tcia_study.series[0]
