@@ -18,8 +18,11 @@ A session is valid while all of these hold (checked by :func:`check_session` on 
 A check that finds a session expired or idle ends it in the same transaction (``ended_reason``
 idle / expired / user-inactive), so a stale token is refused for good. Both limits come from
 ``core.config.Settings`` (``LUNGREVIEW_SESSION_IDLE_MIN``, ``LUNGREVIEW_SESSION_MAX_HOURS``);
-OWASP's Session Management Cheat Sheet ("Session Expiration") recommends both an idle and an
-absolute timeout, 15-30 minutes idle for applications handling sensitive data.
+OWASP's Session Management Cheat Sheet ("Session Expiration") asks for both an idle and an
+absolute timeout (idle: 2-5 minutes for high-value applications, 15-30 for low-risk ones), and
+OWASP ASVS 4.0 requirement 3.3.2 for re-authentication at intervals even while a session is in
+use. The defaults, 30 minutes idle and 12 hours in all (one long reading shift), are this
+project's choice; shorten them where local policy asks for it.
 
 Two layers, as elsewhere in ``db``: functions that take a ``Session`` and never commit
 (:func:`create_session`, :func:`check_session`, :func:`end_session_row`, :func:`end_user_session_rows`,
