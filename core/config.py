@@ -29,6 +29,10 @@ PASSWORD``                     ``core.dicomweb.PacsClient``; never in ``Settings
 TIMEOUT_S``
 ``LUNGREVIEW_UID_ROOT``        ``1.2.826.0.1.3680043.8.498.`` (pydicom's root): UID prefix of the
                                series and instances LungReview exports (``core/export.py``)
+``LUNGREVIEW_SESSION_IDLE_MIN``  ``30`` minutes without a request after which a sign-in ends
+``LUNGREVIEW_SESSION_MAX_HOURS`` ``12`` hours after sign-in at which a sign-in ends regardless
+``LUNGREVIEW_STORE_MAX_MB``    ``2048`` MiB the study store (``<var>/store``) may hold before it
+                               evicts the least recently used series (``core/store.py``)
 =============================  ==========================================================
 """
 
@@ -191,6 +195,14 @@ class Settings:
     dicomweb_url: str | None = None
     dicomweb_timeout_s: int = 30
     uid_root: str = DEFAULT_UID_ROOT
+    session_idle_min: int = 30
+    session_max_hours: int = 12
+    store_max_mb: int = 2048
+
+    @property
+    def store_dir(self) -> Path:
+        """The study store's folder (``core/store.py``): ``var_dir / "store"``."""
+        return self.var_dir / "store"
 
     @property
     def iq_othnccd_dir(self) -> Path:
@@ -244,6 +256,9 @@ def load_settings() -> Settings:
         dicomweb_url=(os.environ.get("LUNGREVIEW_DICOMWEB_URL") or "").strip() or None,
         dicomweb_timeout_s=_int_from_env("LUNGREVIEW_DICOMWEB_TIMEOUT_S", 30),
         uid_root=_uid_root_from_env(),
+        session_idle_min=_int_from_env("LUNGREVIEW_SESSION_IDLE_MIN", 30),
+        session_max_hours=_int_from_env("LUNGREVIEW_SESSION_MAX_HOURS", 12),
+        store_max_mb=_int_from_env("LUNGREVIEW_STORE_MAX_MB", 2048),
     )
 
 

@@ -44,20 +44,26 @@ PAGES: tuple[tuple[str, str, str, str, frozenset[Role], str], ...] = (
 
 
 def _sign_out_clicked(user_id: int) -> None:
+    from dashboard.auth import forget_sign_in
     from dashboard.resources import get_session_factory
     from db.services import record_sign_out
 
     with error_boundary("sign-out"):
         record_sign_out(get_session_factory(), user_id)
+    with error_boundary("sign-out"):
+        forget_sign_in()
     sign_out()
 
 
 def main() -> None:
     """Build the navigation for the current user and run the selected page."""
     st.set_page_config(page_title="LungReview", page_icon=":material/pulmonology:", layout="wide")
+    from dashboard.auth import restore_or_check, write_pending_cookie
     from dashboard.resources import get_session_factory
     from db.services import list_accounts
 
+    with error_boundary("sign-in"):
+        restore_or_check()
     users = None
     with error_boundary("start-up"):
         users = list_accounts(get_session_factory(read_only=True))
@@ -66,6 +72,7 @@ def main() -> None:
         st.stop()
     user = refresh_user(users)
     sidebar(user)
+    write_pending_cookie()
     if user is None:
         # Every page's address leads to the sign-in form (no "page not found" after signing out;
         # a deep link opens its page once the user has signed in).

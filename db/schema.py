@@ -342,3 +342,46 @@ def _refuse_change(kind: str):
 for _cls in (Review, AuditEvent):
     event.listen(_cls, "before_update", _refuse_change("UPDATE"))
     event.listen(_cls, "before_delete", _refuse_change("DELETE"))
+
+
+class SessionEndReason(StrEnum):
+    """Why an :class:`AuthSession` ended (``auth_sessions.ended_reason``)."""
+
+    SIGN_OUT = "sign-out"
+    IDLE = "idle"
+    EXPIRED = "expired"
+    ENDED_BY_ADMIN = "ended-by-admin"
+    USER_INACTIVE = "user-inactive"
+
+
+class AuthSession(Base):
+    """A sign-in that outlives the browser tab: one row per issued session token.
+
+    The browser holds the token (``secrets.token_urlsafe(32)``: 256 random bits) in a cookie;
+    this table holds only ``token_hash``, its SHA-256 hex digest, so a copy of the database gives
+    no usable token. A session is valid while ``revoked_at`` is NULL, ``expires_at`` (absolute
+    lifetime) has not passed and ``last_seen_at`` is recent enough (idle timeout; see
+    ``db.auth_sessions``). Ending a session sets ``revoked_at`` and ``ended_reason``.
+    """
+
+    __tablename__ = "auth_sessions"
+    __table_args__ = (
+        CheckConstraint(f"ended_reason IS NULL OR {_in('ended_reason', SessionEndReason)}", name="ended_reason"),
+        CheckConstraint("(revoked_at IS NULL) = (ended_reason IS NULL)", name="revoked_has_reason"),
+        CheckConstraint("length(token_hash) = 64", name="token_hash_length"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utc_now)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    ended_reason: Mapped[str | None] = mapped_column(String(16))
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:
+        return (f"AuthSession(id={self.id!r}, user_id={self.user_id!r}, expires_at={self.expires_at!r}, "
+                f"ended_reason={self.ended_reason!r})")

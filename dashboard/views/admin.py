@@ -2,7 +2,8 @@
 
 Browser: a table of users; form "Create a user" with "Username", "Display name", "Role",
 "Password" and the button "Create user" (success: "Created user ..."); form "Change a user" with
-"User", "Role", "Active" and the button "Save changes".
+"User", "Role", "Active" and the button "Save changes"; under it the number of the user's active
+sign-ins and the button "End all sign-ins of this user".
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import streamlit as st
 from core.config import Role
 from dashboard.components import ADMIN_ROLES, SessionUser, flash, role_label, run_page
 from dashboard.resources import get_session_factory
+from db.auth_sessions import count_active_sessions, end_user_sessions
 from db.services import change_account, create_account, list_accounts
 
 ROLES: tuple[str, ...] = tuple(r.value for r in Role)
@@ -61,6 +63,14 @@ def body(user: SessionUser) -> None:
             flash(f"Saved: {current.username} is now {role_label(new_role)}, "
                   f"{'active' if active else 'deactivated'}.")
             st.rerun()
+
+    n_active = count_active_sessions(get_session_factory(read_only=True), target)
+    st.caption(f"{current.username} is signed in in {n_active} browser session(s).")
+    if st.button("End all sign-ins of this user", key=f"end_sessions_{target}", disabled=n_active == 0,
+                 help="Every browser where this user is signed in goes back to the sign-in page at its next click."):
+        ended = end_user_sessions(get_session_factory(), user.id, target)
+        flash(f"Ended {ended} sign-in(s) of {current.username}; they must sign in again.")
+        st.rerun()
 
 
 if __name__ == "__main__":

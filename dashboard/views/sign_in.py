@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.auth import remember_sign_in
 from dashboard.components import SessionUser, error_boundary, sign_in
 from dashboard.resources import get_session_factory
 from db.services import authenticate, create_first_admin, first_run
@@ -29,7 +30,9 @@ def first_run_form() -> None:
             st.error("The two passwords differ; type the same password twice.")
             return
         account = create_first_admin(get_session_factory(), username, display, pw1)
-        sign_in(SessionUser.from_row(account))
+        session_user = SessionUser.from_row(account)
+        sign_in(session_user)
+        remember_sign_in(session_user)
         st.rerun()
 
 
@@ -47,7 +50,9 @@ def sign_in_form() -> None:
         if account is None:
             st.error("Wrong username or password, or the account is deactivated. Try again or ask an admin.")
             return
-        sign_in(SessionUser.from_row(account))
+        session_user = SessionUser.from_row(account)
+        sign_in(session_user)
+        remember_sign_in(session_user)
         st.rerun()
 
 
