@@ -1,0 +1,3 @@
+from core.imaging import main
+
+raise SystemExit(main())
