@@ -16,6 +16,9 @@ environment variable           default
 ``LUNGREVIEW_MAX_UPLOAD_MB``   ``500`` (also ``server.maxUploadSize`` in .streamlit/config.toml)
 ``LUNGREVIEW_MAX_ZIP_MB``      ``2048`` uncompressed bytes a ZIP may expand to
 ``LUNGREVIEW_MAX_PIXELS``      ``40000000`` pixels in one image (frame), about 6300 x 6300
+``LUNGREVIEW_MAX_UPLOAD_PIXELS`` ``200000000`` decoded pixels in one upload, all files together
+                               (about 760 slices of 512 x 512; a colour pixel counts 3 times)
+``LUNGREVIEW_MAX_ZIP_MEMBERS`` ``10000`` files in one ZIP
 ``LUNGREVIEW_RUNTIME``         ``auto``: probabilities from OpenVINO when it is installed and
                                agrees with Keras within 1e-4, else TensorFlow; ``openvino``
                                or ``tensorflow`` force one (see ``core/runtime.py``)
@@ -161,6 +164,9 @@ class Settings:
     max_zip_mb: int
     max_pixels: int
     runtime: str = "auto"
+    # upload limits of core.imaging beyond the three above (see the module docstring)
+    max_upload_pixels: int = 200_000_000
+    max_zip_members: int = 10_000
 
     @property
     def iq_othnccd_dir(self) -> Path:
@@ -211,6 +217,8 @@ def load_settings() -> Settings:
         max_zip_mb=_int_from_env("LUNGREVIEW_MAX_ZIP_MB", 2048),
         max_pixels=_int_from_env("LUNGREVIEW_MAX_PIXELS", 40_000_000),
         runtime=_runtime_from_env(),
+        max_upload_pixels=_int_from_env("LUNGREVIEW_MAX_UPLOAD_PIXELS", 200_000_000),
+        max_zip_members=_int_from_env("LUNGREVIEW_MAX_ZIP_MEMBERS", 10_000),
     )
 
 

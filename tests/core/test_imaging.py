@@ -40,6 +40,7 @@ from core.imaging import (
     summarize,
     view,
 )
+from core.imaging.assembly import natural_key
 from core.windowing import grey_from_picture, window_to_uint8
 from tests.core.dicom_factory import ADDRESS, BIRTH_DATE, COMMENT, PATIENT_ID, PATIENT_NAME, make_dicom
 
@@ -212,13 +213,14 @@ class TestReadPathsBundledDicom:
         assert series.hu.std() > 1.0
         assert series.metadata["transfer_syntax"] == "JPEG 2000 Image Compression"
 
-    def test_jpeg_that_installed_plugins_cannot_decode_names_syntax_and_plugin(self):
-        # JPEG-lossy.dcm is 12-bit JPEG Extended with a marker pylibjpeg rejects; only GDCM reads it
-        with pytest.raises(UnsupportedTransferSyntaxError) as info:
+    def test_jpeg_the_installed_decoder_fails_on_is_damaged_not_install_a_decoder(self):
+        # JPEG-lossy.dcm is 12-bit JPEG Extended with a marker pylibjpeg rejects (only GDCM reads it):
+        # the decoder for the syntax is installed and failed, so no decoder is suggested
+        with pytest.raises(NotAnImageError) as info:
             read_series(bundled("JPEG-lossy.dcm"))
-        assert info.value.transfer_syntax == "JPEG Extended (Process 2 and 4)"
-        assert "gdcm" in info.value.plugin
-        assert "JPEG Extended" in str(info.value) and "uncompressed" in str(info.value)
+        message = str(info.value)
+        assert "damaged compressed pixel data" in message and "JPEG Extended" in message
+        assert "uncompressed" in message and "install" not in message
 
     def test_missing_decoder_plugin_is_named(self, monkeypatch):
         class Unavailable:
@@ -247,7 +249,7 @@ class TestReadPathsBundledDicom:
         assert not np.array_equal(series.hu[0], series.hu[1])
 
     def test_truncated_bundled_file_is_not_an_image(self):
-        with pytest.raises(NotAnImageError, match="truncated or corrupt"):
+        with pytest.raises(NotAnImageError, match="pixel data is shorter .* it is truncated"):
             read_series(bundled("MR_truncated.dcm"))
 
     def test_structured_report_has_no_pixel_data(self):
@@ -435,7 +437,7 @@ class TestReadPathsSynthetic:
         items = [
             ("good.dcm", make_dicom()),
             ("notes.txt", b"hello radiologist"),
-            ("sr.dcm", make_dicom(with_pixels=False)),
+            ("sr.dcm", bundled("reportsi.dcm").read_bytes()),
         ]
         result = read_uploads(items)
         assert len(result.series) == 1
@@ -465,13 +467,18 @@ class TestReadUploadsErrors:
 
     def test_dicom_without_pixel_data_explains_itself(self):
         with pytest.raises(NoPixelDataError) as info:
-            read_uploads([("x.dcm", make_dicom(with_pixels=False))])
+            read_uploads([("x.dcm", bundled("reportsi.dcm").read_bytes())])
         message = str(info.value)
         assert "‘x.dcm’ is DICOM but holds no pixel data" in message and "upload the image series" in message
 
+    def test_image_header_without_pixel_data_is_truncated_not_a_report(self):
+        with pytest.raises(NotAnImageError) as info:
+            read_uploads([("x.dcm", make_dicom(with_pixels=False))])
+        assert "truncated or damaged" in str(info.value) and "structured report" not in str(info.value)
+
     def test_truncated_dicom_is_not_an_image(self):
         data = make_dicom(rows=64, cols=64)
-        with pytest.raises(NotAnImageError, match="truncated or corrupt"):
+        with pytest.raises(NotAnImageError, match="truncated"):
             read_uploads([("cut.dcm", data[: len(data) - 500])])
 
     def test_unsupported_transfer_syntax_names_syntax(self):
@@ -617,7 +624,7 @@ class TestPictures:
         items = [(n, (folder / n).read_bytes()) for n in names]
         result = read_uploads(items)
         assert len(result.studies) == 1 and len(result.series) == 1
-        assert [s.source for s in result.series[0].slices] == sorted(names, key=imaging._natural_key)
+        assert [s.source for s in result.series[0].slices] == sorted(names, key=natural_key)
         assert [s.source for s in result.series[0].slices][:2] == [
             "Bengin case (1).jpg",
             "Bengin case (2).jpg",
