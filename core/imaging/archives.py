@@ -55,7 +55,7 @@ def is_skipped(name: str) -> bool:
     """True for files LungReview ignores on purpose inside folders and ZIPs: ``__MACOSX/``,
     dotfiles, DICOMDIR, LICENSE, README and companion files (:data:`SKIPPED_SUFFIXES`)."""
     parts = PurePosixPath(name.replace("\\", "/")).parts
-    if any(p == "__MACOSX" or p.startswith(".") for p in parts):
+    if any(p == "__MACOSX" or (p.startswith(".") and p not in (".", "..")) for p in parts):
         return True
     base = parts[-1] if parts else name
     stem = base.lower().split(".")[0]

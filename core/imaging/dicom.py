@@ -53,8 +53,8 @@ log = logging.getLogger("lungreview.imaging")
 
 #: Most ``read()`` calls one parse may make (pydicom reads 1-3 times per data element). A CT slice
 #: needs a few hundred, an enhanced multi-frame object with 1000 frames some tens of thousands;
-#: 400,000 (about 1 s of parsing) stops a file of millions of empty elements early.
-MAX_ELEMENT_READS = 400_000
+#: 200,000 (about half a second of parsing on an idle core) stops a file of millions of empty elements early.
+MAX_ELEMENT_READS = 200_000
 #: Most bytes of a DICOM file outside its pixel data (4 MiB; CT headers are 2-100 KB). Sequences of
 #: defined length are parsed when first used, so their size is bounded by this, not by the count above.
 MAX_HEADER_BYTES = 4 << 20
@@ -83,6 +83,8 @@ _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: Attributes of the Image Pixel module (PS3.3 C.7.6.3): a file that has them is an image.
 _IMAGE_KEYWORDS = ("Rows", "Columns", "BitsAllocated")
+#: Modalities whose objects are images (PS3.3 C.7.3.1.1.1); SR, PR, KO, RTPLAN ... are not.
+_IMAGE_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "CR", "DX", "MG", "US", "XA", "RF", "OT", "SC", "IO", "PX"})
 #: Explicit VRs (PS3.5 6.2): the two bytes after a tag in a file without preamble must be one of them.
 _VRS = frozenset(
     b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()
@@ -369,7 +371,7 @@ def _image_geometry(name: str, ds: Dataset, tsyntax: pydicom.uid.UID | None) -> 
             "image series instead."
         )
     if bits not in (8, 16, 32, 64):
-        raise _damaged(name, f"its Bits Allocated is {bits} (8, 16 or 32 expected)")
+        raise _damaged(name, f"its Bits Allocated is {'missing' if bits is None else bits} (8, 16 or 32 expected)")
     if tsyntax is not None and tsyntax.is_compressed:
         return rows, cols, frames, samples
     try:
@@ -392,18 +394,32 @@ def _image_geometry(name: str, ds: Dataset, tsyntax: pydicom.uid.UID | None) -> 
     return rows, cols, frames, samples
 
 
-def _no_pixel_data(name: str, ds: Dataset) -> ImagingError:
-    """The error for a DICOM file without pixel data: truncated image, or a non-image object."""
+def _is_image_object(ds: Dataset) -> bool:
+    """True when the header says "image": Image Pixel attributes (PS3.3 C.7.6.3), an image or dose
+    storage SOP class (PS3.4 B.5), or an imaging modality; a file cut short keeps these."""
     if any(k in ds for k in _IMAGE_KEYWORDS):
+        return True
+    for sop in (_text(ds, "SOPClassUID"), _text(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID")):
+        name = pydicom.uid.UID(sop).name if sop else ""
+        if "Image" in name or "Dose" in name:
+            return True
+    return (_text(ds, "Modality") or "").upper() in _IMAGE_MODALITIES
+
+
+def _no_pixel_data(name: str, ds: Dataset) -> ImagingError:
+    """The error for a DICOM file without pixel data: a truncated image, or a non-image object."""
+    kind = _text(ds, "Modality")
+    if _is_image_object(ds) or (kind is None and _text(ds, "SOPClassUID") is None):
         return NotAnImageError(
             f"‘{name}’ is a DICOM image whose pixel data is missing: the file is truncated or damaged. "
             "Copy or export the series again."
         )
-    kind = _text(ds, "Modality")
-    hint = f" (modality {kind})" if kind else ""
     return NoPixelDataError(
-        f"‘{name}’ is DICOM but holds no pixel data{hint} (it may be a structured report or "
+        f"‘{name}’ is DICOM but holds no pixel data (modality {kind}; it may be a structured report or "
         "presentation state); upload the image series instead."
+        if kind
+        else f"‘{name}’ is DICOM but holds no pixel data (it may be a structured report or presentation "
+        "state); upload the image series instead."
     )
 
 
