@@ -16,13 +16,15 @@ environment variable           default
 ``LUNGREVIEW_MAX_UPLOAD_MB``   ``500`` (also ``server.maxUploadSize`` in .streamlit/config.toml)
 ``LUNGREVIEW_MAX_ZIP_MB``      ``2048`` uncompressed bytes a ZIP may expand to
 ``LUNGREVIEW_MAX_PIXELS``      ``40000000`` pixels in one image (frame), about 6300 x 6300
-``LUNGREVIEW_MAX_UPLOAD_PIXELS`` ``200000000`` decoded pixels in one upload, all files together
-                               (about 760 slices of 512 x 512; a colour pixel counts 3 times)
-``LUNGREVIEW_MAX_ZIP_MEMBERS`` ``10000`` files in one ZIP
 ``LUNGREVIEW_RUNTIME``         ``auto``: probabilities from OpenVINO when it is installed and
                                agrees with Keras within 1e-4, else TensorFlow; ``openvino``
                                or ``tensorflow`` force one (see ``core/runtime.py``)
 =============================  ==========================================================
+
+Upload limits of ``core.imaging`` besides the three above: ``LUNGREVIEW_MAX_UPLOAD_PIXELS``, default
+``200000000`` decoded pixels in one upload, all files together (about 760 slices of 512 x 512; a colour
+pixel counts 3 times; checked from each file's header before decoding), and
+``LUNGREVIEW_MAX_ZIP_MEMBERS``, default ``10000`` files in one ZIP.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,9 +79,14 @@ _NO_PLUGIN = "none available to LungReview"
 
 #: The window the IQ-OTH/NCCD-style exports are assumed to carry; used for colour captures too.
 _PICTURE_WINDOW = WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD]
+#: ``hu_from_uint8`` of every grey level 0-255 (applied by table lookup: same values, one pass).
+_HU_TABLE = hu_from_uint8(np.arange(256, dtype=np.uint8), _PICTURE_WINDOW).astype(np.float32)
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_PIXEL_TAGS = tuple(
+    struct.pack(order, 0x7FE0, element) for order in ("<HH", ">HH") for element in (0x0010, 0x0008, 0x0009)
+)
 #: Attributes of the Image Pixel module (PS3.3 C.7.6.3): a file that has them is an image.
 _IMAGE_KEYWORDS = ("Rows", "Columns", "BitsAllocated")
 #: Modalities whose objects are images (PS3.3 C.7.3.1.1.1); SR, PR, KO, RTPLAN ... are not.
@@ -274,14 +280,26 @@ def _too_many_elements(name: str) -> NotAnImageError:
     )
 
 
+def _header_bytes_before_parsing(data: bytes) -> int:
+    """Bytes before the first pixel data tag (7FE0,0010/0008/0009, either byte order), else all: an
+    upper bound of the header's size found without parsing (a tag-like pattern earlier in the header
+    only makes it smaller)."""
+    found = [data.find(tag) for tag in _PIXEL_TAGS]
+    found = [i for i in found if i >= 0]
+    return min(found) if found else len(data)
+
+
 def _parse_dicom(name: str, data: bytes) -> Dataset | None:
     """Parse bytes as DICOM (pixel data not yet decoded); None when it is not DICOM.
 
     Raises:
         NotAnImageError: the file has the DICOM preamble but is truncated or corrupt, or its header
-            is implausibly large.
+            is implausibly large (over :data:`MAX_HEADER_BYTES`, checked before parsing, or over
+            :data:`MAX_ELEMENT_READS` reads).
     """
     has_preamble = data[128:132] == b"DICM"
+    if has_preamble and _header_bytes_before_parsing(data) > MAX_HEADER_BYTES:
+        raise _too_many_elements(name)
     try:
         return _dcmread(data, force=False)
     except _TooManyElements:
@@ -300,6 +318,8 @@ def _parse_dicom(name: str, data: bytes) -> Dataset | None:
         return None
     if not _looks_like_dicom_without_preamble(data):
         return None
+    if _header_bytes_before_parsing(data) > MAX_HEADER_BYTES:
+        raise _too_many_elements(name)
     try:
         ds = _dcmread(data, force=True)
         ok = "SOPClassUID" in ds or "PixelData" in ds
@@ -611,7 +631,7 @@ def read_dicom(name: str, data: bytes, digest: str, budget: PixelBudget) -> Dico
             if rgb.dtype != np.uint8:
                 bits = min(max(_int(ds, "BitsStored") or 16, 1), 32)
                 rgb = np.rint(rgb.astype(np.float32) * (255.0 / ((1 << bits) - 1))).clip(0, 255).astype(np.uint8)
-            hu = hu_from_uint8(grey_from_picture(rgb), _PICTURE_WINDOW)
+            hu = _HU_TABLE[grey_from_picture(rgb)]
         else:
             try:
                 hu = _modality_lut(frame, ds, pvt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -129,7 +130,7 @@ class TestMessages:
     def test_a_real_report_is_still_a_report(self):
         from pydicom.data import get_testdata_file
 
-        data = open(get_testdata_file("reportsi.dcm", download=False), "rb").read()
+        data = Path(get_testdata_file("reportsi.dcm", download=False)).read_bytes()
         with pytest.raises(NoPixelDataError, match="structured report"):
             read_uploads([("sr.dcm", data)])
 
