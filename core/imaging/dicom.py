@@ -36,7 +36,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
-from core.config import WINDOW_PRESETS, Window, WindowPreset
+from core.config import Window
 from core.imaging.deid import base_name, deidentified_description, year_of
 from core.imaging.errors import (
     ImagingError,
@@ -45,8 +45,9 @@ from core.imaging.errors import (
     UnsupportedTransferSyntaxError,
 )
 from core.imaging.limits import PixelBudget
+from core.imaging.pictures import estimated_hu
 from core.imaging.types import Slice
-from core.windowing import grey_from_picture, hu_from_uint8
+from core.windowing import grey_from_picture
 
 __all__ = ["MAX_ELEMENT_READS", "MAX_HEADER_BYTES", "DicomInstance", "read_dicom", "slice_position"]
 
@@ -77,10 +78,6 @@ _PLUGIN_FOR_SYNTAX = {
 }
 _NO_PLUGIN = "none available to LungReview"
 
-#: The window the IQ-OTH/NCCD-style exports are assumed to carry; used for colour captures too.
-_PICTURE_WINDOW = WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD]
-#: ``hu_from_uint8`` of every grey level 0-255 (applied by table lookup: same values, one pass).
-_HU_TABLE = hu_from_uint8(np.arange(256, dtype=np.uint8), _PICTURE_WINDOW).astype(np.float32)
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -631,7 +628,7 @@ def read_dicom(name: str, data: bytes, digest: str, budget: PixelBudget) -> Dico
             if rgb.dtype != np.uint8:
                 bits = min(max(_int(ds, "BitsStored") or 16, 1), 32)
                 rgb = np.rint(rgb.astype(np.float32) * (255.0 / ((1 << bits) - 1))).clip(0, 255).astype(np.uint8)
-            hu = _HU_TABLE[grey_from_picture(rgb)]
+            hu = estimated_hu(grey_from_picture(rgb))
         else:
             try:
                 hu = _modality_lut(frame, ds, pvt)
