@@ -34,6 +34,11 @@ TIMEOUT_S``
 ``LUNGREVIEW_STORE_MAX_MB``    ``2048`` MiB the study store (``<var>/store``) may hold before it
                                evicts the least recently used series (``core/store.py``)
 =============================  ==========================================================
+
+Upload limits of ``core.imaging`` besides the three above: ``LUNGREVIEW_MAX_UPLOAD_PIXELS``, default
+``200000000`` decoded pixels in one upload, all files together (about 760 slices of 512 x 512; a colour
+pixel counts 3 times; checked from each file's header before decoding), and
+``LUNGREVIEW_MAX_ZIP_MEMBERS``, default ``10000`` files in one ZIP.
 """
 
 from __future__ import annotations
@@ -199,6 +204,10 @@ class Settings:
     session_max_hours: int = 12
     store_max_mb: int = 2048
 
+    # upload limits of core.imaging beyond the three above (see the module docstring)
+    max_upload_pixels: int = 200_000_000
+    max_zip_members: int = 10_000
+
     @property
     def store_dir(self) -> Path:
         """The study store's folder (``core/store.py``): ``var_dir / "store"``."""
@@ -259,6 +268,8 @@ def load_settings() -> Settings:
         session_idle_min=_int_from_env("LUNGREVIEW_SESSION_IDLE_MIN", 30),
         session_max_hours=_int_from_env("LUNGREVIEW_SESSION_MAX_HOURS", 12),
         store_max_mb=_int_from_env("LUNGREVIEW_STORE_MAX_MB", 2048),
+        max_upload_pixels=_int_from_env("LUNGREVIEW_MAX_UPLOAD_PIXELS", 200_000_000),
+        max_zip_members=_int_from_env("LUNGREVIEW_MAX_ZIP_MEMBERS", 10_000),
     )
 
 
