@@ -64,8 +64,9 @@ EXPORT_BODY_CLOSING_MM = 15.0
 _FOUR = ndimage.generate_binary_structure(2, 1)
 
 
-def _pixel_mm(spacing_mm: float | Sequence[float | None] | None) -> tuple[float, float]:
-    """(row, column) pixel size in mm from a scalar, (y, x) or (z, y, x) spacing; defaults when unknown."""
+def pixel_size_mm(spacing_mm: float | Sequence[float | None] | None) -> tuple[float, float]:
+    """(row, column) pixel size in mm from a scalar, (y, x) or (z, y, x) spacing (None parts and
+    non-positive values: :data:`DEFAULT_PIXEL_MM`); a tuple of two floats."""
     if spacing_mm is None:
         return DEFAULT_PIXEL_MM, DEFAULT_PIXEL_MM
     if np.isscalar(spacing_mm):
@@ -220,7 +221,7 @@ def lung_mask(hu: np.ndarray, spacing_mm: float | Sequence[float | None] | None 
     arr = _check(hu, 2)
     if arr.size == 0 or min(arr.shape) < 3:
         return np.zeros(arr.shape, dtype=bool)
-    pixel_mm = _pixel_mm(spacing_mm)
+    pixel_mm = pixel_size_mm(spacing_mm)
     clamped = is_clamped_export(arr)
     small, step = _downsample(arr)
     pixel_mm = (pixel_mm[0] * step, pixel_mm[1] * step)
@@ -270,7 +271,7 @@ def lung_mask_series(hu: np.ndarray, spacing_mm: float | Sequence[float | None] 
     out = np.zeros(arr.shape, dtype=bool)
     if arr.size == 0 or min(arr.shape[1:]) < 3:
         return out
-    pixel_mm = _pixel_mm(spacing_mm)
+    pixel_mm = pixel_size_mm(spacing_mm)
     clamped = is_clamped_export(arr)
     full_shape = arr.shape
     arr, step = _downsample(arr)
