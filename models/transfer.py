@@ -98,7 +98,9 @@ def build_mobilenetv2(
     if weights is not None:
         w = str(weights)
         if w != "imagenet" and not Path(w).is_file():
-            raise ValueError(f"weights file {w} not found; pass None, 'imagenet' or an existing .weights.h5 file")
+            raise ValueError(
+                f"weights file {w} not found; pass None, 'imagenet' or an existing .weights.h5 file"
+            )
     inp = keras.Input(shape=spec.input_shape, name="image")
     base = keras.applications.MobileNetV2(alpha=1.0, include_top=False, weights=w, input_tensor=inp)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
@@ -175,7 +177,9 @@ def ece(probabilities: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float
     return float(total)
 
 
-def fit_temperature(probabilities: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+def fit_temperature(
+    probabilities: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
+) -> float:
     """The temperature minimising :func:`log_loss` of :func:`apply_temperature` (bounded scalar search).
 
     Args:
@@ -200,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m models.transfer", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="registry model id, e.g. mobilenetv2_lungs_v1")
     ap.add_argument("--crop", choices=("lungs", "body"), default="lungs")
-    ap.add_argument("--weights", default=None, help=f"PATH | imagenet | none (default: {WEIGHTS_FILE} in the weights dir)")
+    ap.add_argument(
+        "--weights", default=None, help=f"PATH | imagenet | none (default: {WEIGHTS_FILE} in the weights dir)"
+    )
     ap.add_argument("--data", default=None)
     ap.add_argument("--registry", default=None, help="registry folder (default: models/registry)")
     ap.add_argument("--size", type=int, default=160)
@@ -253,14 +259,20 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     root = Path(args.data) if args.data else get_settings().iq_othnccd_dir
     manifest_path = default_manifest_path(42)
     if not manifest_path.is_file():
-        raise TrainingError(f"split manifest {manifest_path} not found; create it with python -m core.datasets --out")
+        raise TrainingError(
+            f"split manifest {manifest_path} not found; create it with python -m core.datasets --out"
+        )
     manifest = read_manifest(manifest_path)
     if args.limit:
         manifest = limit_manifest(manifest, args.limit, args.seed)
     y_all = manifest["label"].map({c: i for i, c in enumerate(CLASS_NAMES)}).to_numpy()
     k = len(CLASS_NAMES)
     spec = PreprocessSpec(
-        size=args.size, channels=3, scaling="mobilenet_v2", crop_to_body=True, crop_to_lungs=args.crop == "lungs"
+        size=args.size,
+        channels=3,
+        scaling="mobilenet_v2",
+        crop_to_body=True,
+        crop_to_lungs=args.crop == "lungs",
     )
     weights: str | None
     if args.weights is None:
@@ -276,7 +288,10 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     prep_seconds = time.perf_counter() - t0
     x_tr, y_tr = data["train"]
     x_va, y_va = data["val"]
-    print(f"[transfer] {args.out}: {len(x_tr)} train / {len(x_va)} val, crop {args.crop}, prep {prep_seconds:.0f} s", flush=True)
+    print(
+        f"[transfer] {args.out}: {len(x_tr)} train / {len(x_va)} val, crop {args.crop}, prep {prep_seconds:.0f} s",
+        flush=True,
+    )
 
     counts = np.bincount(y_tr, minlength=k).astype(float)
     class_weight = {i: float(len(y_tr) / (k * c)) if c > 0 else 0.0 for i, c in enumerate(counts)}
@@ -292,7 +307,11 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     )
     ds_va = tf.data.Dataset.from_tensor_slices((x_va, oh_va)).batch(args.batch_size)
     model = build_mobilenetv2(spec, k, weights)
-    backbone = [layer for layer in model.layers if layer.name not in ("image", "avg_pool", "head_dropout", "predictions")]
+    backbone = [
+        layer
+        for layer in model.layers
+        if layer.name not in ("image", "avg_pool", "head_dropout", "predictions")
+    ]
     for layer in backbone:
         layer.trainable = False
 
@@ -300,7 +319,9 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     history: dict[str, list[float]] = {}
 
     def fit(epochs: int, lr: float, phase: str) -> None:
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"]
+        )
 
         class Log(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
@@ -321,7 +342,14 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
                     self.model.stop_training = True
 
         early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
-        model.fit(ds_tr, validation_data=ds_va, epochs=epochs, class_weight=class_weight, callbacks=[Log(), early], verbose=0)
+        model.fit(
+            ds_tr,
+            validation_data=ds_va,
+            epochs=epochs,
+            class_weight=class_weight,
+            callbacks=[Log(), early],
+            verbose=0,
+        )
         if early.best_weights is not None and early.stopped_epoch == 0:
             model.set_weights(early.best_weights)
 
@@ -359,7 +387,9 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     training = {
         "dataset": "IQ-OTH/NCCD (doi:10.17632/bhmdr45bh2), 903-slice copy, class folders",
         "split_manifest": f"{args.out}/split.csv",
-        "split_source": str(manifest_path.relative_to(REPO_ROOT)) if manifest_path.is_relative_to(REPO_ROOT) else str(manifest_path),
+        "split_source": str(manifest_path.relative_to(REPO_ROOT))
+        if manifest_path.is_relative_to(REPO_ROOT)
+        else str(manifest_path),
         "split_sha256": file_sha256(manifest_path),
         "split_grouping": "core.datasets.group_patients (pseudo-patients), split_by_group seed 42",
         "n_slices": {"train": int(len(x_tr)), "val": int(len(x_va))},
@@ -418,14 +448,18 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
         intended_use=INTENDED_USE,
         limitations=limitations,
     )
-    card = write_entry(card, model_file, registry_dir=registry_dir, history=history, split_manifest=manifest_path)
+    card = write_entry(
+        card, model_file, registry_dir=registry_dir, history=history, split_manifest=manifest_path
+    )
     shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"[transfer] wrote {registry_dir / args.out}: T {temperature:.3f}, val macro-F1 "
         f"{val['thresholded']['macro_f1']:.3f}, {card.size_bytes / 2**20:.1f} MiB, {time.perf_counter() - t_start:.0f} s",
         flush=True,
     )
-    return TrainResult(card=card, model=model, entry=registry_dir / args.out, x_val=x_va, y_val=y_va, val_probabilities=p_va)
+    return TrainResult(
+        card=card, model=model, entry=registry_dir / args.out, x_val=x_va, y_val=y_va, val_probabilities=p_va
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
