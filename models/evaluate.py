@@ -338,7 +338,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--registry", type=Path, default=None, help="registry folder (default: settings)")
     ap.add_argument("--argmax", action="store_true", help="ignore the card's decision thresholds")
+    ap.add_argument(
+        "--dicom",
+        type=Path,
+        default=None,
+        help="instead of the test split: the DICOM check on annotated studies under DIR "
+        "(models/dicom_check.py); writes dicom_check.json beside evaluation.json",
+    )
     args = ap.parse_args(argv)
+    if args.dicom is not None:
+        from models.dicom_check import main_for
+
+        return main_for(args.dicom, None if args.all or args.model == "default" else args.model, args.all, args.registry)
     if args.all and args.out:
         ap.error("--out cannot be combined with --all (each model's evaluation.json is written)")
 
