@@ -2,6 +2,7 @@
 
     python -m models.transfer --out ID [--crop lungs|body] [--weights PATH|imagenet|none]
         [--epochs-head N] [--epochs-fine N] [--fine-tune-from LAYER] [--max-minutes M] [--limit N]
+    python -m models.transfer --calibration-report ID [ID ...]   (test-split ECE / log-loss before/after T)
 
 - Backbone: ``keras.applications.MobileNetV2(alpha=1.0, include_top=False, weights=...)``
   (Sandler et al., "MobileNetV2: inverted residuals and linear bottlenecks", CVPR 2018), built
@@ -462,9 +463,50 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     )
 
 
+def calibration_report(model_id: str, registry_dir: str | Path | None = None, split: str = "test") -> dict[str, Any]:
+    """ECE (15 bins) and log-loss of a registry model on a manifest split, before and after its
+    card's temperature: ``{"temperature", "n", "ece15_before", "ece15_after", "log_loss_before",
+    "log_loss_after"}``.
+
+    Raises:
+        core.registry.RegistryError: unknown model.
+    """
+    from core.config import get_settings
+    from core.datasets import default_manifest_path, read_manifest
+    from core.registry import load_model
+    from models.train import preprocess_paths
+
+    loaded = load_model(model_id, registry_dir)
+    t = float(loaded.card.training.get("calibration", {}).get("temperature", 1.0))
+    manifest = read_manifest(default_manifest_path(42))
+    rows = manifest[manifest["split"] == split]
+    x = preprocess_paths(get_settings().iq_othnccd_dir, list(rows["path"]), loaded.card.preprocessing)
+    y = rows["label"].map({c: i for i, c in enumerate(loaded.card.class_names)}).to_numpy()
+    p = np.asarray(loaded.model.predict(x, batch_size=32, verbose=0), dtype=np.float32)
+    q = apply_temperature(p, t)
+    return {
+        "model_id": model_id,
+        "split": split,
+        "temperature": t,
+        "n": int(len(y)),
+        "ece15_before": round(ece(p, y), 4),
+        "ece15_after": round(ece(q, y), 4),
+        "log_loss_before": round(log_loss(p, y), 4),
+        "log_loss_after": round(log_loss(q, y), 4),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from models.train import TrainingError
 
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--calibration-report":
+        import json
+
+        for mid in argv[1:]:
+            print(json.dumps(calibration_report(mid)))
+        return 0
     try:
         train_transfer(argv)
     except (TrainingError, ValueError) as exc:
