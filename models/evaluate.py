@@ -276,6 +276,10 @@ def evaluate_model(
     proba, seconds = predict_slices(
         loaded.model, root, list(df["path"]), card.preprocessing, len(names), batch_size, progress
     )
+    # the card's temperature (models.transfer), as core.inference.Predictor applies it; T=1 is the identity
+    from core.inference import calibrate
+
+    proba = calibrate(proba, float((card.training or {}).get("calibration", {}).get("temperature", 1.0)))
     thresholds = dict(card.thresholds) if use_thresholds else {}
     metrics = evaluate_predictions(
         y, proba, class_names=names, groups=list(df["group"]), n_boot=n_boot, seed=seed, thresholds=thresholds
