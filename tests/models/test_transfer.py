@@ -94,3 +94,26 @@ def test_ece_of_perfectly_calibrated_bins_is_zero():
     y = np.array([0, 1] * 5)
     assert ece(p, y) == 0.0
     assert ece(p, 1 - y) == pytest.approx(1.0)
+
+
+def test_everything_under_models_stays_within_150_mib():
+    from core.config import REPO_ROOT
+
+    total = sum(
+        f.stat().st_size
+        for f in (REPO_ROOT / "models").rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts
+    )
+    assert total <= 150 * 2**20, f"models/ holds {total / 2**20:.1f} MiB"
+
+
+def test_shipped_transfer_cards_record_weights_and_temperature():
+    from core.registry import get_card
+
+    for mid in ("mobilenetv2_lungs_v1", "mobilenetv2_body_v1"):
+        card = get_card(mid)
+        sw = card.training["starting_weights"]
+        assert sw["sha256"] == "b5c304ecf01494f614fd05d36a075cb14f45d054af9af5ef17092bbf870e8e2f"
+        assert "Stanford Dogs" in sw["provenance"]
+        assert card.training["calibration"]["temperature"] > 0
+        assert card.preprocessing.crop_to_lungs == (mid == "mobilenetv2_lungs_v1")
