@@ -19,6 +19,8 @@ environment variable           default
 ``LUNGREVIEW_RUNTIME``         ``auto``: probabilities from OpenVINO when it is installed and
                                agrees with Keras within 1e-4, else TensorFlow; ``openvino``
                                or ``tensorflow`` force one (see ``core/runtime.py``)
+``LUNGREVIEW_WEIGHTS_DIR``     ``<repo>/../shared/weights``: pretrained starting weights for
+                               transfer learning (``models/transfer.py``)
 =============================  ==========================================================
 """
 
@@ -161,6 +163,7 @@ class Settings:
     max_zip_mb: int
     max_pixels: int
     runtime: str = "auto"
+    weights_dir: Path = REPO_ROOT.parent / "shared" / "weights"
 
     @property
     def iq_othnccd_dir(self) -> Path:
@@ -211,6 +214,7 @@ def load_settings() -> Settings:
         max_zip_mb=_int_from_env("LUNGREVIEW_MAX_ZIP_MB", 2048),
         max_pixels=_int_from_env("LUNGREVIEW_MAX_PIXELS", 40_000_000),
         runtime=_runtime_from_env(),
+        weights_dir=_path_from_env("LUNGREVIEW_WEIGHTS_DIR", REPO_ROOT.parent / "shared" / "weights"),
     )
 
 

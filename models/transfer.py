@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import hashlib
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -52,7 +51,9 @@ ECE_BINS = 15
 
 def weights_dir() -> Path:
     """Folder of pretrained starting weights: ``LUNGREVIEW_WEIGHTS_DIR``, default ``../shared/weights``."""
-    return Path(os.environ.get("LUNGREVIEW_WEIGHTS_DIR", str(REPO_ROOT.parent / "shared" / "weights")))
+    from core.config import load_settings
+
+    return load_settings().weights_dir
 
 
 def default_weights() -> Path:
