@@ -33,6 +33,8 @@ TIMEOUT_S``
 ``LUNGREVIEW_SESSION_MAX_HOURS`` ``12`` hours after sign-in at which a sign-in ends regardless
 ``LUNGREVIEW_STORE_MAX_MB``    ``2048`` MiB the study store (``<var>/store``) may hold before it
                                evicts the least recently used series (``core/store.py``)
+``LUNGREVIEW_WEIGHTS_DIR``     ``<repo>/../shared/weights``: pretrained starting weights for
+                               transfer learning (``models/transfer.py``)
 =============================  ==========================================================
 
 Upload limits of ``core.imaging`` besides the three above: ``LUNGREVIEW_MAX_UPLOAD_PIXELS``, default
@@ -208,6 +210,8 @@ class Settings:
     max_upload_pixels: int = 200_000_000
     max_zip_members: int = 10_000
 
+    weights_dir: Path = REPO_ROOT.parent / "shared" / "weights"
+
     @property
     def store_dir(self) -> Path:
         """The study store's folder (``core/store.py``): ``var_dir / "store"``."""
@@ -270,6 +274,7 @@ def load_settings() -> Settings:
         store_max_mb=_int_from_env("LUNGREVIEW_STORE_MAX_MB", 2048),
         max_upload_pixels=_int_from_env("LUNGREVIEW_MAX_UPLOAD_PIXELS", 200_000_000),
         max_zip_members=_int_from_env("LUNGREVIEW_MAX_ZIP_MEMBERS", 10_000),
+        weights_dir=_path_from_env("LUNGREVIEW_WEIGHTS_DIR", REPO_ROOT.parent / "shared" / "weights"),
     )
 
 

@@ -317,6 +317,29 @@ def top_k(n: int) -> int:
     return max(1, int(round(n / 100)))
 
 
+def calibrate(probabilities: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Temperature scaling (Guo et al., ICML 2017) of softmax outputs: ``softmax(log p / T)``.
+
+    Args:
+        probabilities: float (n, k) rows summing to 1.
+        temperature: T > 0 from the model card; T = 1 returns the input unchanged (old cards).
+
+    Returns:
+        float32 (n, k).
+
+    Raises:
+        InferenceError: T not positive and finite.
+    """
+    if temperature == 1.0:
+        return probabilities
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise InferenceError(f"model card temperature must be positive, got {temperature}; re-register the model")
+    z = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 class Predictor:
     """A loaded registry model ready for slices, series and Grad-CAM. Build once, cache, reuse.
 
@@ -417,6 +440,8 @@ class Predictor:
             from core.preprocessing import _CAFFE_BGR_MEANS
 
             return unit * np.float32(255.0) - _CAFFE_BGR_MEANS[: self.spec.channels]
+        if self.spec.scaling == "mobilenet_v2":
+            return unit * np.float32(2.0) - np.float32(1.0)
         return unit
 
     # ------------------------------------------------------------------------------ batches
@@ -442,7 +467,12 @@ class Predictor:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         b = self.batch
         outs = [self._run(x[i : i + b]) for i in range(0, len(x), b)]
-        return np.concatenate(outs).astype(np.float32)
+        return calibrate(np.concatenate(outs).astype(np.float32), self.temperature)
+
+    @property
+    def temperature(self) -> float:
+        """The card's temperature (``training["calibration"]["temperature"]``); 1.0 when absent."""
+        return float((self.card.training or {}).get("calibration", {}).get("temperature", 1.0))
 
     def decide(self, probabilities: np.ndarray) -> list[str]:
         """Labels of probability rows with the card's thresholds (:func:`core.decision.decide`)."""
@@ -514,7 +544,7 @@ class Predictor:
                     probs.append(np.asarray(self._run(x[i : i + b]), dtype=np.float32))
                     if progress is not None:
                         progress(c0 + min(i + b, len(x)), n)
-        p = np.concatenate(probs)
+        p = calibrate(np.concatenate(probs), self.temperature)
         return self._aggregate(p, np.concatenate(ood), reasons, geometries, win, start)
 
     def _aggregate(
@@ -593,6 +623,7 @@ class Predictor:
         """Grad-CAM of one slice given as HU, float (y, x); see :meth:`explain`."""
         x, geos = self.preprocess(np.asarray(hu), window)
         probs, cams = self.gradcam(x)
+        probs = calibrate(np.asarray(probs, dtype=np.float32), self.temperature)
         label = self.decide(probs)[0]
         cls = class_name or label
         grid = normalize_cam(cams[0, :, :, self.class_names.index(cls)])

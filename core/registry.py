@@ -458,3 +458,36 @@ def update_card(card: ModelCard, registry_dir: str | Path | None = None) -> Mode
     final = ModelCard.from_dict(card.to_dict())
     _write_card(entry_dir(card.id, registry_dir), final)
     return final
+
+
+# ------------------------------------------------------------------------------ DICOM check
+DICOM_CHECK_FILE = "dicom_check.json"
+
+
+def write_dicom_check(model_id: str, report: dict, registry_dir: str | Path | None = None) -> Path:
+    """Write ``dicom_check.json`` (output of ``models.evaluate --dicom``) beside ``evaluation.json``.
+
+    Args:
+        model_id: an existing registry entry.
+        report: JSON-serialisable dict.
+
+    Returns:
+        the written path.
+
+    Raises:
+        ModelNotFoundError: no such entry folder; RegistryError: an invalid id.
+    """
+    path = entry_dir(model_id, registry_dir) / DICOM_CHECK_FILE
+    if not path.parent.is_dir():
+        raise ModelNotFoundError(f"no registry entry {model_id!r}; train or register it first")
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_dicom_check(model_id: str, registry_dir: str | Path | None = None) -> dict | None:
+    """``dicom_check.json`` of an entry, or None if not written yet.
+
+    Raises:
+        RegistryError: the file exists but is not valid JSON.
+    """
+    return _read_json(model_id, DICOM_CHECK_FILE, registry_dir)

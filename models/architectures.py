@@ -21,13 +21,14 @@ from keras import layers, regularizers
 
 from core.preprocessing import PreprocessSpec
 
-ARCHITECTURES = ("basic_cnn", "advanced_cnn", "resnet50")
+ARCHITECTURES = ("basic_cnn", "advanced_cnn", "resnet50", "mobilenetv2")
 
 #: Layer whose activations Grad-CAM uses, per architecture (the last spatial feature map).
 GRADCAM_LAYERS: dict[str, str] = {
     "basic_cnn": "last_conv",
     "advanced_cnn": "last_conv",
     "resnet50": "conv5_block3_out",
+    "mobilenetv2": "out_relu",
 }
 
 #: Default hyperparameters per architecture (overridden by ``**hp`` of :func:`build_model`).
@@ -43,6 +44,7 @@ DEFAULT_HP: dict[str, dict[str, Any]] = {
     },
     "advanced_cnn": {"filters": 32, "kernel_size": 3, "n_conv": 3, "dropout": 0.4, "l2": 1e-4},
     "resnet50": {"dropout": 0.3, "l2": 1e-4},
+    "mobilenetv2": {"dropout": 0.3, "l2": 1e-4},
 }
 
 
@@ -197,7 +199,9 @@ def build_model(
             or global average pooling (``head="avg"``), dropout, dense ReLU, dropout, softmax), ``"advanced_cnn"`` (strided stem, then
             ``n_conv`` residual blocks of two separable convolutions with batch norm and a
             1x1 strided shortcut, global pooling, dropout, softmax; L2 on every kernel) or
-            ``"resnet50"`` (Keras ResNet-50 backbone, flat graph, + pooling, dropout, softmax).
+            ``"resnet50"`` (Keras ResNet-50 backbone, flat graph, + pooling, dropout, softmax) or
+            ``"mobilenetv2"`` (:func:`models.transfer.build_mobilenetv2`; spec channels 3, scaling
+            ``"mobilenet_v2"``; weights a no-top file, ``"imagenet"`` or None).
         spec: preprocessing spec; the input is float32 ``(None, *spec.input_shape)``.
         num_classes: k, the softmax width (3 for normal/benign/malignant, 2 for binary).
         weights: None (random initialisation); ``"imagenet"`` (resnet50 only; Keras downloads the
@@ -232,12 +236,19 @@ def build_model(
             raise ArchitectureError(
                 f"weights file {local} not found; pass None, 'imagenet' or an existing .h5 file"
             )
-    if str(weights) == "imagenet" and arch != "resnet50":
+    if str(weights) == "imagenet" and arch not in ("resnet50", "mobilenetv2"):
         raise ArchitectureError(f"{arch} has no ImageNet weights; use weights=None or a local weights file")
     if arch == "basic_cnn":
         model = _basic_cnn(spec, num_classes, params)
     elif arch == "advanced_cnn":
         model = _advanced_cnn(spec, num_classes, params)
+    elif arch == "mobilenetv2":
+        from models.transfer import build_mobilenetv2
+
+        try:
+            return build_mobilenetv2(spec, num_classes, weights, **params)
+        except ValueError as exc:
+            raise ArchitectureError(str(exc)) from exc
     else:
         return _resnet50(spec, num_classes, params, None if weights is None else str(weights))
     if local is not None:

@@ -278,6 +278,10 @@ def evaluate_model(
     proba, seconds = predict_slices(
         loaded.model, root, list(df["path"]), card.preprocessing, len(names), batch_size, progress
     )
+    # the card's temperature (models.transfer), as core.inference.Predictor applies it; T=1 is the identity
+    from core.inference import calibrate
+
+    proba = calibrate(proba, float((card.training or {}).get("calibration", {}).get("temperature", 1.0)))
     thresholds = dict(card.thresholds) if use_thresholds else {}
     metrics = evaluate_predictions(
         y, proba, class_names=names, groups=list(df["group"]), n_boot=n_boot, seed=seed, thresholds=thresholds
@@ -340,7 +344,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--registry", type=Path, default=None, help="registry folder (default: settings)")
     ap.add_argument("--argmax", action="store_true", help="ignore the card's decision thresholds")
+    ap.add_argument(
+        "--dicom",
+        type=Path,
+        default=None,
+        help="instead of the test split: the DICOM check on annotated studies under DIR "
+        "(models/dicom_check.py); writes dicom_check.json beside evaluation.json",
+    )
     args = ap.parse_args(argv)
+    if args.dicom is not None:
+        from models.dicom_check import main_for
+
+        return main_for(args.dicom, None if args.all or args.model == "default" else args.model, args.all, args.registry)
     if args.all and args.out:
         ap.error("--out cannot be combined with --all (each model's evaluation.json is written)")
 

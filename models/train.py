@@ -63,6 +63,8 @@ DEFAULT_SPECS: dict[str, dict[str, Any]] = {
     "basic_cnn": {"size": 128, "channels": 1, "scaling": "unit"},
     "advanced_cnn": {"size": 160, "channels": 1, "scaling": "unit"},
     "resnet50": {"size": 224, "channels": 3, "scaling": "resnet50"},
+    # single-phase training; the two-phase schedule with calibration is python -m models.transfer
+    "mobilenetv2": {"size": 160, "channels": 3, "scaling": "mobilenet_v2"},
 }
 BINARY_CLASS_NAMES = ("non-malignant", "malignant")
 TARGET_SENSITIVITY = 0.95
@@ -715,7 +717,7 @@ def _var_dir() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (see the module docstring)."""
     ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=("basic_cnn", "advanced_cnn", "resnet50"))
+    ap.add_argument("--arch", choices=("basic_cnn", "advanced_cnn", "resnet50", "mobilenetv2"))
     ap.add_argument(
         "--select-default",
         action="store_true",

@@ -8,7 +8,9 @@ from core.windowing import hu_from_picture
 
 
 def _jpg_hu(iq_dir, name):
-    folder = {"Normal": "Normal cases", "Malignant": "Malignant cases", "Bengin": "Bengin cases"}[name.split()[0]]
+    folder = {"Normal": "Normal cases", "Malignant": "Malignant cases", "Bengin": "Bengin cases"}[
+        name.split()[0]
+    ]
     grey = np.asarray(Image.open(iq_dir / folder / name).convert("L"))
     return hu_from_picture(grey, WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD])
 
@@ -64,7 +66,9 @@ class TestPreprocess:
         assert not np.allclose(preprocess(hu, spec), preprocess(hu, spec, Window(-600, 1500)))
 
     def test_list_of_different_sizes(self):
-        x = preprocess([np.zeros((30, 40), np.float32), np.zeros((50, 20), np.float32)], PreprocessSpec(size=16))
+        x = preprocess(
+            [np.zeros((30, 40), np.float32), np.zeros((50, 20), np.float32)], PreprocessSpec(size=16)
+        )
         assert x.shape == (2, 16, 16, 1)
 
     @pytest.mark.parametrize("bad", [np.zeros((3, 3, 3, 3)), np.array([[np.nan, 0.0], [0.0, 0.0]])])
@@ -107,7 +111,10 @@ class TestBodyBox:
             mask = rng.uniform(size=shape) < rng.uniform(0.2, 0.95)
             fast = ndimage.maximum_filter1d(
                 ndimage.minimum_filter1d(mask.view(np.uint8), 7, axis=0, mode="constant", cval=0),
-                7, axis=0, mode="constant", cval=0,
+                7,
+                axis=0,
+                mode="constant",
+                cval=0,
             ).astype(bool)
             np.testing.assert_array_equal(fast, ndimage.binary_opening(mask, structure=np.ones((7, 1), bool)))
 
@@ -120,7 +127,9 @@ class TestBodyBox:
 
         def reference(unit, threshold=0.06):
             small = unit[::2, ::2]
-            mask = ndimage.binary_opening(ndimage.uniform_filter(small, size=7) > threshold, np.ones((7, 1), bool))
+            mask = ndimage.binary_opening(
+                ndimage.uniform_filter(small, size=7) > threshold, np.ones((7, 1), bool)
+            )
             labels, n = ndimage.label(mask)
             if n == 0:
                 return None
@@ -134,13 +143,88 @@ class TestBodyBox:
                 if keep[i] and sl[0].start > max(0.55 * small.shape[0], median_row) and h < 0.35 * w:
                     keep[i] = False
             ys, xs = np.nonzero(keep[labels])
-            return (int(ys.min()) * 2, min(unit.shape[0], int(ys.max()) * 2 + 2),
-                    int(xs.min()) * 2, min(unit.shape[1], int(xs.max()) * 2 + 2))
+            return (
+                int(ys.min()) * 2,
+                min(unit.shape[0], int(ys.max()) * 2 + 2),
+                int(xs.min()) * 2,
+                min(unit.shape[1], int(xs.max()) * 2 + 2),
+            )
 
-        paths = [p for folder in sorted(iq_dir.iterdir()) if folder.is_dir() for p in sorted(folder.glob("*.jpg"))[::20]]
+        paths = [
+            p
+            for folder in sorted(iq_dir.iterdir())
+            if folder.is_dir()
+            for p in sorted(folder.glob("*.jpg"))[::20]
+        ]
         study = read_paths(paths + [tcia_dir])
         window = PreprocessSpec().window
         units = [apply_window(s.hu, window) for series in study.series for s in series.slices]
         assert len(units) > 100
         for unit in units:
             assert body_box(unit) == reference(unit)
+
+
+class TestLungFields:
+    """The lung-field crop and mask; cards written before these fields keep their output."""
+
+    SHIPPED = {
+        # sha256 of the float32 output for three real slices, computed before the lung fields existed
+        "basic_cnn_v1": "c8e6ba38385f8486a0985b93374f145152221a8a5aa2184f3a1cb21491479788",
+        "advanced_cnn_v1": "269b2910ea35d21d7fe00d8325b97aa336f456d1d23e7f0d28caf8c0364ec68d",
+        "resnet50_v1": "82bda9494fcab4d05335a180f65d04e64ca2bf45cd5b8e68316a01dd7d74c3cc",
+    }
+    NAMES = ("Normal case (1).jpg", "Malignant case (1).jpg", "Bengin case (10).jpg")
+
+    @pytest.mark.parametrize("model_id", sorted(SHIPPED))
+    def test_shipped_cards_bit_identical(self, iq_dir, model_id):
+        import hashlib
+        import json
+
+        from core.config import REPO_ROOT
+
+        card = json.loads((REPO_ROOT / "models" / "registry" / model_id / "card.json").read_text())
+        spec = PreprocessSpec.from_dict(card["preprocessing"])
+        assert not spec.crop_to_lungs and not spec.mask_outside_lungs
+        x, geos = preprocess_with_geometry([_jpg_hu(iq_dir, n) for n in self.NAMES], spec)
+        assert hashlib.sha256(x.tobytes()).hexdigest() == self.SHIPPED[model_id]
+        assert [(g.top, g.left, g.side) for g in geos] == [(23, -9, 536), (79, 95, 318), (13, -11, 538)]
+
+    def test_lung_crop_is_inside_the_body_crop(self, iq_dir):
+        from core.lungs import lung_mask
+
+        hu = _jpg_hu(iq_dir, "Normal case (1).jpg")
+        _, (body,) = preprocess_with_geometry(hu, PreprocessSpec(size=64))
+        _, (lung,) = preprocess_with_geometry(hu, PreprocessSpec(size=64, crop_to_lungs=True))
+        assert lung.side < body.side
+        m = lung_mask(hu)
+        ys, xs = np.nonzero(m)
+        assert lung.top <= ys.min() and ys.max() < lung.top + lung.side
+        assert lung.left <= xs.min() and xs.max() < lung.left + lung.side
+
+    def test_mask_outside_lungs_blanks_the_body_wall(self, iq_dir):
+        hu = _jpg_hu(iq_dir, "Normal case (1).jpg")
+        plain = preprocess(hu, PreprocessSpec(size=128, crop_to_lungs=True))
+        masked = preprocess(hu, PreprocessSpec(size=128, crop_to_lungs=True, mask_outside_lungs=True))
+        assert masked.shape == plain.shape
+        assert (masked <= plain + 1e-6).all()
+        assert (masked == 0).mean() > (plain == 0).mean() + 0.05
+
+    def test_no_lungs_falls_back_to_the_body_and_leaves_pixels(self):
+        hu = np.full((200, 200), -1000.0, dtype=np.float32)
+        hu[50:150, 40:160] = 40.0  # a body without lungs
+        spec = PreprocessSpec(size=32, crop_to_lungs=True, mask_outside_lungs=True)
+        _, (geo,) = preprocess_with_geometry(hu, spec)
+        _, (ref,) = preprocess_with_geometry(hu, PreprocessSpec(size=32))
+        assert (geo.top, geo.left, geo.side) == (ref.top, ref.left, ref.side)
+        assert preprocess(hu, spec).max() > 0.5
+
+    def test_mobilenet_scaling_spans_minus_one_to_one(self, iq_dir):
+        hu = _jpg_hu(iq_dir, "Normal case (1).jpg")
+        unit = preprocess(hu, PreprocessSpec(size=64, channels=3))
+        mob = preprocess(hu, PreprocessSpec(size=64, channels=3, scaling="mobilenet_v2"))
+        np.testing.assert_allclose(mob, unit * 2 - 1, atol=1e-6)
+        assert mob.min() >= -1 and mob.max() <= 1
+
+    def test_negative_lung_fields_refused(self):
+        with pytest.raises(ValueError, match="lung_margin"):
+            PreprocessSpec(lung_margin=-0.1)

@@ -21,6 +21,7 @@ TINY = {
     "basic_cnn": PreprocessSpec(size=32, channels=1),
     "advanced_cnn": PreprocessSpec(size=32, channels=1),
     "resnet50": PreprocessSpec(size=32, channels=3, scaling="resnet50"),
+    "mobilenetv2": PreprocessSpec(size=32, channels=3, scaling="mobilenet_v2"),
 }
 
 
