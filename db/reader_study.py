@@ -531,14 +531,18 @@ class ReaderStudyService:
             _require_role(_user(s, viewer, "viewer"), STUDY_VIEWER_ROLES, "see reading lists")
             return [self._summary(s, rl) for rl in s.scalars(select(ReadingList).order_by(ReadingList.id.desc()))]
 
-    def find_list(self, viewer: User | int, name: str) -> ListSummary:
+    def find_list(self, viewer: User | int | None, name: str) -> ListSummary:
         """The reading list named ``name`` (case-insensitive).
+
+        Args:
+            viewer: a coordinator, lead or admin; None only for callers with direct database
+                access (the ``db.pilot_report`` CLI).
 
         Raises:
             PermissionDenied: as :meth:`lists`. NotFoundError: no list of that name.
         """
         with self._factory.begin() as s:
-            _require_role(_user(s, viewer, "viewer"), STUDY_VIEWER_ROLES, "see reading lists")
+            self._check_viewer(s, viewer, "see reading lists")
             rl = s.scalar(select(ReadingList).where(func.lower(ReadingList.name) == str(name).strip().lower()))
             if rl is None:
                 raise NotFoundError(f"There is no reading list named {name!r}.")
@@ -843,11 +847,20 @@ class ReaderStudyService:
     # -----------------------------------------------------------------------------------------
     # analysis data (coordinators, leads, admins)
 
-    def study_data(self, viewer: User | int, list_id: int, *, audit: bool = False) -> StudyData:
+    @staticmethod
+    def _check_viewer(s: Session, viewer: User | int | None, what: str) -> User | None:
+        if viewer is None:
+            return None
+        user = _user(s, viewer, "viewer")
+        _require_role(user, STUDY_VIEWER_ROLES, what)
+        return user
+
+    def study_data(self, viewer: User | int | None, list_id: int, *, audit: bool = False) -> StudyData:
         """Cases, reference standard, AI results, every read, readers and their SUS scores.
 
         Args:
-            viewer: an active coordinator, lead or admin.
+            viewer: an active coordinator, lead or admin; None only for callers with direct
+                database access (the ``db.pilot_report`` CLI).
             audit: record an "export" audit event (when the data leave as a report or CSV).
 
         Returns:
@@ -857,8 +870,7 @@ class ReaderStudyService:
             PermissionDenied, NotFoundError.
         """
         with self._factory.begin() as s:
-            user = _user(s, viewer, "viewer")
-            _require_role(user, STUDY_VIEWER_ROLES, "see the reads and results of a reading list")
+            user = self._check_viewer(s, viewer, "see the reads and results of a reading list")
             rl = self._list(s, list_id)
             summary = self._summary(s, rl)
             cases = self._cases(s, rl.id)
@@ -898,6 +910,6 @@ class ReaderStudyService:
                                          .order_by(Feedback.id)).mappings().all(),
                                columns=["reader_id", "sus_score", "created_at"])
             if audit:
-                log_event(s, user_id=user.id, action=AuditAction.EXPORT, object_type="reading_list",
+                log_event(s, user_id=user.id if user else None, action=AuditAction.EXPORT, object_type="reading_list",
                           object_id=rl.id, detail=f"pilot report: {len(reads)} reads")
             return StudyData(list=summary, cases=case_df, reads=reads, readers=readers, sus=sus)
