@@ -380,7 +380,8 @@ def change_table(reads: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
     rows = []
     readers = sorted(pairs["reader_id"].unique().tolist())
     for reader, g in [*((r, pairs[pairs["reader_id"] == r]) for r in readers), (POOLED, pairs)]:
-        for label, sub in (("AI right", g[g["ai_right"]]), ("AI wrong", g[~g["ai_right"].astype(bool)]), ("all", g)):
+        right = g["ai_right"].astype(bool).to_numpy()
+        for label, sub in (("AI right", g.loc[right]), ("AI wrong", g.loc[~right]), ("all", g)):
             rows.append({"reader_id": reader, "ai": label, "n_cases": len(sub),
                          **{c: int((sub["change"] == c).sum()) for c in CHANGES}})
     return pd.DataFrame(rows, columns=["reader_id", "ai", "n_cases", *CHANGES])
@@ -401,7 +402,7 @@ def automation_bias_table(reads: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFr
     rows = []
     readers = sorted(pairs["reader_id"].unique().tolist())
     for reader, g in [*((r, pairs[pairs["reader_id"] == r]) for r in readers), (POOLED, pairs)]:
-        wrong = g[~g["ai_right"].astype(bool)]
+        wrong = g.loc[~g["ai_right"].astype(bool).to_numpy()]
         k = int((wrong["change"] == "right->wrong").sum())
         rows.append({"reader_id": reader, "n_ai_wrong": len(wrong), "right_to_wrong_ai_wrong": k,
                      "rate": k / len(wrong) if len(wrong) else float("nan")})

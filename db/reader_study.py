@@ -409,6 +409,29 @@ class ReaderStudyService:
     # -----------------------------------------------------------------------------------------
     # coordinator
 
+    def models_with_results(self, actor: User | int) -> list[str]:
+        """Model ids that have at least one stored result (what a list can show), sorted.
+
+        Raises:
+            PermissionDenied: ``actor`` is not an active coordinator or admin.
+        """
+        with self._factory.begin() as s:
+            _require_role(_user(s, actor, "actor"), COORDINATOR_ROLES, "make reading lists")
+            return sorted(s.scalars(select(Inference.model_id).distinct()))
+
+    def reader_candidates(self, actor: User | int) -> list[tuple[int, str]]:
+        """Active users who may be assigned as readers: (user id, display name), by name.
+
+        Raises:
+            PermissionDenied: ``actor`` is not an active coordinator or admin.
+        """
+        with self._factory.begin() as s:
+            _require_role(_user(s, actor, "actor"), COORDINATOR_ROLES, "make reading lists")
+            rows = s.execute(select(User.id, User.display_name)
+                             .where(User.active.is_(True), User.role.in_([r.value for r in READER_ROLES]))
+                             .order_by(User.display_name))
+            return [(int(i), str(n)) for i, n in rows]
+
     def candidate_cases(self, actor: User | int, model_id: str) -> pd.DataFrame:
         """Studies that can become cases of a list for ``model_id`` (they have a result of it).
 

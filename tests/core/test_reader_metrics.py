@@ -138,6 +138,16 @@ class TestTimesAndSus:
         assert rows == pytest.approx(pilot.SUS)
 
 
+class TestNoReferenceYet:
+    def test_every_table_is_made_and_proportions_are_empty(self):
+        reads, cases, sus = frames()
+        cases["reference"] = np.nan
+        res = rm.analyse(reads, cases, sus, [1, 2, 3], n_boot=50)
+        assert res.accuracy.empty and res.roc.empty and res.n_with_reference == 0
+        assert (res.changes["n_cases"] == 0).all() and res.automation_bias["rate"].isna().all()
+        assert len(res.kappa) == 8 and np.isnan(res.auc_difference["difference"])
+
+
 class TestBadInput:
     def test_missing_column(self):
         reads, cases, _ = frames()
