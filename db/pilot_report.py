@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from core import reader_metrics as rm
@@ -74,7 +75,7 @@ def _ci(point: float, lo: float, hi: float) -> str:
         return "n/a"
     if pd.isna(lo):
         return f"{point:.3f}"
-    return f"{point:.3f} [{lo:.3f}-{hi:.3f}]"
+    return f"{point:.3f} [{lo:.3f} to {hi:.3f}]"
 
 
 def display_tables(res: rm.ReaderStudyResults, data: StudyData) -> dict[str, pd.DataFrame]:
@@ -139,7 +140,8 @@ def figures(res: rm.ReaderStudyResults, data: StudyData) -> dict[str, go.Figure]
     Returns:
         dict: ``accuracy`` (sensitivity and specificity per reader and phase with 95 % intervals;
         one trace per phase and metric, named "<metric> <phase>", y in reader order with pooled
-        last), ``roc`` (empirical ROC curve per reader and phase), ``changes`` (stacked counts of
+        last), ``roc`` (empirical ROC curve per reader and phase: a colour per reader, dashed
+        unaided, solid aided), ``changes`` (stacked counts of
         changes of mind per reader, AI right / AI wrong), ``times`` (mean seconds per case).
     """
     names = _names(data)
@@ -159,11 +161,13 @@ def figures(res: rm.ReaderStudyResults, data: StudyData) -> dict[str, go.Figure]
     fig_acc.update_layout(height=420, title="Sensitivity and specificity with 95 % bootstrap intervals")
 
     fig_roc = go.Figure()
+    palette = qualitative.Plotly
+    order = {r: i for i, r in enumerate(data.readers["reader_id"])}
     for (reader, phase), g in res.roc.groupby(["reader_id", "phase"], sort=True):
         fig_roc.add_trace(go.Scatter(x=g["fpr"].tolist(), y=g["tpr"].tolist(), mode="lines+markers",
                                      name=f"{names.get(reader, reader)} {phase}",
-                                     line={"color": PHASE_COLOURS[phase], "dash": "dash" if phase == "unaided" else
-                                           "solid"}))
+                                     line={"color": palette[order.get(reader, 0) % len(palette)],
+                                           "dash": "dash" if phase == "unaided" else "solid"}))
     fig_roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": "grey", "dash": "dot"},
                                  name="chance", hoverinfo="skip"))
     fig_roc.update_layout(height=460, title="ROC curves of the 1-5 malignancy rating", xaxis_title="1 - specificity",

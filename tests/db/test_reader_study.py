@@ -293,3 +293,21 @@ class TestMigration:
                         "trg_audit_events_no_delete"}
         upgrade(engine)
         assert set(inspect(engine).get_table_names()) >= READER_STUDY_TABLES
+
+    def test_offline_postgresql_sql_has_the_append_only_triggers(self):
+        import io
+
+        from alembic import command
+
+        from db.session import alembic_config
+
+        cfg = alembic_config("postgresql://user:pw@localhost/lungreview")
+        buffer = io.StringIO()
+        cfg.output_buffer = buffer
+        cfg.attributes.clear()
+        command.upgrade(cfg, "0001:0004_reader_study", sql=True)
+        sql = buffer.getvalue()
+        assert "CREATE TABLE reader_reads" in sql
+        for table in ("reference_standards", "reader_case_events", "reader_reads"):
+            assert f"CREATE TRIGGER trg_{table}_append_only BEFORE UPDATE OR DELETE ON {table}" in sql
+        assert "RAISE(ABORT" not in sql
