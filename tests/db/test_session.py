@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from db.session import DatabaseError, alembic_config, make_engine, make_session_factory
@@ -58,7 +59,8 @@ class TestMakeEngine:
         again = make_engine(engine.url.render_as_string(hide_password=False))
         try:
             with again.connect() as conn:
-                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+                head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
         finally:
             again.dispose()
 
