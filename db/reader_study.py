@@ -23,6 +23,8 @@ a :class:`~db.repository.PermissionDenied`):
 * :class:`AiNotShownError`: an aided read before the AI result was shown.
 * :class:`NoAiModeError`: AI shown or an aided read in a ``no_ai`` list.
 * :class:`NotAssignedError`: a reader acting on a list they are not assigned to.
+* :class:`BlindingError`: a reader of a list (an admin may be both) asking for that list's
+  reference standard, its CSV import or its analysis data (every reader's reads).
 
 What a reader gets back (:class:`ReaderCase`, :class:`ReaderListSummary`) holds only their own
 reads and, once shown, the AI result: never the reference standard nor other readers' reads.
@@ -637,6 +639,7 @@ class ReaderStudyService:
             user = _user(s, actor, "actor")
             _require_role(user, COORDINATOR_ROLES, "enter the reference standard")
             rl = self._list(s, list_id)
+            self._refuse_own_list(s, user, rl)
             keys = {c.study.study_key: c.study_id for c in self._cases(s, rl.id)}
             saved = 0
             unmatched: list[UnmatchedRow] = []
@@ -672,8 +675,10 @@ class ReaderStudyService:
             PermissionDenied, NotFoundError.
         """
         with self._factory.begin() as s:
-            _require_role(_user(s, viewer, "viewer"), STUDY_VIEWER_ROLES, "see the reference standard")
+            user = _user(s, viewer, "viewer")
+            _require_role(user, STUDY_VIEWER_ROLES, "see the reference standard")
             rl = self._list(s, list_id)
+            self._refuse_own_list(s, user, rl)
             refs = self._current_references(s, [c.study_id for c in self._cases(s, rl.id)])
             rows = [{"case_id": c.id, "position": c.position, "study_id": c.study_id, "study_key": c.study.study_key,
                      "series_key": c.series_key,
@@ -871,6 +876,16 @@ class ReaderStudyService:
     # analysis data (coordinators, leads, admins)
 
     @staticmethod
+    def _refuse_own_list(s: Session, user: User | None, rl: ReadingList) -> None:
+        """A reader of the list (e.g. an admin assigned as reader) sees no reference nor others' reads."""
+        if user is not None and s.scalar(select(ReadingListReader.id).where(
+                ReadingListReader.list_id == rl.id, ReadingListReader.reader_id == user.id)) is not None:
+            raise BlindingError(
+                f"You are a reader of the reading list {rl.name!r}, so its reference standard and the other "
+                "readers' reads stay hidden from you; ask another coordinator or lead."
+            )
+
+    @staticmethod
     def _check_viewer(s: Session, viewer: User | int | None, what: str) -> User | None:
         if viewer is None:
             return None
@@ -895,6 +910,7 @@ class ReaderStudyService:
         with self._factory.begin() as s:
             user = self._check_viewer(s, viewer, "see the reads and results of a reading list")
             rl = self._list(s, list_id)
+            self._refuse_own_list(s, user, rl)
             summary = self._summary(s, rl)
             cases = self._cases(s, rl.id)
             refs = self._current_references(s, [c.study_id for c in cases])

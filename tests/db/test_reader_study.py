@@ -248,6 +248,18 @@ class TestBlinding:
         done = svc.record_aided(people["rad1"], case.case_id, finding="normal", confidence=4)
         assert (done.step, done.aided.seconds) == (rs.CaseStep.DONE, 12.0)
 
+    def test_an_admin_who_reads_the_list_cannot_see_its_reference_or_reads(self, svc, small, people):
+        _, ids = small
+        summary = svc.create_list(people["coord"], name="Admin reads", cases=ids, readers=[people["admin"]],
+                                  model_id=MODEL, mode="ai_after_unaided", seed=2)
+        for call in (lambda: svc.reference_table(people["admin"], summary.list_id),
+                     lambda: svc.study_data(people["admin"], summary.list_id),
+                     lambda: svc.import_reference_csv(people["admin"], summary.list_id,
+                                                      "study_key,finding,source\n")):
+            with pytest.raises(rs.BlindingError, match="reader of the reading list 'Admin reads'"):
+                call()
+        assert len(svc.reference_table(people["admin"], small[0].list_id)) == 3  # not a reader of "Small"
+
     def test_blinding_errors_are_permission_errors_with_a_message(self):
         for cls in (rs.AidedBeforeUnaidedError, rs.UnaidedLockedError, rs.AiNotShownError, rs.NoAiModeError,
                     rs.NotAssignedError):
