@@ -39,6 +39,10 @@ PAGES: tuple[tuple[str, str, str, str, frozenset[Role], str], ...] = (
     ("Models", "about.py", "About", ":material/info:", ALL_ROLES, "about"),
     ("Pilot", "feedback.py", "Pilot feedback", ":material/rate_review:", ALL_ROLES, "feedback"),
     ("Pilot", "feedback_results.py", "Feedback results", ":material/monitoring:", RESULTS_ROLES, "results"),
+    ("Pilot", "reading_lists.py", "Reading lists", ":material/playlist_add:", frozenset({Role.COORDINATOR, Role.ADMIN}),
+     "reading-lists"),
+    ("Pilot", "my_reading_list.py", "My reading list", ":material/checklist:", READ_ROLES, "my-reading-list"),
+    ("Pilot", "pilot_report.py", "Pilot report", ":material/summarize:", RESULTS_ROLES, "pilot-report"),
     ("Admin", "admin.py", "Users", ":material/manage_accounts:", ADMIN_ROLES, "users"),
 )
 

@@ -19,6 +19,7 @@ match a stored inference, that inference is returned and the model is not run ag
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from core.decision import decide, suspicious_class, suspicious_index
 from core.imaging import FileProblem, ImageTooLargeError, ImagingError, ReadResult, read_uploads
 from db import repository as repo
 from db.schema import Inference
+
+log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 #: Display label of the series whose slices the out-of-distribution guard flagged.
@@ -270,9 +273,12 @@ class ReadingService:
         """
         stored = self.stored_analysis(study, series, card)
         if stored is not None:
+            keep_series(study, series)
             return stored
         result = self.predictor_for(card.id).analyse_series(series, progress=progress)
-        return self.record_analysis(study, series, card, result, user_id=user_id)
+        analysis = self.record_analysis(study, series, card, result, user_id=user_id)
+        keep_series(study, series)
+        return analysis
 
     def record_analysis(self, study: Any, series: Any, card: Any, result: Any, *, user_id: int) -> Analysis:
         """Record a fresh ``SeriesResult``: the study and series rows if new, and the inference.
@@ -360,3 +366,64 @@ class ReadingService:
                     ai_finding=inf.ai_label, ai_ood=bool(inf.ood), finding=r.finding, agreement=r.agreement,
                     confidence=int(r.confidence), reviewed_at=r.created_at))
             return out
+
+
+# ------------------------------------------------------------------------------ study store
+def keep_series(study: Any, series: Any) -> str | None:
+    """Keep an analysed series in the study store (``core.store``) so it can be opened again.
+
+    Stores the decoded, de-identified series under ``store_key(study.content_hash,
+    series.series_key)`` unless it is there already. A store that cannot be written is logged
+    and skipped: the analysis and the reads stay recorded either way.
+
+    Args:
+        study, series: ``core.imaging.Study`` and one of its series.
+
+    Returns:
+        The store key, or None when the series could not be stored.
+    """
+    from core import store
+
+    try:
+        key = store.store_key(study.content_hash, series.series_key)
+        if not store.has_series(key):
+            store.put_series(series, study.content_hash)
+        return key
+    except (store.StoreError, OSError) as exc:
+        log.warning("study store: series not kept (%s)", exc)
+        return None
+
+
+def open_stored_series(factory: sessionmaker[Session], study_id: int, series_key: str = "") -> Any | None:
+    """A recorded series from the study store, without uploading it again.
+
+    Args:
+        factory: sessionmaker of the LungReview database.
+        study_id: ``studies.id``. series_key: the series' pseudonymous key; "" = the study's
+            only stored series.
+
+    Returns:
+        ``core.imaging.Series`` (slices with ``hu`` float32 (y, x) in HU), or None when the
+        store no longer holds it (evicted, or analysed before the store existed).
+
+    Raises:
+        db.repository.NotFoundError: no such study.
+    """
+    from core import store
+
+    with factory.begin() as s:
+        content_hash = repo.get_study(s, study_id).content_hash
+    try:
+        if series_key:
+            key = store.store_key(content_hash, series_key)
+        else:
+            keys = store.list_keys(content_hash)
+            if len(keys) != 1:
+                return None
+            key = keys[0]
+        return store.get_series(key)
+    except store.StoreMissError:
+        return None
+    except (store.StoreError, OSError) as exc:
+        log.warning("study store: series %s of study %s not opened (%s)", series_key[:12], study_id, exc)
+        return None

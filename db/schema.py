@@ -385,3 +385,182 @@ class AuthSession(Base):
     def __repr__(self) -> str:
         return (f"AuthSession(id={self.id!r}, user_id={self.user_id!r}, expires_at={self.expires_at!r}, "
                 f"ended_reason={self.ended_reason!r})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reader study: reading lists, reference standard, unaided and aided reads (db.reader_study)
+#
+# A CASE is one series of a study: (study_id, series_key). ``series_key`` is the key of the
+# series inside its study ("" = the study's only series); it maps 1:1 onto a row of the
+# ``series`` table (study_id, series_key) once that table exists. The AI result shown for a case
+# is a fixed inference (``inference_id``: the list model's newest run on the study when the
+# list was made), so every reader of the list sees the same AI output.
+
+
+class ReadingMode(StrEnum):
+    """When a reader of a reading list sees the AI result.
+
+    ``ai_at_once``: AI shown when the case opens; one (aided) read. ``ai_after_unaided``: an
+    unaided read first, locked, then the AI result and an aided read (sequential reading design,
+    FDA guidance "Clinical Performance Assessment: Considerations for Computer-Assisted Detection
+    Devices Applied to Radiology Images and Radiology Device Data", 2020). ``no_ai``: one
+    (unaided) read, AI never shown.
+    """
+
+    AI_AT_ONCE = "ai_at_once"
+    AI_AFTER_UNAIDED = "ai_after_unaided"
+    NO_AI = "no_ai"
+
+
+class ReferenceSource(StrEnum):
+    """Where a case's reference standard (truth) comes from."""
+
+    PATHOLOGY = "pathology"
+    FOLLOW_UP = "follow-up"
+    CONSENSUS = "consensus"
+
+
+class ReadPhase(StrEnum):
+    """A reader's read of a case without (``unaided``) or with (``aided``) the AI result."""
+
+    UNAIDED = "unaided"
+    AIDED = "aided"
+
+
+class CaseEventKind(StrEnum):
+    """Timestamps of a reader's work on a case: case opened, AI result shown."""
+
+    OPENED = "opened"
+    AI_SHOWN = "ai_shown"
+
+
+class ReadingList(Base):
+    """A set of cases that assigned readers read with one model in one :class:`ReadingMode`.
+
+    ``randomise``: each reader gets their own order, a permutation drawn with
+    ``numpy.random.default_rng([seed, reader_id])``; ``seed`` is recorded either way.
+    """
+
+    __tablename__ = "reading_lists"
+    __table_args__ = (
+        CheckConstraint(_in("mode", ReadingMode), name="mode"),
+        CheckConstraint("length(name) >= 1", name="name_length"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    model_id: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[str] = mapped_column(String(24))
+    randomise: Mapped[bool] = mapped_column(Boolean)
+    seed: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ReadingListCase(Base):
+    """One case (a series of a study) of a reading list, with the AI result its readers see."""
+
+    __tablename__ = "reading_list_cases"
+    __table_args__ = (
+        UniqueConstraint("list_id", "study_id", "series_key", name="uq_reading_list_cases_case"),
+        CheckConstraint("position >= 1", name="position_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("reading_lists.id"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_key: Mapped[str] = mapped_column(String(128), default="")
+    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id"))
+    position: Mapped[int] = mapped_column(Integer)
+
+    study: Mapped[Study] = relationship(lazy="joined")
+    inference: Mapped[Inference] = relationship(lazy="joined")
+
+
+class ReadingListReader(Base):
+    """A reader assigned to a reading list, with their reading order (JSON list of case ids)."""
+
+    __tablename__ = "reading_list_readers"
+    __table_args__ = (UniqueConstraint("list_id", "reader_id", name="uq_reading_list_readers_reader"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("reading_lists.id"), index=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    case_order: Mapped[list[Any]] = mapped_column(JSON)
+
+    reader: Mapped[User] = relationship(lazy="joined")
+
+
+class ReferenceStandard(Base):
+    """The truth of a study (normal / benign / malignant) and its source. Append-only.
+
+    A correction is a new row; the CURRENT reference standard of a study is its newest row.
+    """
+
+    __tablename__ = "reference_standards"
+    __table_args__ = (
+        CheckConstraint(_in("finding", Finding), name="finding"),
+        CheckConstraint(_in("source", ReferenceSource), name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    finding: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+    entered_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    entered_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ReaderCaseEvent(Base):
+    """When a reader opened a case or was shown its AI result. Append-only."""
+
+    __tablename__ = "reader_case_events"
+    __table_args__ = (
+        CheckConstraint(_in("kind", CaseEventKind), name="kind"),
+        Index("ix_reader_case_events_case_reader", "case_id", "reader_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("reading_list_cases.id"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ReaderRead(Base):
+    """A reader's unaided or aided read of a case. Append-only.
+
+    A re-recorded read is a new row whose ``supersedes_id`` points at the earlier one; the
+    CURRENT read of a (case, reader, phase) is the one no row supersedes. ``seconds`` is the
+    phase time: unaided from the first opening of the case, aided from the AI being shown (or
+    from the opening in ``ai_at_once`` mode), to this read.
+    """
+
+    __tablename__ = "reader_reads"
+    __table_args__ = (
+        CheckConstraint(_in("phase", ReadPhase), name="phase"),
+        CheckConstraint(_in("finding", Finding), name="finding"),
+        CheckConstraint("confidence BETWEEN 1 AND 5", name="confidence_range"),
+        CheckConstraint("seconds >= 0", name="seconds_nonnegative"),
+        Index("ix_reader_reads_case_reader", "case_id", "reader_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("reading_list_cases.id"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    finding: Mapped[str] = mapped_column(String(16))
+    confidence: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("reader_reads.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+#: The reader-study tables that are append-only (ORM events below; triggers in migration 0004).
+READER_STUDY_APPEND_ONLY_TABLES: tuple[str, ...] = ("reference_standards", "reader_case_events", "reader_reads")
+APPEND_ONLY_TABLES = APPEND_ONLY_TABLES + READER_STUDY_APPEND_ONLY_TABLES
+
+for _cls in (ReferenceStandard, ReaderCaseEvent, ReaderRead):
+    event.listen(_cls, "before_update", _refuse_change("UPDATE"))
+    event.listen(_cls, "before_delete", _refuse_change("DELETE"))

@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from db.schema import Base
+from db.schema import APPEND_ONLY_TABLES, Base
 from db.session import alembic_config, downgrade, make_engine, upgrade
 
 TABLES = {"users", "studies", "inferences", "reviews", "feedback", "audit_events"}
@@ -25,8 +25,7 @@ class TestUpgrade:
             assert inspect(engine).get_table_names() == []
             upgrade(engine)
             assert set(inspect(engine).get_table_names()) >= TABLES
-            assert triggers(engine) == {"trg_reviews_no_update", "trg_reviews_no_delete",
-                                        "trg_audit_events_no_update", "trg_audit_events_no_delete"}
+            assert triggers(engine) == {f"trg_{t}_no_{v}" for t in APPEND_ONLY_TABLES for v in ("update", "delete")}
             head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
             with engine.connect() as conn:
                 assert MigrationContext.configure(conn).get_current_revision() == head

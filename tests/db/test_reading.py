@@ -294,3 +294,34 @@ class TestSaveRead:
 
     def test_a_reader_without_reads_has_no_work(self, service, people):
         assert service.reader_work(people["rad2"]) == []
+
+
+class TestStudyStore:
+    """An analysed series is kept in the study store and opens again without the files."""
+
+    def test_analysed_series_opens_again_from_the_store(self, service, factory, people):
+        study = make_study("store", sizes=(3, 2))
+        first, second = study.series
+        analysis = service.analyse(study, second, CARD, user_id=people["rad1"])
+        from db.reading import open_stored_series
+
+        again = open_stored_series(factory, analysis.study_id, second.series_key)
+        assert again is not None and len(again.slices) == 2
+        for a, b in zip(again.slices, second.slices, strict=True):
+            np.testing.assert_array_equal(a.hu, b.hu)
+        # the other series was never analysed, so it was not kept
+        assert open_stored_series(factory, analysis.study_id, first.series_key) is None
+
+    def test_an_unwritable_store_loses_no_analysis(self, service, factory, people, monkeypatch):
+        from core import store
+
+        def refuse(*args, **kwargs):
+            raise store.StoreError("disk full")
+
+        monkeypatch.setattr(store, "put_series", refuse)
+        study = make_study("nostore")
+        analysis = service.analyse(study, study.series[0], CARD, user_id=people["rad1"])
+        assert counts(factory)["inferences"] == 1
+        from db.reading import open_stored_series
+
+        assert open_stored_series(factory, analysis.study_id, study.series[0].series_key) is None

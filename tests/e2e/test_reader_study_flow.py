@@ -1,0 +1,151 @@
+"""The reader study end to end in a real browser, against `streamlit run`.
+
+A coordinator makes a reading list of 3 analysed cases for one radiologist; the radiologist reads
+each unaided, has the AI result shown, and records the aided read; the coordinator downloads the
+pilot report. Afterwards the SQLite file holds exactly 6 reads and the downloaded report lists
+them. The three pages must be registered in dashboard/app.py (titles "Reading lists",
+"My reading list", "Pilot report"); until they are, this test skips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from core.config import REPO_ROOT
+from tests.e2e.conftest import _free_port
+from tests.e2e.test_review_flow import _input, _nav, _radio, _sign_in, _sign_out, _wait_idle
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PAGES = ("reading_lists.py", "my_reading_list.py", "pilot_report.py")
+PASSWORD = "study-pass-123"
+
+
+def _registered() -> bool:
+    text = (REPO_ROOT / "dashboard" / "app.py").read_text(encoding="utf-8")
+    return all(f'"{p}"' in text for p in PAGES)
+
+
+@pytest.fixture(scope="module")
+def study_server(tmp_path_factory, chromium_path):
+    """A database with 3 users and 3 analysed studies, and the dashboard on it; yields (url, db path)."""
+    if not _registered():
+        pytest.skip("the reader-study pages are not registered in dashboard/app.py yet")
+    from core.imaging import study_key_for
+    from db import repository as repo
+    from db.session import make_engine, make_session_factory
+
+    var = tmp_path_factory.mktemp("e2e_reader_var")
+    db_path = var / "e2e.db"
+    engine = make_engine(f"sqlite:///{db_path}")
+    with make_session_factory(engine).begin() as s:
+        admin = repo.create_user(s, "admin", "Ada Admin", "admin", PASSWORD)
+        coord = repo.create_user(s, "coord", "Cora Coordinator", "coordinator", PASSWORD, actor=admin)
+        repo.create_user(s, "rita", "Rita Reader", "radiologist", PASSWORD, actor=admin)
+        for i, label in enumerate(("malignant", "normal", "benign")):
+            study = repo.add_study(s, study_key=study_key_for(f"e2e-reader-{i}"), modality="CT", n_series=1,
+                                   n_slices=1, source_kind="dicom",
+                                   content_hash=hashlib.sha256(f"e2e{i}".encode()).hexdigest(), uploaded_by=coord)
+            repo.add_inference(s, study_id=study.id, model_id="basic_cnn_v1", model_sha256="a" * 64,
+                               slice_probabilities=[[0.2, 0.3, 0.5]], threshold=0.5, ood=False, latency_ms=1.0,
+                               series_result={"series_label": label, "series_score": 0.5})
+    engine.dispose()
+    port = _free_port()
+    env = dict(os.environ, LUNGREVIEW_VAR_DIR=str(var), LUNGREVIEW_DB_URL=f"sqlite:///{db_path}",
+               LUNGREVIEW_STUDY_KEY="e2e-secret", PYTHONUNBUFFERED="1")
+    log = open(var / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        log.close()
+        pytest.fail("streamlit did not start:\n" + (var / "streamlit.log").read_text()[-3000:])
+    yield base, db_path
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _multiselect(page, label: str, options: list[str]) -> None:
+    box = page.locator('div[data-testid="stMultiSelect"]').filter(has_text=label).first
+    for option in options:
+        _wait_idle(page, timeout=30_000)
+        box.get_by_role("combobox").click()
+        page.get_by_role("option", name=option, exact=True).click()
+    page.keyboard.press("Escape")
+
+
+def test_list_read_unaided_then_aided_and_report(study_server, browser, tmp_path, shot):
+    base, db_path = study_server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+
+    _sign_in(page, base, "coord", PASSWORD)
+    _nav(page, "Reading lists")
+    page.get_by_text("New reading list").first.wait_for()
+    _input(page, "List name").fill("Browser pilot")
+    with sqlite3.connect(db_path) as con:
+        studies = con.execute("SELECT id, study_key FROM studies ORDER BY id").fetchall()
+    labels = {1: "malignant", 2: "normal", 3: "benign"}
+    _multiselect(page, "Cases", [f"Study {i} · {k[:12]} · AI {labels[i]}" for i, k in studies])
+    _multiselect(page, "Readers", ["Rita Reader"])
+    page.get_by_role("button", name="Create reading list").click()
+    page.get_by_text("Reading list 'Browser pilot' created: 3 cases, 1 readers").first.wait_for()
+    shot(page, "reader_study_1_list")
+    _sign_out(page)
+
+    _sign_in(page, base, "rita", PASSWORD)
+    _nav(page, "My reading list")
+    for n in range(1, 4):
+        page.get_by_text(f"{n - 1} of 3 read").first.wait_for()
+        assert page.get_by_text("AI result", exact=True).count() == 0
+        _radio(page, "Your finding", "benign")
+        page.get_by_role("button", name="Save unaided read").click()
+        page.get_by_text("Unaided read saved.").first.wait_for()
+        page.get_by_role("button", name="Show the AI result").click()
+        page.get_by_text("AI result", exact=True).first.wait_for()
+        if n == 1:
+            shot(page, "reader_study_2_aided")
+        _radio(page, "Final finding", "malignant")
+        page.get_by_role("button", name="Save final read").click()
+        page.get_by_text("saved.").first.wait_for()
+        _wait_idle(page, timeout=60_000)
+    page.get_by_text("You have read all 3 cases of this list").first.wait_for()
+    _sign_out(page)
+
+    _sign_in(page, base, "coord", PASSWORD)
+    _nav(page, "Pilot report")
+    page.get_by_text("Limitations").first.wait_for()
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download report (HTML)").click()
+    path = tmp_path / "report.html"
+    info.value.save_as(path)
+    shot(page, "reader_study_3_report")
+    html = path.read_text(encoding="utf-8")
+    assert "Pilot report: Browser pilot" in html and "(6 reads, superseded ones flagged)" in html
+    with sqlite3.connect(db_path) as con:
+        phases = sorted(r[0] for r in con.execute("SELECT phase FROM reader_reads"))
+    assert phases == ["aided"] * 3 + ["unaided"] * 3
+    page.close()
