@@ -20,7 +20,7 @@ def page(name: str, user) -> AppTest:
     return at.run()
 
 
-def seed_studies(factory, users, n: int = 3) -> list[int]:
+def seed_studies(factory, users, n: int = 3) -> list[tuple[int, str]]:
     from core.imaging import study_key_for
     from db.repository import add_inference, add_series, add_study
 
@@ -37,7 +37,7 @@ def seed_studies(factory, users, n: int = 3) -> list[int]:
                           slice_probabilities=[[0.2, 0.3, 0.5]],
                           series_result={"series_label": label, "series_score": 0.5}, threshold=0.5, ood=False,
                           latency_ms=1.0)
-            ids.append(study.id)
+            ids.append((study.id, series.series_key))
     return ids
 
 

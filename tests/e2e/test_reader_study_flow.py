@@ -54,7 +54,9 @@ def study_server(tmp_path_factory, chromium_path):
             study = repo.add_study(s, study_key=study_key_for(f"e2e-reader-{i}"), modality="CT", n_series=1,
                                    n_slices=1, source_kind="dicom",
                                    content_hash=hashlib.sha256(f"e2e{i}".encode()).hexdigest(), uploaded_by=coord)
-            repo.add_inference(s, study_id=study.id, model_id="basic_cnn_v1", model_sha256="a" * 64,
+            series = repo.add_series(s, study_id=study.id, modality="CT", n_slices=1,
+                                     series_key=hashlib.sha256(f"e2e-series{i}".encode()).hexdigest()[:32])
+            repo.add_inference(s, series_id=series.id, model_id="basic_cnn_v1", model_sha256="a" * 64,
                                slice_probabilities=[[0.2, 0.3, 0.5]], threshold=0.5, ood=False, latency_ms=1.0,
                                series_result={"series_label": label, "series_score": 0.5})
     engine.dispose()
@@ -107,9 +109,11 @@ def test_list_read_unaided_then_aided_and_report(study_server, browser, tmp_path
     page.get_by_text("New reading list").first.wait_for()
     _input(page, "List name").fill("Browser pilot")
     with sqlite3.connect(db_path) as con:
-        studies = con.execute("SELECT id, study_key FROM studies ORDER BY id").fetchall()
+        studies = con.execute("SELECT studies.id, study_key, series_key FROM studies JOIN series "
+                              "ON series.study_id = studies.id ORDER BY studies.id").fetchall()
     labels = {1: "malignant", 2: "normal", 3: "benign"}
-    _multiselect(page, "Cases", [f"Study {i} · {k[:12]} · AI {labels[i]}" for i, k in studies])
+    _multiselect(page, "Cases", [f"Study {i} · {k[:12]} · series {sk[:8]} · 1 slice(s) · AI {labels[i]}"
+                                 for i, k, sk in studies])
     _multiselect(page, "Readers", ["Rita Reader"])
     page.get_by_role("button", name="Create reading list").click()
     page.get_by_text("Reading list 'Browser pilot' created: 3 cases, 1 readers").first.wait_for()
