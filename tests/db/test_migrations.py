@@ -1,4 +1,4 @@
-"""Tests of the Alembic migrations in db/migrations on real SQLite files."""
+"""Tests of the Alembic migrations in db/migrations on real SQLite files and PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -13,20 +13,31 @@ from db.session import alembic_config, downgrade, make_engine, upgrade
 TABLES = {"users", "studies", "inferences", "reviews", "feedback", "audit_events"}
 
 
+#: The append-only triggers 0001 creates, per dialect.
+APPEND_ONLY_TRIGGERS = {
+    "sqlite": {"trg_reviews_no_update", "trg_reviews_no_delete",
+               "trg_audit_events_no_update", "trg_audit_events_no_delete"},
+    "postgresql": {"trg_reviews_append_only", "trg_audit_events_append_only",
+                   "trg_reviews_no_truncate", "trg_audit_events_no_truncate"},
+}
+
+
 def triggers(engine) -> set[str]:
+    """Names of the user-defined triggers in the database behind ``engine``."""
+    query = {"sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+             "postgresql": "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"}[engine.dialect.name]
     with engine.connect() as conn:
-        return {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
+        return {r[0] for r in conn.execute(text(query))}
 
 
 class TestUpgrade:
-    def test_empty_database_to_head_has_every_table_and_trigger(self, tmp_path):
-        engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}", migrate=False)
+    def test_empty_database_to_head_has_every_table_and_trigger(self, empty_db_url):
+        engine = make_engine(empty_db_url, migrate=False)
         try:
             assert inspect(engine).get_table_names() == []
             upgrade(engine)
             assert set(inspect(engine).get_table_names()) >= TABLES
-            assert triggers(engine) == {"trg_reviews_no_update", "trg_reviews_no_delete",
-                                        "trg_audit_events_no_update", "trg_audit_events_no_delete"}
+            assert triggers(engine) == APPEND_ONLY_TRIGGERS[engine.dialect.name]
             head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
             with engine.connect() as conn:
                 assert MigrationContext.configure(conn).get_current_revision() == head
