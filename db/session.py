@@ -16,8 +16,19 @@ default deferred ``BEGIN`` a transaction that reads and then writes can fail at 
 "database is locked" when another process wrote in between (SQLite docs, "Transaction",
 section 2.2; the pysqlite recipe in SQLAlchemy's SQLite dialect docs, "Serializable isolation /
 Savepoints / Transactional DDL"). Sessions that only read can use
-``make_session_factory(engine, read_only=True)`` (deferred BEGIN, never wait). Any other SQLAlchemy URL (e.g. ``postgresql+psycopg://...``)
-works unchanged: nothing SQLite-specific runs for other dialects.
+``make_session_factory(engine, read_only=True)`` (deferred BEGIN, never wait).
+
+PostgreSQL (``postgresql+psycopg://user:password@host:5432/name``, psycopg 3): the same contract.
+Every transaction that may write first takes one transaction-scoped advisory lock
+(``SELECT pg_advisory_xact_lock(...)``; PostgreSQL 15 docs, sections 13.3.5 "Advisory Locks" and
+9.27.10 "Advisory Lock Functions"), the counterpart of ``BEGIN IMMEDIATE``: writers run one
+after the other, so a read-then-write such as "supersede the reader's current review" cannot
+interleave with another writer's under the default READ COMMITTED isolation. The lock is released
+at commit or rollback, also when the client dies (the server ends the session). Every connection
+sets ``lock_timeout`` to the busy timeout (30 s), so a writer waits for another instead of
+failing, and fails with "lock timeout" rather than hanging forever. Read-only sessions take no
+lock. The migrations run under the same lock, so processes starting at once migrate one after
+the other. Other dialects get nothing dialect-specific.
 """
 
 from __future__ import annotations
@@ -82,6 +93,28 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+#: Key of the advisory lock every PostgreSQL write transaction holds (any fixed 64-bit integer;
+#: this one is the ASCII bytes of "LungRevi").
+POSTGRES_WRITE_LOCK_KEY = 0x4C756E6752657669
+
+
+def _configure_postgresql(engine: Engine, lock_timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, connection_record) -> None:  # pragma: no cover - trivial
+        # SET outside a transaction, so that it holds for the whole session (not rolled back).
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        cur = dbapi_connection.cursor()
+        cur.execute(f"SET lock_timeout = {int(lock_timeout_s * 1000)}")
+        cur.close()
+        dbapi_connection.autocommit = autocommit
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:
+        if not conn.get_execution_options().get(_READ_ONLY_OPTION, False):
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({POSTGRES_WRITE_LOCK_KEY})")
+
+
 def make_engine(url: str | None = None, *, migrate: bool = True, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
                 echo: bool = False) -> Engine:
     """Create the engine for ``url`` and migrate the schema to the newest Alembic revision.
@@ -89,7 +122,8 @@ def make_engine(url: str | None = None, *, migrate: bool = True, busy_timeout_s:
     Args:
         url: SQLAlchemy URL; None means ``get_settings().db_url`` (a SQLite file in ``var/``).
         migrate: run ``alembic upgrade head`` (default True; tests of the migrations pass False).
-        busy_timeout_s: SQLite only: seconds to wait for another writer.
+        busy_timeout_s: SQLite and PostgreSQL: seconds to wait for another writer (PostgreSQL:
+            ``lock_timeout``, for any lock).
         echo: log SQL (debugging).
 
     Returns:
@@ -120,6 +154,8 @@ def make_engine(url: str | None = None, *, migrate: bool = True, busy_timeout_s:
     engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         _configure_sqlite(engine, busy_timeout_s)
+    elif parsed.get_backend_name() == "postgresql":
+        _configure_postgresql(engine, busy_timeout_s)
     if migrate:
         try:
             upgrade(engine)
@@ -169,8 +205,9 @@ def _migrate(engine: Engine, step, revision: str) -> None:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database behind ``engine`` to ``revision`` with Alembic's API.
 
-    The whole upgrade runs in one transaction on one connection (on SQLite ``BEGIN IMMEDIATE``),
-    so processes starting at the same time migrate one after the other (see :func:`_migrate`).
+    The whole upgrade runs in one transaction on one connection (on SQLite ``BEGIN IMMEDIATE``,
+    on PostgreSQL under the write lock), so processes starting at the same time migrate one
+    after the other (see :func:`_migrate`).
     """
     _migrate(engine, command.upgrade, revision)
 
@@ -188,10 +225,11 @@ def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionm
 
     Args:
         engine: from :func:`make_engine`.
-        read_only: SQLite only: start transactions with a deferred ``BEGIN`` instead of
-            ``BEGIN IMMEDIATE`` so that pages that only read (worklist, analytics) never wait for
-            a writer. Do not write through such a session: a deferred transaction that writes
-            can fail with "database is locked". No effect on other databases.
+        read_only: start transactions without the write lock (SQLite: a deferred ``BEGIN``
+            instead of ``BEGIN IMMEDIATE``; PostgreSQL: no advisory lock) so that pages that
+            only read (worklist, analytics) never wait for a writer. Do not write through such a
+            session: on SQLite a deferred transaction that writes can fail with "database is
+            locked"; on PostgreSQL it would race other writers. No effect on other databases.
     """
     bind = engine.execution_options(**{_READ_ONLY_OPTION: True}) if read_only else engine
     return sessionmaker(bind=bind, expire_on_commit=False)

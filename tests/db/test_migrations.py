@@ -1,4 +1,4 @@
-"""Tests of the Alembic migrations in db/migrations on real SQLite files."""
+"""Tests of the Alembic migrations in db/migrations on real SQLite files and PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -13,19 +13,33 @@ from db.session import alembic_config, downgrade, make_engine, upgrade
 TABLES = {"users", "studies", "inferences", "reviews", "feedback", "audit_events"}
 
 
+def append_only_triggers(dialect: str) -> set[str]:
+    """The append-only triggers the migrations create for every table of APPEND_ONLY_TABLES.
+
+    SQLite: one trigger per refused verb (UPDATE, DELETE). PostgreSQL: one row trigger for both
+    and a statement trigger refusing TRUNCATE.
+    """
+    if dialect == "sqlite":
+        return {f"trg_{t}_no_{v}" for t in APPEND_ONLY_TABLES for v in ("update", "delete")}
+    return {f"trg_{t}_{v}" for t in APPEND_ONLY_TABLES for v in ("append_only", "no_truncate")}
+
+
 def triggers(engine) -> set[str]:
+    """Names of the user-defined triggers in the database behind ``engine``."""
+    query = {"sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+             "postgresql": "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"}[engine.dialect.name]
     with engine.connect() as conn:
-        return {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
+        return {r[0] for r in conn.execute(text(query))}
 
 
 class TestUpgrade:
-    def test_empty_database_to_head_has_every_table_and_trigger(self, tmp_path):
-        engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}", migrate=False)
+    def test_empty_database_to_head_has_every_table_and_trigger(self, empty_db_url):
+        engine = make_engine(empty_db_url, migrate=False)
         try:
             assert inspect(engine).get_table_names() == []
             upgrade(engine)
             assert set(inspect(engine).get_table_names()) >= TABLES
-            assert triggers(engine) == {f"trg_{t}_no_{v}" for t in APPEND_ONLY_TABLES for v in ("update", "delete")}
+            assert triggers(engine) == append_only_triggers(engine.dialect.name)
             head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
             with engine.connect() as conn:
                 assert MigrationContext.configure(conn).get_current_revision() == head

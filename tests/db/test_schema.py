@@ -11,6 +11,8 @@ from db.schema import AppendOnlyError, AuditEvent, Review
 from tests.db.factories import new_study
 
 NOW = "2026-01-01 00:00:00"
+#: How SQLite and PostgreSQL word a failed CHECK constraint.
+CHECK_FAILED = "CHECK constraint failed|violates check constraint"
 
 
 @pytest.fixture()
@@ -41,7 +43,7 @@ class TestCheckConstraints:
     )
     def test_raw_sql_with_bad_review_values_is_refused(self, engine, people, reviewed, change):
         study_id, inf_id, _ = reviewed
-        with pytest.raises(IntegrityError, match="CHECK constraint failed"), engine.begin() as conn:
+        with pytest.raises(IntegrityError, match=CHECK_FAILED), engine.begin() as conn:
             insert_review(conn, study_id, inf_id, people["rad2"], **change)
 
     def test_raw_sql_with_good_review_values_is_accepted(self, engine, people, reviewed):
@@ -54,7 +56,7 @@ class TestCheckConstraints:
         "sql",
         [
             "INSERT INTO users (username, display_name, role, password_hash, created_at, active)"
-            " VALUES ('zed', 'Zed', 'surgeon', 'x', '2026-01-01', 1)",
+            " VALUES ('zed', 'Zed', 'surgeon', 'x', '2026-01-01', TRUE)",
             "INSERT INTO studies (study_key, modality, n_series, n_slices, source_kind, uploaded_by, uploaded_at,"
             " content_hash) VALUES ('k', 'CT', 1, 0, 'dicom', 1, '2026-01-01', 'h')",
             "INSERT INTO studies (study_key, modality, n_series, n_slices, source_kind, uploaded_by, uploaded_at,"
@@ -68,7 +70,7 @@ class TestCheckConstraints:
         ],
     )
     def test_other_tables_check_their_closed_choices_and_ranges(self, engine, people, sql):
-        with pytest.raises(IntegrityError, match="CHECK constraint failed"), engine.begin() as conn:
+        with pytest.raises(IntegrityError, match=CHECK_FAILED), engine.begin() as conn:
             conn.execute(text(sql))
 
 
@@ -80,6 +82,15 @@ class TestAppendOnly:
             conn.execute(text(sql))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT finding FROM reviews")).scalar() == "normal"
+
+    @pytest.mark.parametrize("table", ["reviews", "audit_events"])
+    def test_postgresql_refuses_truncate(self, engine, reviewed, table):
+        if engine.dialect.name != "postgresql":
+            pytest.skip("TRUNCATE is PostgreSQL's (SQLite has none)")
+        with pytest.raises(IntegrityError, match="append-only: TRUNCATE refused"), engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {table}"))
+        with engine.connect() as conn:
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() >= 1
 
     def test_orm_refuses_to_update_a_review(self, factory, reviewed):
         with factory() as s:

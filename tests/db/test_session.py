@@ -1,4 +1,4 @@
-"""Tests of db.session: engine set-up on real SQLite files, migration on start."""
+"""Tests of db.session: engine set-up on real SQLite files and PostgreSQL databases, migration on start."""
 
 from __future__ import annotations
 
@@ -25,24 +25,33 @@ class TestMakeEngine:
             engine.dispose()
 
     def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(self, engine):
+        if engine.dialect.name != "sqlite":
+            pytest.skip("SQLite PRAGMAs")
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
+    def test_postgresql_connections_wait_for_locks_up_to_busy_timeout(self, engine):
+        if engine.dialect.name != "postgresql":
+            pytest.skip("PostgreSQL settings")
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "30s"
+
     def test_foreign_keys_are_enforced(self, engine):
-        with pytest.raises(Exception, match="FOREIGN KEY"), engine.begin() as conn:
+        with pytest.raises(Exception, match="FOREIGN KEY|foreign key constraint"), engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO reviews (study_id, inference_id, reader_id, finding, agreement, confidence, comment,"
                 " seconds_to_decision, created_at) VALUES (77, 77, 77, 'normal', 'agree', 3, '', 1, '2026-01-01')"
             ))
 
     def test_transactions_take_the_write_lock_up_front(self, engine, tmp_path):
-        # BEGIN IMMEDIATE: while one transaction is open, a second writer cannot even begin.
+        # BEGIN IMMEDIATE (PostgreSQL: the advisory write lock): while one transaction is open, a
+        # second writer cannot even begin.
         other = make_engine(engine.url.render_as_string(hide_password=False), migrate=False, busy_timeout_s=0.2)
         try:
-            with engine.begin(), pytest.raises(Exception, match="locked"), other.begin() as conn:
+            with engine.begin(), pytest.raises(Exception, match="locked|lock timeout"), other.begin() as conn:
                 conn.execute(text("SELECT 1"))
         finally:
             other.dispose()

@@ -7,16 +7,23 @@ import time
 
 
 def write_reviews(url: str, study_id: int, inference_id: int, reader_id: int, n: int, start_event) -> dict:
-    """Write ``n`` reviews, each in its own transaction; return counts, errors and seconds."""
+    """Write ``n`` reviews, each in its own transaction, into the database at ``url`` (any backend).
+
+    Returns:
+        {"ok": reviews committed, "errors": one "Type: message" per failed transaction,
+        "seconds": wall seconds of the n transactions, "slowest_s": the longest transaction in
+        seconds (waiting for the write lock included), "pid": the process id}.
+    """
     from db import repository as repo
     from db.session import make_engine, make_session_factory
 
     engine = make_engine(url)  # also exercises concurrent "migrate on start"
     factory = make_session_factory(engine)
     start_event.wait()
-    ok, errors = 0, []
+    ok, errors, slowest = 0, [], 0.0
     t0 = time.perf_counter()
     for i in range(n):
+        t_start = time.perf_counter()
         try:
             with factory.begin() as s:
                 repo.add_review(s, study_id=study_id, inference_id=inference_id, reader=reader_id,
@@ -25,13 +32,15 @@ def write_reviews(url: str, study_id: int, inference_id: int, reader_id: int, n:
             ok += 1
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the test
             errors.append(f"{type(exc).__name__}: {exc}")
+        slowest = max(slowest, time.perf_counter() - t_start)
     seconds = time.perf_counter() - t0
     engine.dispose()
-    return {"ok": ok, "errors": errors, "seconds": seconds, "pid": os.getpid()}
+    return {"ok": ok, "errors": errors, "seconds": seconds, "slowest_s": slowest, "pid": os.getpid()}
 
 
 def write_until_killed(url: str, study_id: int, inference_id: int, reader_id: int, ledger: str) -> None:
-    """Write reviews forever; after each commit append the review id to ``ledger`` and fsync it."""
+    """Write reviews into the database at ``url`` forever; after each commit append the review id
+    to the file ``ledger`` and fsync it."""
     from db import repository as repo
     from db.session import make_engine, make_session_factory
 

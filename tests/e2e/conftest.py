@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -41,10 +42,25 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
+@pytest.fixture(scope="session")
+def e2e_dir():
+    """A private folder for the server's var/ and the test's files, removed at the end.
+
+    Not under pytest's basetemp: pytest keeps only the 3 newest basetemp folders of a user, so on
+    a machine where other pytest sessions start meanwhile, files under it can vanish mid-test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="lungreview-e2e-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def app_server(tmp_path_factory, chromium_path):
-    """Start the dashboard with its own empty database; yield (base_url, var_dir); stop it."""
-    var = tmp_path_factory.mktemp("e2e_var")
+def app_server(e2e_dir, chromium_path):
+    """Start the dashboard with its own empty database; yield (base_url, var_dir); stop it.
+
+    The server's stdout and stderr go to ``var_dir / "streamlit.log"``.
+    """
+    var = Path(tempfile.mkdtemp(prefix="var-", dir=e2e_dir))
     port = _free_port()
     env = dict(os.environ)
     env.update(

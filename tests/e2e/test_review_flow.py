@@ -4,7 +4,14 @@ First run creates the admin, who creates a radiologist; the radiologist reads a 
 JPG and the real TCIA study (as a ZIP, then as several files: recognised, not re-analysed), goes
 to the most suspicious slice, records two reads and a SUS questionnaire; the admin opens Compare
 models and sees every shipped model. Afterwards the SQLite file holds exactly those two reviews
-and that one feedback. Screenshots of each page go to tests/e2e/screenshots/.
+and that one feedback. Screenshots of each page go to tests/e2e/screenshots/; on a failure the
+last screenshot and the server log (streamlit's stdout and stderr) are saved there too, and
+their paths are added to the error.
+
+Every wait is on the app's state, never on time: Streamlit's script-run state
+(``data-test-script-state`` of ``stApp``) and status widget, test ids, visible text. After files
+are set on the uploader, the test waits until the uploader lists exactly those file names, and
+sets them again if a script run dropped them.
 
 Also measured (printed, not asserted against a time): seconds from the end of an upload to the
 Grad-CAM overlay on screen, for a JPG and for the TCIA series.
@@ -13,6 +20,7 @@ Grad-CAM overlay on screen, for a JPG and for the TCIA series.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import time
 import zipfile
@@ -21,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from core.registry import list_cards, read_evaluation
+from tests.e2e.conftest import SCREENSHOTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -60,14 +69,33 @@ def _select(page, label: str, option: str, attempts: int = 3) -> None:
 
 
 def _nav(page, title: str) -> None:
+    _wait_idle(page)
     page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
-    page.wait_for_load_state("networkidle")
+    _wait_idle(page)
+
+
+#: True while no script run is going on or asked for: stApp's script-run state (Streamlit's
+#: ScriptRunState: notRunning, running, rerunRequested, stopRequested, compilationError) and its
+#: status widget ("Running...") gone.
+_IDLE_JS = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app) return false;
+    const state = app.getAttribute('data-test-script-state');
+    return !['running', 'rerunRequested', 'stopRequested'].includes(state)
+        && !document.querySelector('[data-testid="stStatusWidget"]');
+}"""
+
+#: True when the uploader lists exactly the given (sorted) file names, none still uploading.
+_UPLOADED_JS = """(names) => {
+    if (document.querySelector('[data-testid="stFileChipIconSpinner"]')) return false;
+    const shown = [...document.querySelectorAll('[data-testid="stFileChipName"]')].map(e => e.title).sort();
+    return JSON.stringify(shown) === JSON.stringify(names);
+}"""
 
 
 def _wait_idle(page, timeout: int = LONG) -> None:
-    """Wait until Streamlit has finished the current script run."""
-    page.wait_for_timeout(300)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=timeout)
+    """Wait until Streamlit has finished the current script run (and none is requested)."""
+    page.wait_for_function(_IDLE_JS, timeout=timeout)
 
 
 def _sign_in(page, base: str, username: str, password: str) -> None:
@@ -83,20 +111,52 @@ def _sign_out(page) -> None:
     page.get_by_role("button", name="Sign in").wait_for(timeout=30_000)
 
 
-def _upload(page, paths: list[Path]) -> float:
-    """Replace whatever the uploader holds (it accumulates files) with ``paths``."""
-    delete = page.locator('[data-testid="stFileChipDeleteBtn"] button')
-    while delete.count():
-        delete.first.click()
-        page.wait_for_timeout(300)
+def _clear_uploader(page) -> None:
+    """Remove every file the uploader holds, one chip at a time, each removal's run finished."""
     _wait_idle(page)
-    page.locator('input[type="file"]').set_input_files([str(p) for p in paths])
-    return time.monotonic()
+    chips = page.locator('[data-testid="stFileChip"]')
+    for _ in range(200):  # bounded: at most one click per listed file
+        n = chips.count()
+        if n == 0:
+            return
+        page.locator('[data-testid="stFileChipDeleteBtn"] button').first.click()
+        page.wait_for_function(
+            "(n) => document.querySelectorAll('[data-testid=\"stFileChip\"]').length < n", arg=n, timeout=60_000
+        )
+        _wait_idle(page)
+    raise AssertionError("the uploader still lists files after 200 removals")
+
+
+def _upload(page, paths: list[Path], attempts: int = 3) -> float:
+    """Replace whatever the uploader holds (it accumulates files) with ``paths``.
+
+    Returns when the uploader lists exactly those file names and the script run they started has
+    finished; a run that dropped them (seen once in CI: an empty uploader after a saved read)
+    makes it set them again, up to ``attempts`` times. Returns the monotonic time of the end of
+    the upload.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    names = sorted(p.name for p in paths)
+    for attempt in range(attempts):
+        _clear_uploader(page)
+        page.locator('input[type="file"]').set_input_files([str(p) for p in paths])
+        try:
+            page.wait_for_function(_UPLOADED_JS, arg=names, timeout=120_000)
+            t_end = time.monotonic()
+            _wait_idle(page)
+            if page.evaluate(_UPLOADED_JS, names):
+                return t_end
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError(f"the uploader did not keep {len(names)} file(s) after {attempts} attempts")
 
 
 def _analyse_and_wait_for_heatmap(page, t_upload_end: float) -> float:
     analyse = page.get_by_role("button", name="Analyse with AI")
-    analyse.wait_for(timeout=60_000)
+    analyse.wait_for(timeout=LONG)
+    _wait_idle(page)
     analyse.click()
     page.get_by_text("AI result").first.wait_for(timeout=LONG)
     page.locator('img[alt*="Grad-CAM"], [data-testid="stImage"] img').nth(1).wait_for(timeout=LONG)
@@ -110,8 +170,10 @@ def _save_read(page, finding: str, agreement: str) -> None:
     _radio(page, "Your confidence (1 = very unsure, 5 = certain)", "4")
     _radio(page, "Was the heatmap helpful? (1 = not at all, 5 = very)", "3")
     page.locator('textarea[aria-label="Comment (no patient identifiers)"]').fill("e2e read")
+    _wait_idle(page)
     page.get_by_role("button", name="Save my read").click()
     page.get_by_text("Read saved").first.wait_for(timeout=60_000)
+    _wait_idle(page)
 
 
 def _test_split_slice(label: str) -> str:
@@ -135,8 +197,8 @@ def tcia_files(tcia_dir: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def tcia_zip(tmp_path_factory, tcia_files: list[Path], tcia_dir: Path) -> Path:
-    path = tmp_path_factory.mktemp("zip") / "Lung_Dx-A0002.zip"
+def tcia_zip(e2e_dir, tcia_files: list[Path], tcia_dir: Path) -> Path:
+    path = e2e_dir / "Lung_Dx-A0002.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in tcia_files:
             zf.write(f, f.relative_to(tcia_dir).as_posix())
@@ -149,10 +211,22 @@ def test_radiologist_reads_jpg_and_ct_series_then_gives_feedback(
     base, var = app_server
     ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
     page = ctx.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     try:
         _workflow(page, base, var, shot, iq_dir, tcia_files, tcia_zip)
-    except Exception:
-        shot(page, "zz_failure")
+    except Exception as exc:
+        try:
+            picture = shot(page, "zz_failure")
+        except Exception as shot_exc:  # noqa: BLE001 - the page may be gone; the log still matters
+            picture = f"(no screenshot: {shot_exc})"
+        log = SCREENSHOTS / "zz_failure_streamlit.log"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(var / "streamlit.log", log)
+        browser_log = SCREENSHOTS / "zz_failure_console.log"
+        browser_log.write_text("\n".join(console) + "\n")
+        exc.add_note(f"failure screenshot: {picture}\nserver log: {log}\nbrowser console: {browser_log}")
+        print(f"E2E_FAILURE screenshot {picture} server log {log}")
         raise
     finally:
         ctx.close()
@@ -204,6 +278,7 @@ def _workflow(page, base, var, shot, iq_dir, tcia_files, tcia_zip) -> None:
     _wait_idle(page)
     page.get_by_text("AI result").first.wait_for(timeout=LONG)
     assert page.get_by_role("button", name="Analyse with AI").count() == 0
+    _wait_idle(page)
     page.get_by_role("button", name="Go to most suspicious slice").click()
     _wait_idle(page)
     suspicious = page.locator('[data-testid="stMetric"]').filter(has_text="Most suspicious slice")

@@ -26,7 +26,8 @@ APPEND_ONLY_TABLES = ("reviews", "audit_events")
 
 
 def _append_only_sql(dialect: str) -> tuple[list[str], list[str]]:
-    """(create, drop) statements for triggers that refuse UPDATE/DELETE on append-only tables."""
+    """(create, drop) statements for triggers that refuse UPDATE/DELETE (PostgreSQL: and TRUNCATE)
+    on append-only tables."""
     create: list[str] = []
     drop: list[str] = []
     if dialect == "sqlite":
@@ -41,7 +42,10 @@ def _append_only_sql(dialect: str) -> tuple[list[str], list[str]]:
     elif dialect == "postgresql":
         create.append(
             "CREATE OR REPLACE FUNCTION lungreview_refuse_change() RETURNS trigger AS $$ "
-            "BEGIN RAISE EXCEPTION '% rows are append-only: % refused', TG_TABLE_NAME, TG_OP; END; "
+            # SQLSTATE 23001 restrict_violation, an integrity constraint violation like SQLite's
+            # RAISE(ABORT) in a trigger: both reach SQLAlchemy as IntegrityError.
+            "BEGIN RAISE EXCEPTION '% rows are append-only: % refused', TG_TABLE_NAME, TG_OP "
+            "USING ERRCODE = 'restrict_violation'; END; "
             "$$ LANGUAGE plpgsql"
         )
         for table in APPEND_ONLY_TABLES:
@@ -51,6 +55,12 @@ def _append_only_sql(dialect: str) -> tuple[list[str], list[str]]:
                 "FOR EACH ROW EXECUTE FUNCTION lungreview_refuse_change()"
             )
             drop.append(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+            # TRUNCATE skips row triggers; refuse it with a statement trigger.
+            create.append(
+                f"CREATE TRIGGER trg_{table}_no_truncate BEFORE TRUNCATE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION lungreview_refuse_change()"
+            )
+            drop.append(f"DROP TRIGGER IF EXISTS trg_{table}_no_truncate ON {table}")
         drop.append("DROP FUNCTION IF EXISTS lungreview_refuse_change()")
     return create, drop
 

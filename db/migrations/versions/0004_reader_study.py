@@ -30,8 +30,9 @@ APPEND_ONLY_TABLES = ("reference_standards", "reader_case_events", "reader_reads
 def _append_only_sql(dialect: str) -> tuple[list[str], list[str]]:
     """(create, drop) statements for triggers that refuse UPDATE/DELETE on the tables above.
 
-    PostgreSQL reuses ``lungreview_refuse_change()`` of revision 0001 (created again here with
-    CREATE OR REPLACE, never dropped here: 0001 owns it).
+    PostgreSQL reuses ``lungreview_refuse_change()`` of revision 0001 (which owns it and raises
+    SQLSTATE 23001, restrict_violation), for a row trigger on UPDATE/DELETE and a statement
+    trigger on TRUNCATE, as 0001 does for its tables.
     """
     create: list[str] = []
     drop: list[str] = []
@@ -45,11 +46,6 @@ def _append_only_sql(dialect: str) -> tuple[list[str], list[str]]:
                 )
                 drop.append(f"DROP TRIGGER IF EXISTS {name}")
     elif dialect == "postgresql":
-        create.append(
-            "CREATE OR REPLACE FUNCTION lungreview_refuse_change() RETURNS trigger AS $$ "
-            "BEGIN RAISE EXCEPTION '% rows are append-only: % refused', TG_TABLE_NAME, TG_OP; END; "
-            "$$ LANGUAGE plpgsql"
-        )
         for table in APPEND_ONLY_TABLES:
             name = f"trg_{table}_append_only"
             create.append(
@@ -57,6 +53,11 @@ def _append_only_sql(dialect: str) -> tuple[list[str], list[str]]:
                 "FOR EACH ROW EXECUTE FUNCTION lungreview_refuse_change()"
             )
             drop.append(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+            create.append(
+                f"CREATE TRIGGER trg_{table}_no_truncate BEFORE TRUNCATE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION lungreview_refuse_change()"
+            )
+            drop.append(f"DROP TRIGGER IF EXISTS trg_{table}_no_truncate ON {table}")
     return create, drop
 
 
