@@ -12,7 +12,7 @@ of the AI result to "Save my read".
 Browser: file input "Upload DICOM files, a ZIP or JPG/PNG slices"; selectors "Study", "Series",
 "Model"; button "Analyse with AI" (then "AI result" metric appears); chart, slider "Slice",
 button "Go to most suspicious slice"; radio "Window" (Lung, Mediastinum, Bone, File's own,
-IQ-OTH/NCCD export); checkbox "Show Grad-CAM heatmap", slider "Heatmap opacity", selector
+IQ-OTH/NCCD export); checkboxes "Show Grad-CAM heatmap" and "Show lung outline", slider "Heatmap opacity", selector
 "Heatmap class"; form with radios "Your finding", "Do you agree with the AI?",
 "Your confidence", "Was the heatmap helpful?", text area "Comment", button "Save my read"
 (success text starts with "Read saved").
@@ -209,6 +209,10 @@ def show_slice(series: Series, analysis: Analysis, card: ModelCard, index: int) 
     picture = view(sl.hu, window)
     g1, g2, g3 = st.columns([1, 1, 2])
     show_cam = g1.checkbox("Show Grad-CAM heatmap", value=True, key="gradcam_on")
+    if g1.checkbox("Show lung outline", value=False, key="lung_outline_on",
+                   help="The lung field found by the HU pipeline of core.lungs (Hu et al. 2001), drawn "
+                        "over the slice; on JPG/PNG slices it follows estimated HU and is rough."):
+        picture = with_lung_outline(series, analysis, index, picture)
     alpha = g2.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_opacity")
     classes = list(analysis.class_names)
     default_cls = analysis.labels[index] if index < len(analysis.labels) and analysis.labels[index] in classes \
@@ -229,6 +233,31 @@ def show_slice(series: Series, analysis: Analysis, card: ModelCard, index: int) 
         st.caption(f"AI label of this slice: {lbl}{flag}")
     if series.hu_is_estimated:
         st.caption("HU are estimated from the picture's grey values (JPG/PNG exports carry no HU).")
+
+
+def with_lung_outline(series: Series, analysis: Analysis, index: int, picture: np.ndarray) -> np.ndarray:
+    """The displayed view with the lung-field outline drawn on it (mask cached per slice).
+
+    Args:
+        picture: uint8 (y, x) grey view of slice ``index``.
+
+    Returns:
+        uint8 (y, x, 3) RGB view; the outline (``core.lungs.lung_outline_rgba``) replaces the grey
+        where it is drawn. An empty mask (no lungs found) returns the view unchanged, as RGB.
+    """
+    from core.lungs import lung_mask, lung_outline_rgba
+
+    cache = _cache("_lung_masks")
+    key = (analysis.key, index)
+    if key not in cache:
+        cache[key] = lung_mask(series.slices[index].hu, series.spacing_mm)
+        while len(cache) > MAX_EXPLANATIONS:
+            cache.popitem(last=False)
+    outline = lung_outline_rgba(cache[key], width=2)
+    rgb = np.repeat(np.asarray(picture, dtype=np.uint8)[..., None], 3, axis=2)
+    drawn = outline[..., 3] > 0
+    rgb[drawn] = outline[drawn, :3]
+    return rgb
 
 
 def explanation_png(series: Series, analysis: Analysis, index: int, cls: str, picture: np.ndarray,

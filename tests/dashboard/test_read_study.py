@@ -127,6 +127,17 @@ class TestPage:
         at.button(key="goto_suspicious").click().run()
         assert at.slider(key="slice_no").value == target
 
+    def test_lung_outline_is_drawn_over_the_slice_when_asked(self, registry_env, users, jpgs):
+        at = open_page(make_app(users["radiologist"]), "read_study.py")
+        at = _upload(at, jpgs)
+        at.button(key="analyse").click().run()
+        assert at.checkbox(key="lung_outline_on").value is False
+        assert "_lung_masks" not in at.session_state
+        at.checkbox(key="lung_outline_on").check().run()
+        assert not at.exception
+        (mask,) = at.session_state["_lung_masks"].values()
+        assert mask.dtype == bool and mask.ndim == 2 and mask.any()  # lungs found on a real slice
+
 
 class TestWindows:
     def test_dicom_with_own_window_offers_it(self, isolated_settings):

@@ -42,7 +42,7 @@ def pacs_env(orthanc, tcia_dir):  # noqa: F811
     assert "LUNGREVIEW_DICOMWEB_URL" not in os.environ or os.environ["LUNGREVIEW_DICOMWEB_URL"] != orthanc.dicomweb_url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()  # per test, so that a rerun starts afresh
 def app_server(pacs_env, app_server):
     """The conftest's app server, started after ``pacs_env`` put the PACS settings in its environment."""
     return app_server

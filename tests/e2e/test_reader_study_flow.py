@@ -34,7 +34,7 @@ def _registered() -> bool:
     return all(f'"{p}"' in text for p in PAGES)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()  # per test, so that a rerun starts afresh
 def study_server(tmp_path_factory, chromium_path):
     """A database with 3 users and 3 analysed studies, and the dashboard on it; yields (url, db path)."""
     if not _registered():
@@ -90,13 +90,29 @@ def study_server(tmp_path_factory, chromium_path):
     log.close()
 
 
-def _multiselect(page, label: str, options: list[str]) -> None:
+def _multiselect(page, label: str, options: list[str], attempts: int = 3) -> None:
+    """Choose ``options`` in the multiselect ``label``, one at a time.
+
+    Each choice opens the list through the combobox and closes it again (Escape). A click that
+    left the list closed (another list was open and took the click) is tried again, up to
+    ``attempts`` times per option.
+    """
     box = page.locator('div[data-testid="stMultiSelect"]').filter(has_text=label).first
     for option in options:
-        _wait_idle(page, timeout=30_000)
-        box.get_by_role("combobox").click()
-        page.get_by_role("option", name=option, exact=True).click()
-    page.keyboard.press("Escape")
+        choice = page.get_by_role("option", name=option, exact=True)
+        for attempt in range(attempts):
+            _wait_idle(page, timeout=30_000)
+            box.get_by_role("combobox").click()
+            try:
+                choice.wait_for(state="visible", timeout=5_000)
+            except Exception:
+                if attempt == attempts - 1:
+                    raise
+                page.keyboard.press("Escape")
+                continue
+            choice.click()
+            break
+        page.keyboard.press("Escape")
 
 
 def test_list_read_unaided_then_aided_and_report(study_server, browser, tmp_path, shot):

@@ -111,35 +111,31 @@ def _sign_out(page) -> None:
     page.get_by_role("button", name="Sign in").wait_for(timeout=30_000)
 
 
-def _clear_uploader(page) -> None:
-    """Remove every file the uploader holds, one chip at a time, each removal's run finished."""
+def _open_read_page(page, base: str) -> None:
+    """Load the app afresh (a new script session; the sign-in cookie keeps the user, whose default
+    page is "Read a study") and wait until its empty uploader is shown and no run is going on."""
+    page.goto(base)
+    page.get_by_text("Upload DICOM files, a ZIP or JPG/PNG slices").first.wait_for(timeout=LONG)
     _wait_idle(page)
-    chips = page.locator('[data-testid="stFileChip"]')
-    for _ in range(200):  # bounded: at most one click per listed file
-        n = chips.count()
-        if n == 0:
-            return
-        page.locator('[data-testid="stFileChipDeleteBtn"] button').first.click()
-        page.wait_for_function(
-            "(n) => document.querySelectorAll('[data-testid=\"stFileChip\"]').length < n", arg=n, timeout=60_000
-        )
-        _wait_idle(page)
-    raise AssertionError("the uploader still lists files after 200 removals")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stFileChip\"]').length === 0",
+                           timeout=LONG)
 
 
-def _upload(page, paths: list[Path], attempts: int = 3) -> float:
-    """Replace whatever the uploader holds (it accumulates files) with ``paths``.
+def _upload(page, base: str, paths: list[Path], attempts: int = 3) -> float:
+    """Open "Read a study" afresh and upload ``paths`` into its empty uploader.
 
-    Returns when the uploader lists exactly those file names and the script run they started has
-    finished; a run that dropped them (seen once in CI: an empty uploader after a saved read)
-    makes it set them again, up to ``attempts`` times. Returns the monotonic time of the end of
-    the upload.
+    Each upload starts from a fresh page load, as a reader opening the next study would, so no
+    earlier file has to be removed from the uploader. Returns when the uploader lists exactly
+    those file names and the script run they started has finished. When the page lost them
+    (seen in CI: an empty uploader after a saved read, which setting the files again on the same
+    page did not cure), the page is loaded again and the files set again, up to ``attempts``
+    times. Returns the monotonic time of the end of the upload.
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     names = sorted(p.name for p in paths)
     for attempt in range(attempts):
-        _clear_uploader(page)
+        _open_read_page(page, base)
         page.locator('input[type="file"]').set_input_files([str(p) for p in paths])
         try:
             page.wait_for_function(_UPLOADED_JS, arg=names, timeout=120_000)
@@ -260,7 +256,7 @@ def _workflow(page, base, var, shot, iq_dir, tcia_files, tcia_zip) -> None:
     _sign_in(page, base, "reader1", PASSWORD_RAD)
     page.get_by_text("Upload DICOM files, a ZIP or JPG/PNG slices").wait_for()
     jpg = iq_dir / _test_split_slice("malignant")
-    t0 = _upload(page, [jpg])
+    t0 = _upload(page, base, [jpg])
     timings["jpg_upload_to_heatmap_s"] = _analyse_and_wait_for_heatmap(page, t0)
     assert page.get_by_text("Series P(malignant)").count() >= 1
     assert page.locator('[data-testid="stDataFrame"]').count() >= 1  # per-class probabilities
@@ -269,12 +265,12 @@ def _workflow(page, base, var, shot, iq_dir, tcia_files, tcia_zip) -> None:
     shot(page, "04_read_jpg_saved")
 
     # The TCIA study as a ZIP: analysed once.
-    t0 = _upload(page, [tcia_zip])
+    t0 = _upload(page, base, [tcia_zip])
     timings["series_upload_to_heatmap_s"] = _analyse_and_wait_for_heatmap(page, t0)
     shot(page, "05_read_tcia_zip")
 
     # The same study as 60 loose files: recognised by content, not analysed again.
-    _upload(page, tcia_files)
+    _upload(page, base, tcia_files)
     _wait_idle(page)
     page.get_by_text("AI result").first.wait_for(timeout=LONG)
     assert page.get_by_role("button", name="Analyse with AI").count() == 0
