@@ -33,6 +33,10 @@ TIMEOUT_S``
 ``LUNGREVIEW_SESSION_MAX_HOURS`` ``12`` hours after sign-in at which a sign-in ends regardless
 ``LUNGREVIEW_STORE_MAX_MB``    ``2048`` MiB the study store (``<var>/store``) may hold before it
                                evicts the least recently used series (``core/store.py``)
+``LUNGREVIEW_SERIES_CACHE_MB`` ``768`` MiB of decoded series the server keeps in memory for all
+                               browser sessions together (``core.store.MemoryCache``)
+``LUNGREVIEW_WARM_MODEL``      ``1``: load and warm the default model in the background at the
+                               first page view; ``0`` leaves it to the first analysis
 ``LUNGREVIEW_WEIGHTS_DIR``     ``<repo>/../shared/weights``: pretrained starting weights for
                                transfer learning (``models/transfer.py``)
 =============================  ==========================================================
@@ -205,6 +209,8 @@ class Settings:
     session_idle_min: int = 30
     session_max_hours: int = 12
     store_max_mb: int = 2048
+    series_cache_mb: int = 768
+    warm_model: bool = True
 
     # upload limits of core.imaging beyond the three above (see the module docstring)
     max_upload_pixels: int = 200_000_000
@@ -272,6 +278,8 @@ def load_settings() -> Settings:
         session_idle_min=_int_from_env("LUNGREVIEW_SESSION_IDLE_MIN", 30),
         session_max_hours=_int_from_env("LUNGREVIEW_SESSION_MAX_HOURS", 12),
         store_max_mb=_int_from_env("LUNGREVIEW_STORE_MAX_MB", 2048),
+        series_cache_mb=_int_from_env("LUNGREVIEW_SERIES_CACHE_MB", 768),
+        warm_model=os.environ.get("LUNGREVIEW_WARM_MODEL", "1").strip() not in ("0", "false", "no"),
         max_upload_pixels=_int_from_env("LUNGREVIEW_MAX_UPLOAD_PIXELS", 200_000_000),
         max_zip_members=_int_from_env("LUNGREVIEW_MAX_ZIP_MEMBERS", 10_000),
         weights_dir=_path_from_env("LUNGREVIEW_WEIGHTS_DIR", REPO_ROOT.parent / "shared" / "weights"),

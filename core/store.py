@@ -28,6 +28,12 @@ rename, and a reader that has opened it keeps reading it even if it is evicted m
 that cannot be read (truncated by a crash, or of another format version) is deleted and
 reported as missing: the store is a cache, the uploaded files and the database are the record.
 
+Memory: :func:`get_series` and :func:`hold_series` go through one process-wide, thread-safe
+in-memory cache of decoded series (:class:`MemoryCache`, least recently used first out, capped at
+``LUNGREVIEW_SERIES_CACHE_MB``), shared by every browser session of the server: a session keeps
+store keys, three tabs on the same study hold it once, and memory does not grow with the number
+of tabs. A series only in memory (the disk refused it) is lost when the cache evicts it.
+
 Size cap: after each write the store evicts the least recently used series (by file
 modification time; :meth:`SeriesStore.get` touches the file) until the total is at most
 ``max_bytes`` (``LUNGREVIEW_STORE_MAX_MB``). The series just written is never evicted by its
@@ -44,7 +50,9 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -376,15 +384,111 @@ class SeriesStore:
             os.utime(path)
 
 
+class MemoryCache:
+    """A thread-safe in-memory cache of decoded series, least recently used evicted first.
+
+    Args:
+        max_bytes: cap in bytes on the HU arrays held (:func:`series_bytes`), > 0. The series
+            just added is kept even when it alone is over the cap (until the next addition).
+
+    Raises:
+        StoreError: ``max_bytes`` is not positive.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if int(max_bytes) <= 0:
+            raise StoreError(f"The series cache's cap must be positive, got {max_bytes} bytes.")
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[str, tuple[Series, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Series | None:
+        """The series held under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: str, series: Series) -> None:
+        """Hold ``series`` under ``key``, then evict the least recently used down to the cap."""
+        size = series_bytes(series)
+        with self._lock:
+            self._items[key] = (series, size)
+            self._items.move_to_end(key)
+            total = sum(n for _, n in self._items.values())
+            while total > self.max_bytes and len(self._items) > 1:
+                _, (_, n) = self._items.popitem(last=False)
+                total -= n
+
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (no error when it is not held)."""
+        with self._lock:
+            self._items.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget every series."""
+        with self._lock:
+            self._items.clear()
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of HU arrays held now."""
+        with self._lock:
+            return sum(n for _, n in self._items.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+_memory: tuple[tuple[str, int], MemoryCache] | None = None
+_memory_lock = threading.Lock()
+
+
+def memory_cache() -> MemoryCache:
+    """The process-wide :class:`MemoryCache` of the app's store, capped at ``series_cache_mb`` MiB.
+
+    A new (empty) cache replaces it when the store folder or the cap in the settings changes.
+    """
+    global _memory
+    settings = get_settings()
+    ident = (str(settings.store_dir), settings.series_cache_mb * 1024 * 1024)
+    with _memory_lock:
+        if _memory is None or _memory[0] != ident:
+            _memory = (ident, MemoryCache(ident[1]))
+        return _memory[1]
+
+
 # ------------------------------------------------------------------------- module-level helpers
 def put_series(series: Series, content_hash: str) -> str:
     """Store a series in the app's store (:meth:`SeriesStore.put`); returns its key."""
     return SeriesStore.from_settings().put(series, content_hash)
 
 
+def hold_series(key: str, series: Series) -> None:
+    """Keep a decoded series in the process's memory cache under its store key (see module doc)."""
+    memory_cache().put(key, series)
+
+
 def get_series(key: str) -> Series:
-    """A series from the app's store (:meth:`SeriesStore.get`); raises StoreMissError if gone."""
-    return SeriesStore.from_settings().get(key)
+    """A series by store key: from the process's memory cache, else the app's store (then cached).
+
+    Returns:
+        ``core.imaging.Series``; each ``Slice.hu`` float32 (y, x) in HU. Series read back from disk
+        have ``Slice.sop_instance_uid`` None (the store drops it).
+
+    Raises:
+        StoreMissError: neither holds ``key`` (evicted): the files must be read again.
+        StoreError: a malformed key.
+    """
+    cache = memory_cache()
+    series = cache.get(key)
+    if series is None:
+        series = SeriesStore.from_settings().get(key)
+        cache.put(key, series)
+    return series
 
 
 def get_slice(key: str, index: int) -> Slice:
@@ -393,7 +497,7 @@ def get_slice(key: str, index: int) -> Slice:
 
 
 def has_series(key: str) -> bool:
-    """True when the app's store holds ``key`` (:meth:`SeriesStore.has`)."""
+    """True when the app's store holds ``key`` on disk (:meth:`SeriesStore.has`)."""
     return SeriesStore.from_settings().has(key)
 
 
@@ -412,7 +516,7 @@ def series_bytes(series: Series) -> int:
 
 
 __all__ = [
-    "FORMAT_VERSION", "SeriesStore", "StoreEntry", "StoreError", "StoreMissError", "get_series", "get_slice",
-    "has_series",
-    "list_keys", "put_series", "series_bytes", "store_key",
+    "FORMAT_VERSION", "MemoryCache", "SeriesStore", "StoreEntry", "StoreError", "StoreMissError", "get_series",
+    "get_slice", "has_series", "hold_series", "list_keys", "memory_cache", "put_series", "series_bytes",
+    "store_key",
 ]

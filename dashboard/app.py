@@ -63,8 +63,10 @@ def main() -> None:
     """Build the navigation for the current user and run the selected page."""
     st.set_page_config(page_title="LungReview", page_icon=":material/pulmonology:", layout="wide")
     from dashboard.auth import restore_or_check, write_pending_cookie
-    from dashboard.resources import get_session_factory
+    from dashboard.resources import get_session_factory, warm_default_model
     from db.services import list_accounts
+
+    warm_default_model()  # once per process: the first analysis then finds the model loaded and warm
 
     with error_boundary("sign-in"):
         restore_or_check()

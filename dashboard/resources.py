@@ -7,6 +7,11 @@
   TensorFlow is imported only here, lazily, on the first analysis.
 * :func:`get_reading_service`: the ``db.reading.ReadingService`` over these (not cached: it
   holds nothing but the cached factories and :func:`get_predictor`).
+* :func:`shared_cache`: bounded least-recently-used caches shared by every browser session
+  (Grad-CAM heatmaps, overlay PNGs, lung masks), so tabs on the same case share them and memory
+  does not grow with the number of tabs.
+* :func:`warm_default_model`: loads and warms the default model in a background thread, started
+  by the first page view after the server starts.
 
 Keys include the database URL and the registry folder, so tests that point the settings at a
 temporary database or registry get their own resources; :func:`clear_all` empties the caches
@@ -16,6 +21,9 @@ temporary database or registry get their own resources; :func:`clear_all` emptie
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import streamlit as st
@@ -104,3 +112,117 @@ def get_reading_service():
 def clear_all() -> None:
     """Drop every cached engine, session factory and model (tests; after replacing a model)."""
     st.cache_resource.clear()
+
+
+class SharedLRU:
+    """A thread-safe least-recently-used cache of at most ``max_items`` values.
+
+    Args:
+        max_items: how many values are kept (> 0); the least recently used go first.
+    """
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max(1, int(max_items))
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """The value of ``key``, made by ``make()`` (outside the lock) when it is not held."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return value
+
+    def values(self) -> list[Any]:
+        """The values held, least recently used first (a snapshot)."""
+        with self._lock:
+            return list(self._items.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+@st.cache_resource(show_spinner=False)
+def shared_cache(name: str, max_items: int) -> SharedLRU:
+    """The process-wide :class:`SharedLRU` called ``name`` (one per name and size)."""
+    return SharedLRU(max_items)
+
+
+_warm_lock = threading.Lock()
+_warm_started: set[str] = set()
+
+
+def warm_default_model() -> None:
+    """Load the default model and run it once (probabilities, Grad-CAM) in a background thread.
+
+    Started once per process and registry folder, by the first page view (sign-in included), so
+    that TensorFlow's import (about 4 s), the model load and the first traces of its functions
+    are done before the first study is analysed. Failures are logged, never raised: the page
+    that needs the model reports them. Off when ``get_settings().warm_model`` is False
+    (``LUNGREVIEW_WARM_MODEL=0``, the page tests).
+    """
+    if not get_settings().warm_model:
+        return
+    registry_dir = str(get_settings().registry_dir)
+    with _warm_lock:
+        if registry_dir in _warm_started:
+            return
+        _warm_started.add(registry_dir)
+
+    def warm() -> None:
+        import numpy as np
+
+        try:
+            from core.registry import default_model_id
+
+            predictor = get_predictor(default_model_id())
+            predictor.explain_hu(np.full((512, 512), -1000.0, dtype=np.float32))
+            log.info("default model loaded and warmed")
+        except Exception:  # noqa: BLE001 - a background warm-up must never take the server down
+            log.exception("warming the default model failed; it is loaded on the first analysis instead")
+
+    thread = threading.Thread(target=warm, name="lungreview-warm-model", daemon=True)
+    try:
+        from streamlit.runtime.scriptrunner import add_script_run_ctx
+
+        add_script_run_ctx(thread)
+    except ImportError:  # pragma: no cover - older Streamlit
+        pass
+    thread.start()
+
+
+#: Grad-CAM heatmaps kept for all sessions together: float32 512 x 512 = 1 MiB each.
+HEATMAP_CACHE_ITEMS = 256
+
+
+def gradcam_heatmap(analysis: Any, series: Any, index: int, class_name: str) -> Any:
+    """The Grad-CAM heatmap of one slice for one class, computed once per analysis, slice and class.
+
+    Shared by every browser session (:func:`shared_cache`, :data:`HEATMAP_CACHE_ITEMS` entries).
+
+    Args:
+        analysis: the ``db.reading.Analysis`` shown (its ``key`` and ``model_id``).
+        series: the analysed ``core.imaging.Series``. index: 0-based slice. class_name: a class
+            of the model.
+
+    Returns:
+        float32 (y, x) in [0, 1] at the slice's size (``core.inference.Predictor.explain``).
+
+    Raises:
+        core.inference.InferenceError: no such slice or class.
+        core.registry.RegistryError: the model cannot be loaded.
+    """
+    import numpy as np
+
+    def make() -> Any:
+        explanation = get_predictor(analysis.model_id).explain(series, index, class_name=class_name)
+        return np.asarray(explanation.heatmap, dtype=np.float32)
+
+    return shared_cache("gradcam", HEATMAP_CACHE_ITEMS).get_or_make((analysis.key, int(index), class_name), make)

@@ -12,6 +12,12 @@ frozen dataclasses (:class:`Analysis`, :class:`SavedRead`, :class:`ReadSummary`)
 so nothing escapes a closed session. TensorFlow is never imported here: the predictor is handed
 in (a ``core.inference.Predictor``, or a callable that returns one for a model id).
 
+Keys, not volumes: :func:`stage` keeps every series of an upload in the study store
+(``core.store``: on disk, and in the process's memory cache shared by all sessions) and returns
+a :class:`StagedUpload` of light references (:class:`StudyRef`, :class:`SeriesRef`), which is
+all a browser session holds; :func:`load_series` gives the decoded series back by reference,
+and :meth:`ReadingService.open_case` opens a recorded series without its files.
+
 Analyse-or-reuse: an upload is known by the sha256 of its bytes (``core.imaging.Study
 .content_hash``), a series by its pseudonymous key, a model file by its sha256. When all three
 match a stored inference, that inference is returned and the model is not run again.
@@ -29,7 +35,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import Finding, get_settings
+from core.config import Finding, Window, get_settings
 from core.decision import decide, suspicious_class, suspicious_index
 from core.imaging import FileProblem, ImageTooLargeError, ImagingError, ReadResult, read_uploads
 from db import repository as repo
@@ -128,6 +134,130 @@ class ReadSummary:
     agreement: str
     confidence: int
     reviewed_at: datetime
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    """A series by reference: what a page needs to list and choose it, and its store key.
+
+    Attributes:
+        store_key: ``core.store.store_key(content_hash, series_key)``; :func:`load_series` opens it.
+        study_key, series_key, modality, source_kind, description, spacing_mm, hu_is_estimated:
+            as in ``core.imaging.Series`` (spacing (z, y, x) in mm, None when unknown).
+        n_slices: number of slices. windows: the files' own VOI windows (centre/width in HU).
+        sop_instance_uids: the slices' SOP Instance UIDs (None for pictures), kept in the
+            browser session only (the DICOM export answers into the source study); the store
+            drops them.
+    """
+
+    store_key: str
+    study_key: str
+    series_key: str
+    modality: str
+    source_kind: str
+    description: str
+    n_slices: int
+    spacing_mm: tuple[float | None, float | None, float | None]
+    hu_is_estimated: bool
+    windows: tuple[Window, ...] = ()
+    sop_instance_uids: tuple[str | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """A study by reference: its keys, content hash and series references."""
+
+    study_key: str
+    content_hash: str
+    source_kind: str
+    series: tuple[SeriesRef, ...]
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    """What an upload held, by reference (see :func:`stage`): studies, per-file problems, notes."""
+
+    studies: tuple[StudyRef, ...]
+    problems: tuple[FileProblem, ...] = ()
+    skipped: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
+
+
+class CaseGoneError(ImagingError):
+    """The series is neither in the server's memory nor in the study store any more."""
+
+
+def n_slices_of(series: Any) -> int:
+    """Slice count of a ``core.imaging.Series`` or a :class:`SeriesRef`."""
+    return int(series.n_slices) if isinstance(series, SeriesRef) else len(series.slices)
+
+
+def series_ref(series: Any, content_hash: str) -> SeriesRef:
+    """The :class:`SeriesRef` of a decoded ``core.imaging.Series`` of the upload ``content_hash``."""
+    from core.store import store_key
+
+    return SeriesRef(
+        store_key=store_key(content_hash, series.series_key), study_key=series.study_key,
+        series_key=series.series_key, modality=series.modality, source_kind=series.source_kind,
+        description=series.description, n_slices=len(series.slices), spacing_mm=tuple(series.spacing_mm),
+        hu_is_estimated=bool(series.hu_is_estimated), windows=tuple(series.windows),
+        sop_instance_uids=tuple(sl.sop_instance_uid for sl in series.slices))
+
+
+def stage(result: ReadResult) -> StagedUpload:
+    """Keep every series of a read upload in the study store and return references to them.
+
+    Each series goes to the process's memory cache (``core.store.hold_series``) and to the store
+    on disk (``core.store.put_series``); a disk that refuses the write is logged and the series
+    stays in memory only (it is then lost at eviction, and :func:`load_series` says so).
+
+    Args:
+        result: ``core.imaging.ReadResult`` of an upload or a PACS retrieval.
+
+    Returns:
+        :class:`StagedUpload` (no pixel data: safe to keep per browser session).
+    """
+    from core import store
+
+    studies = []
+    for study in result.studies:
+        refs = []
+        for series in study.series:
+            ref = series_ref(series, study.content_hash)
+            store.hold_series(ref.store_key, series)
+            keep_series(study, series)
+            refs.append(ref)
+        studies.append(StudyRef(study_key=study.study_key, content_hash=study.content_hash,
+                                source_kind=study.source_kind, series=tuple(refs)))
+    return StagedUpload(studies=tuple(studies), problems=tuple(result.problems), skipped=tuple(result.skipped),
+                        duplicates=tuple(result.duplicates))
+
+
+def load_series(ref: SeriesRef) -> Any:
+    """The decoded series of a reference (memory cache, else the study store on disk).
+
+    Returns:
+        ``core.imaging.Series``, slices with ``hu`` float32 (y, x) in HU; read back from disk,
+        the slices get their SOP Instance UIDs from ``ref`` again.
+
+    Raises:
+        CaseGoneError: the series was evicted from both (its files must be read again).
+    """
+    import dataclasses
+
+    from core import store
+
+    try:
+        series = store.get_series(ref.store_key)
+    except (store.StoreError, OSError) as exc:
+        raise CaseGoneError(
+            "This series is no longer kept on the server (the study store evicts the least recently used "
+            "series when it is full); upload its files again to open it.") from exc
+    uids = ref.sop_instance_uids
+    if len(uids) == len(series.slices) and any(sl.sop_instance_uid is None for sl in series.slices) and any(uids):
+        series = dataclasses.replace(series, slices=[dataclasses.replace(sl, sop_instance_uid=uid)
+                                                     for sl, uid in zip(series.slices, uids, strict=True)])
+    return series
 
 
 def analysis_key(study: Any, series: Any, card: Any) -> str:
@@ -308,7 +438,7 @@ class ReadingService:
             row = repo.find_study_by_hash(s, study.content_hash)
             if row is None:
                 row = repo.add_study(s, study_key=study.study_key, modality=series.modality,
-                                     n_series=len(study.series), n_slices=sum(len(se.slices) for se in study.series),
+                                     n_series=len(study.series), n_slices=sum(n_slices_of(se) for se in study.series),
                                      source_kind=study.source_kind, content_hash=study.content_hash,
                                      uploaded_by=user_id)
             series_row = repo.find_series(s, row.id, series.series_key)
@@ -322,6 +452,34 @@ class ReadingService:
                 series_result=result.to_dict(), threshold=decision_threshold(card),
                 ood=np.asarray(result.ood, dtype=bool), latency_ms=float(result.latency_ms), user=user_id)
             return _analysis(key, inf, dict(card.thresholds), reused=False)
+
+    def open_case(self, series_id: int) -> tuple[StudyRef, SeriesRef] | None:
+        """A recorded series, opened from the study store without its files.
+
+        Args:
+            series_id: ``series.id`` in the database (e.g. :attr:`Analysis.series_id`).
+
+        Returns:
+            (study reference, series reference), the series now in the memory cache; None when
+            the store no longer holds it (evicted, or analysed before the store existed).
+
+        Raises:
+            db.repository.NotFoundError: no such series.
+        """
+        from core import store
+
+        with self.read_factory.begin() as s:
+            row = repo.get_series(s, int(series_id))
+            study_row = repo.get_study(s, row.study_id)
+            content_hash, study_key, kind = study_row.content_hash, study_row.study_key, study_row.source_kind
+            series_key = row.series_key
+        key = store.store_key(content_hash, series_key)
+        try:
+            series = store.get_series(key)
+        except (store.StoreError, OSError):
+            return None
+        ref = series_ref(series, content_hash)
+        return StudyRef(study_key=study_key, content_hash=content_hash, source_kind=kind, series=(ref,)), ref
 
     # -------------------------------------------------------------------------------- reads
     def save_read(self, inference_id: int, *, reader_id: int, finding: str, agreement: str, confidence: int,
@@ -370,7 +528,7 @@ class ReadingService:
 
 # ------------------------------------------------------------------------------ study store
 def keep_series(study: Any, series: Any) -> str | None:
-    """Keep an analysed series in the study store (``core.store``) so it can be opened again.
+    """Keep a series in the study store (``core.store``) so it can be opened again.
 
     Stores the decoded, de-identified series under ``store_key(study.content_hash,
     series.series_key)`` unless it is there already. A store that cannot be written is logged

@@ -7,7 +7,7 @@ Not a page of its own (``dashboard/app.py`` does not list it): ``read_study`` ca
 * :func:`read_from_pacs` - form "Search the PACS" (text inputs "Patient ID or name",
   "Accession number", date inputs "Studies from" / "to", button "Search PACS"), the results table
   (test id ``pacs_results``), selectors "PACS study" and "PACS series", button "Retrieve series"
-  with a progress bar; it returns the same ``core.imaging.ReadResult`` an upload gives;
+  with a progress bar; it returns the same ``db.reading.StagedUpload`` an upload gives;
 * :func:`export_section` - subheader "DICOM export", number input "Slice for the Secondary
   Capture", button "Prepare DICOM export" (builds the objects, so reading a study costs nothing
   extra until an export is wanted), then buttons "Download DICOM" (ZIP of SC + SR) and "Send to
@@ -34,11 +34,11 @@ import streamlit as st
 from core.config import WINDOW_PRESETS, WindowPreset, get_settings
 from core.decision import suspicious_index
 from core.dicomweb import PacsClient, PacsError, RetrievedSeries
-from core.imaging import ImagingError, ReadResult, Series, view
+from core.imaging import ImagingError, Series, view
 from dashboard.components import SessionUser
-from dashboard.resources import get_predictor, get_session_factory
+from dashboard.resources import get_session_factory, gradcam_heatmap
 from db.exports import record_export
-from db.reading import Analysis
+from db.reading import Analysis, StagedUpload, stage
 
 if TYPE_CHECKING:  # core.export imports highdicom (about 2 s): loaded when an export is shown
     from core.export import AIResult, ReaderRead
@@ -99,8 +99,11 @@ def _results_table(hits: list) -> pd.DataFrame:
     })
 
 
-def read_from_pacs() -> ReadResult | None:
+def read_from_pacs() -> StagedUpload | None:
     """Search the PACS, choose a study and series, retrieve it; None until a series is retrieved.
+
+    The retrieved series goes to the study store (``db.reading.stage``); the session keeps its
+    reference and the pixel-free headers (for the DICOM export).
 
     Errors (PACS unreachable, authentication refused, study gone, not CT, too large, unreadable
     instances) are shown in the page with their own message; nothing recorded is touched.
@@ -163,18 +166,19 @@ def read_from_pacs() -> ReadResult | None:
             bar.empty()
             st.error(str(exc))
             return None
-        got = (key, retrieved)
-        st.session_state["_pacs_read"] = got  # one retrieved series per browser session
+        # one retrieved series per browser session, by reference: the pixels go to the study store
+        got = (key, retrieved.headers, stage(retrieved.result))
+        st.session_state["_pacs_read"] = got
         bar.empty()
-    return got[1].result
+    return got[2]
 
 
 # ------------------------------------------------------------------------------------- export
 def headers_for(series: Series) -> dict[str, Any] | None:
     """Pixel-free source headers of the series' instances (PACS retrieval, else the upload); None if none."""
     got = st.session_state.get("_pacs_read")
-    if got is not None and any(s.series_key == series.series_key for s in got[1].result.series):
-        return got[1].headers
+    if got is not None and any(s.series_key == series.series_key for study in got[2].studies for s in study.series):
+        return got[1]
     files = st.session_state.get("upload") or []
     if not files:
         return None
@@ -221,10 +225,7 @@ def _overlay(series: Series, analysis: Analysis, index: int) -> np.ndarray:
     from core.explain import overlay
 
     cls = list(analysis.class_names)[suspicious_index(analysis.class_names)]
-    shown = st.session_state.get("_explanations") or {}
-    heatmap = shown.get((analysis.key, index, cls))
-    if heatmap is None:
-        heatmap = get_predictor(analysis.model_id).explain(series, index, class_name=cls).heatmap
+    heatmap = gradcam_heatmap(analysis, series, index, cls)
     picture = view(series.slices[index].hu, WINDOW_PRESETS[WindowPreset.LUNG])
     return overlay(picture, np.asarray(heatmap, dtype=np.float32),
                    alpha=float(st.session_state.get("gradcam_opacity", 0.4)))

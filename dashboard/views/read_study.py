@@ -9,6 +9,13 @@ result, per-slice malignancy chart (click a point or use the slider), slice with
 and Grad-CAM overlay -> the reader's own read (form). Time to decision runs from the first display
 of the AI result to "Save my read".
 
+Keys, not volumes: a read upload is staged (``db.reading.stage``: its series go to the study store
+and the server's shared memory cache) and the browser session keeps only references; Grad-CAM
+heatmaps, overlay pictures and lung masks sit in caches shared by all sessions
+(``dashboard.resources.shared_cache``). The analysed series is in the address (``?case=<series
+id>``): a reload, a new tab or the worklist's "Open case" opens it from the study store without
+its files.
+
 Browser: file input "Upload DICOM files, a ZIP or JPG/PNG slices"; selectors "Study", "Series",
 "Model"; button "Analyse with AI" (then "AI result" metric appears); chart, slider "Slice",
 button "Go to most suspicious slice"; radio "Window" (Lung, Mediastinum, Bone, File's own,
@@ -20,7 +27,6 @@ IQ-OTH/NCCD export); checkboxes "Show Grad-CAM heatmap" and "Show lung outline",
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import OrderedDict
 
@@ -30,12 +36,22 @@ import streamlit as st
 
 from core.config import WINDOW_PRESETS, Agreement, Finding, Window, WindowPreset, get_settings
 from core.decision import suspicious_class
-from core.imaging import ReadResult, Series, view
+from core.imaging import Series, view
 from core.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
 from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
-from dashboard.resources import get_predictor, get_reading_service
+from dashboard.resources import get_reading_service, gradcam_heatmap, shared_cache
 from dashboard.views import pacs
-from db.reading import Analysis, analysis_key, read_upload
+from db.reading import (
+    Analysis,
+    CaseGoneError,
+    SeriesRef,
+    StagedUpload,
+    StudyRef,
+    analysis_key,
+    load_series,
+    read_upload,
+    stage,
+)
 
 PRESET_LABELS: dict[str, str] = {
     WindowPreset.LUNG.value: "Lung (C -600 / W 1500)",
@@ -45,7 +61,8 @@ PRESET_LABELS: dict[str, str] = {
     WindowPreset.IQ_OTHNCCD.value: "IQ-OTH/NCCD export",
 }
 REVIEW_KEYS = ("review_finding", "review_agreement", "review_confidence", "review_heatmap", "review_comment")
-MAX_EXPLANATIONS = 48
+#: Overlay PNGs and lung masks kept for all sessions together (a few hundred KB each).
+SHARED_PICTURES = 128
 
 
 # ------------------------------------------------------------------------------- pure helpers
@@ -58,7 +75,7 @@ def upload_limit_mb() -> int:
     return min(server, get_settings().max_upload_mb)
 
 
-def window_options(series: Series) -> list[str]:
+def window_options(series: Series | SeriesRef) -> list[str]:
     """Window presets offered for a series (the file's own only when it has one)."""
     opts = [WindowPreset.LUNG.value, WindowPreset.MEDIASTINUM.value, WindowPreset.BONE.value]
     if series.source_kind == "dicom" and series.windows:
@@ -89,12 +106,9 @@ def _cache(name: str) -> OrderedDict:
     return st.session_state[name]
 
 
-def _uploaded_items(files) -> tuple[tuple, list[tuple[str, bytes]]]:
-    items = [(f.name, f.getvalue()) for f in files]
-    digest = hashlib.sha256()
-    for name, data in items:
-        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    return digest.hexdigest(), items
+def _upload_ident(files) -> tuple:
+    """Identity of the uploader's current files (Streamlit's file ids): no hashing on reruns."""
+    return tuple((f.file_id, f.name, f.size) for f in files)
 
 
 def _progress_callback(bar):
@@ -111,7 +125,8 @@ def _progress_callback(bar):
 
 
 def choose_model() -> ModelCard | None:
-    """The model selector (default preselected); None when no model is registered."""
+    """The model selector (the address's ``?model=`` or the default preselected); None when no model is
+    registered."""
     cards = list_cards()
     if not cards:
         st.error("No AI model is registered yet; ask an admin to train and register one (python -m models.train).")
@@ -121,7 +136,8 @@ def choose_model() -> ModelCard | None:
         default = default_model_id()
     except RegistryError:
         default = ids[0]
-    index = ids.index(default) if default in ids else 0
+    wanted = st.query_params.get("model")  # the worklist's "Open case" names the model it showed
+    index = ids.index(wanted) if wanted in ids else ids.index(default) if default in ids else 0
     model_id = st.selectbox("Model", ids, index=index, key="model_id",
                             format_func=lambda i: i + ("  (default)" if i == default else ""))
     return get_card(model_id)
@@ -209,10 +225,12 @@ def show_slice(series: Series, analysis: Analysis, card: ModelCard, index: int) 
     picture = view(sl.hu, window)
     g1, g2, g3 = st.columns([1, 1, 2])
     show_cam = g1.checkbox("Show Grad-CAM heatmap", value=True, key="gradcam_on")
+    outline = False
     if g1.checkbox("Show lung outline", value=False, key="lung_outline_on",
                    help="The lung field found by the HU pipeline of core.lungs (Hu et al. 2001), drawn "
                         "over the slice; on JPG/PNG slices it follows estimated HU and is rough."):
         picture = with_lung_outline(series, analysis, index, picture)
+        outline = True
     alpha = g2.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_opacity")
     classes = list(analysis.class_names)
     default_cls = analysis.labels[index] if index < len(analysis.labels) and analysis.labels[index] in classes \
@@ -223,7 +241,8 @@ def show_slice(series: Series, analysis: Analysis, card: ModelCard, index: int) 
     left.image(picture, caption=caption, width="stretch", clamp=True)
     with right:
         if show_cam:
-            overlay_png = explanation_png(series, analysis, index, cam_class, picture, alpha)
+            overlay_png = explanation_png(series, analysis, index, cam_class, picture, alpha,
+                                          view_key=(window.center, window.width, outline))
             if overlay_png is not None:
                 st.image(overlay_png, caption=f"Grad-CAM for '{cam_class}' (opacity {alpha:.2f})", width="stretch")
         probs = pd.DataFrame({"class": classes, "probability": analysis.probabilities[index].round(3)})
@@ -247,13 +266,9 @@ def with_lung_outline(series: Series, analysis: Analysis, index: int, picture: n
     """
     from core.lungs import lung_mask, lung_outline_rgba
 
-    cache = _cache("_lung_masks")
-    key = (analysis.key, index)
-    if key not in cache:
-        cache[key] = lung_mask(series.slices[index].hu, series.spacing_mm)
-        while len(cache) > MAX_EXPLANATIONS:
-            cache.popitem(last=False)
-    outline = lung_outline_rgba(cache[key], width=2)
+    mask = shared_cache("lung_masks", SHARED_PICTURES).get_or_make(
+        (analysis.key, index), lambda: lung_mask(series.slices[index].hu, series.spacing_mm))
+    outline = lung_outline_rgba(mask, width=2)
     rgb = np.repeat(np.asarray(picture, dtype=np.uint8)[..., None], 3, axis=2)
     drawn = outline[..., 3] > 0
     rgb[drawn] = outline[drawn, :3]
@@ -261,19 +276,22 @@ def with_lung_outline(series: Series, analysis: Analysis, index: int, picture: n
 
 
 def explanation_png(series: Series, analysis: Analysis, index: int, cls: str, picture: np.ndarray,
-                    alpha: float) -> bytes | None:
-    """PNG of the Grad-CAM overlay on the displayed view (heatmap cached per slice and class)."""
+                    alpha: float, view_key: tuple = ()) -> bytes | None:
+    """PNG of the Grad-CAM overlay on the displayed view.
+
+    The heatmap is computed once per analysis, slice and class
+    (``dashboard.resources.gradcam_heatmap``); the PNG once per heatmap, opacity and ``view_key``
+    (what made ``picture``: window, outline), both shared by all sessions.
+    """
     from core.explain import overlay, to_png
 
-    cache = _cache("_explanations")
-    key = (analysis.key, index, cls)
-    if key not in cache:
+    def make() -> bytes:
         with st.spinner(f"Computing Grad-CAM for slice {index + 1}..."):
-            explanation = get_predictor(analysis.model_id).explain(series, index, class_name=cls)
-        cache[key] = np.asarray(explanation.heatmap, dtype=np.float32)
-        while len(cache) > MAX_EXPLANATIONS:
-            cache.popitem(last=False)
-    return to_png(overlay(picture, cache[key], alpha=alpha))
+            heat = gradcam_heatmap(analysis, series, index, cls)
+        return to_png(overlay(picture, heat, alpha=alpha))
+
+    key = (analysis.key, index, cls, round(float(alpha), 3), view_key)
+    return shared_cache("overlay_png", SHARED_PICTURES).get_or_make(key, make)
 
 
 def review_form(analysis: Analysis) -> None:
@@ -311,44 +329,106 @@ def review_form(analysis: Analysis) -> None:
     st.success(st.session_state["_saved_review"])
 
 
-def _read_from_upload() -> ReadResult | None:
-    """The upload widget and what the upload held; None until something is uploaded."""
+def _staged_upload() -> StagedUpload | None:
+    """The upload widget and, by reference, what the upload held; None while it is empty.
+
+    An upload is read and staged once (``db.reading.stage``); the session keeps the references
+    of the last two uploads, never their pixels.
+    """
     limit = upload_limit_mb()
     files = st.file_uploader("Upload DICOM files, a ZIP or JPG/PNG slices", accept_multiple_files=True,
                              key="upload", help="A whole series: all its DICOM files, or one ZIP.")
     st.caption(f"Up to {limit} MB per file; a ZIP may expand to {get_settings().max_zip_mb} MB. "
-               "Files are read in memory and not stored; only a pseudonymous study key is kept.")
+               "The files themselves are not kept: LungReview keeps a pseudonymous study key and, in its "
+               "study store, the decoded de-identified slices (evicted when the store is full).")
     if not files:
-        st.info("Upload a study to start: DICOM files of one or more series, a ZIP of them, or JPG/PNG slices.")
         return None
-    upload_key, items = _uploaded_items(files)
-    reads = _cache("_reads")
-    if upload_key not in reads:
+    ident = _upload_ident(files)
+    staged = _cache("_staged")
+    if ident not in staged:
+        items = [(f.name, f.getvalue()) for f in files]
         with st.spinner(f"Reading {len(items)} file(s)..."):
-            reads[upload_key] = read_upload(items, limit)
-        while len(reads) > 2:
-            reads.popitem(last=False)
-    return reads[upload_key]
+            staged[ident] = stage(read_upload(items, limit))
+        while len(staged) > 2:
+            staged.popitem(last=False)
+    return staged[ident]
 
 
-def body(user: SessionUser) -> None:
-    """The read-a-study page."""
-    result = pacs.read_from_pacs() if pacs.choose_source() == pacs.SOURCE_PACS else _read_from_upload()
-    if result is None:
-        return
-    show_problems(result.problems)
-    studies = result.studies
+def case_from_link() -> tuple[StudyRef, SeriesRef] | None:
+    """The case named in the address (``?case=<series id>``), opened from the study store.
+
+    Returns:
+        (study, series) references, or None when the address names none, or names one the
+        store no longer holds (the page then says so).
+    """
+    raw = st.query_params.get("case")
+    if not raw:
+        return None
+    try:
+        series_id = int(raw)
+    except ValueError:
+        st.warning(f"The address names case {raw!r}, which is not a case number; open a case from the worklist.")
+        return None
+    opened = _cache("_opened")
+    if series_id not in opened:
+        from db.repository import NotFoundError
+
+        try:
+            got = get_reading_service().open_case(series_id)
+        except NotFoundError:
+            st.warning(f"Case {series_id} does not exist; open a case from the worklist.")
+            return None
+        if got is None:
+            st.warning(f"The images of case {series_id} are no longer in the study store (it keeps the most "
+                       "recently used series up to its size limit); upload the study's files again.")
+            return None
+        opened[series_id] = got
+        while len(opened) > 4:
+            opened.popitem(last=False)
+    return opened[series_id]
+
+
+def choose_series(staged: StagedUpload) -> tuple[StudyRef, SeriesRef]:
+    """The study and series selectors (shown when the upload holds more than one)."""
+    studies = staged.studies
     study = studies[0]
     if len(studies) > 1:
         pick = st.selectbox("Study", range(len(studies)), key="study_pick",
                             format_func=lambda i: f"Study {studies[i].study_key[:12]} · {len(studies[i].series)} series")
         study = studies[pick]
-    series = study.series[0]
+    ref = study.series[0]
     if len(study.series) > 1:
         pick = st.selectbox("Series", range(len(study.series)), key="series_pick",
                             format_func=lambda i: f"{study.series[i].description or 'series'} · "
-                            f"{len(study.series[i].slices)} slices · {study.series[i].modality}")
-        series = study.series[pick]
+                            f"{study.series[i].n_slices} slices · {study.series[i].modality}")
+        ref = study.series[pick]
+    return study, ref
+
+
+def body(user: SessionUser) -> None:
+    """The read-a-study page."""
+    from_pacs = pacs.choose_source() == pacs.SOURCE_PACS
+    staged = pacs.read_from_pacs() if from_pacs else _staged_upload()
+    if staged is not None:
+        show_problems(list(staged.problems))
+        if not staged.studies:
+            return
+        study, ref = choose_series(staged)
+    else:
+        opened = None if from_pacs else case_from_link()
+        if opened is None:
+            if not from_pacs:
+                st.info("Upload a study to start: DICOM files of one or more series, a ZIP of them, or JPG/PNG "
+                        "slices. Earlier cases open from the worklist without their files.")
+            return
+        study, ref = opened
+        st.caption(f"Case {st.query_params.get('case')} opened from the study store; upload files above to read "
+                   "another study.")
+    try:
+        series = load_series(ref)
+    except CaseGoneError as exc:
+        st.warning(str(exc))
+        return
     sz, sy, sx = series.spacing_mm
     if sz is None and sy is None and sx is None:
         spacing = "spacing unknown (pictures carry none)"
@@ -376,8 +456,11 @@ def body(user: SessionUser) -> None:
                           expanded=False)
         while len(analyses) > 8:
             analyses.popitem(last=False)
+        st.query_params["case"] = str(analyses[key].series_id)
         st.rerun()  # show the result without the finished button and status box
     analysis = analyses[key]
+    if st.query_params.get("case") != str(analysis.series_id):
+        st.query_params["case"] = str(analysis.series_id)  # a reload or a new tab opens this case again
     _reset_case(key, analysis)
     show_result(series, analysis, card)
     pacs.export_section(user, series, analysis)

@@ -1,16 +1,18 @@
 """Worklist / history: uploaded studies, their AI result, who read them and what they said.
 
-Re-opening a study shows the STORED inference (per-slice scores, series result) and the reads;
-images are not stored in LungReview, so slices and Grad-CAM need the files again: re-uploading
-the same files on "Read a study" is recognised by content hash and reuses the stored inference.
+Re-opening a study shows the STORED inference (per-slice scores, series result) and the reads.
+"Open case" opens a series on "Read a study" from the study store (decoded, de-identified slices
+kept on the server, least recently used evicted first; ``core/store.py``), without its files; a
+series the store no longer holds needs its files again (re-uploading them is recognised by
+content hash and reuses the stored inference).
 
 One row per series read: a study with two series shows a row for each (series description and
 pseudonymous series key), one per model's newest result on it and current read.
 
 Browser: filters "Reader", "Model", "Finding", "Agreement" (each with "All"); the table; the
 selector "Open a study" (options "Study <id> · <key>"); in the opened study, heading
-"Study <id>", one block per series and model with "AI result" and a chart, and the button
-"Re-upload this study on Read a study".
+"Study <id>", one block per series and model with "AI result", a chart and (readers) the button
+"Open case" (key ``wl_open_case_<series id>_<model>``).
 """
 
 from __future__ import annotations
@@ -53,11 +55,11 @@ def filters(reader_names: dict[int, str], models: list[str]) -> dict:
 def show_study(user: SessionUser, study_id: int) -> None:
     """Stored AI results (per series and model) and current reads of one study."""
     st.subheader(f"Study {study_id}")
-    st.info(
-        "Images are not stored in LungReview (privacy). To see the slices and the Grad-CAM again, upload "
-        "the same files on Read a study: they are recognised by their content hash and the stored AI "
-        "result is reused, not recomputed."
-    )
+    can_read = allowed(user, READ_ROLES)
+    if can_read:
+        st.caption("Open case shows the slices and the Grad-CAM again from the study store, without the files. "
+                   "The store keeps the most recently used series up to its size limit; an older case needs its "
+                   "files again (recognised by content hash: the stored AI result is reused, not recomputed).")
     stored = study_results(get_session_factory(read_only=True), study_id)
     if not stored.results:
         st.write("No AI result is stored for this study yet.")
@@ -76,6 +78,8 @@ def show_study(user: SessionUser, study_id: int) -> None:
         st.plotly_chart(slice_score_figure(r.probabilities[:, pos], suspicious=suspicious, threshold=r.threshold,
                                            score_name=r.class_names[pos]),
                         key=f"wl_chart_{r.series_id}_{r.model_id}")
+        if can_read and st.button("Open case", key=f"wl_open_case_{r.series_id}_{r.model_id}"):
+            st.switch_page("views/read_study.py", query_params={"case": str(r.series_id), "model": r.model_id})
     reads = stored.reads
     if reads.empty:
         st.write("Nobody has read this study yet.")
@@ -84,8 +88,6 @@ def show_study(user: SessionUser, study_id: int) -> None:
         if several:
             cols.insert(0, "series_description")
         st.dataframe(reads[cols], hide_index=True, key="wl_study_reads")
-    if allowed(user, READ_ROLES) and st.button("Re-upload this study on Read a study", key="wl_reupload"):
-        st.switch_page("views/read_study.py")
 
 
 def body(user: SessionUser) -> None:

@@ -290,3 +290,63 @@ class TestModuleFunctions:
         monkeypatch.setenv("LUNGREVIEW_STORE_MAX_MB", "3")
         config.get_settings.cache_clear()
         assert SeriesStore.from_settings().max_bytes == 3 * 1024 * 1024
+
+
+class TestMemoryCache:
+    """The process-wide cache of decoded series in front of the disk store."""
+
+    def test_the_least_recently_used_series_goes_first_and_the_cap_holds(self):
+        from core.store import MemoryCache, series_bytes
+
+        a, b, c = (noise_series(k, seed) for k, seed in (("aa" * 8, 1), ("bb" * 8, 2), ("cc" * 8, 3)))
+        size = series_bytes(a)
+        cache = MemoryCache(2 * size)
+        cache.put("a", a)
+        cache.put("b", b)
+        assert cache.get("a") is a  # now b is the least recently used
+        cache.put("c", c)
+        assert cache.get("b") is None and cache.get("a") is a and cache.get("c") is c
+        assert cache.total_bytes == 2 * size and len(cache) == 2
+
+    def test_one_series_over_the_cap_is_kept_until_the_next(self):
+        from core.store import MemoryCache
+
+        big = noise_series("dd" * 8, 4)
+        cache = MemoryCache(16)
+        cache.put("big", big)
+        assert cache.get("big") is big
+        cache.put("next", noise_series("ee" * 8, 5))
+        assert cache.get("big") is None
+
+    def test_a_non_positive_cap_is_refused(self):
+        from core.store import MemoryCache, StoreError
+
+        with pytest.raises(StoreError, match="positive"):
+            MemoryCache(0)
+
+    def test_get_series_serves_memory_first_then_disk_then_raises(self, isolated_settings, tcia_study):
+        from core.store import StoreMissError, hold_series, memory_cache
+
+        series = tcia_study.series[0]
+        key = put_series(series, tcia_study.content_hash)
+        memory_cache().clear()
+        from_disk = get_series(key)  # read back from the file, now held in memory
+        assert_same_series(from_disk, series)
+        assert get_series(key) is from_disk
+        SeriesStore.from_settings().delete(key)
+        assert get_series(key) is from_disk  # evicted from disk, still served from memory
+        memory_cache().clear()
+        with pytest.raises(StoreMissError):
+            get_series(key)
+        hold_series(key, series)  # held in memory only (e.g. the disk refused it)
+        assert get_series(key) is series
+
+    def test_a_new_store_folder_gets_a_new_cache(self, isolated_settings, tmp_path, monkeypatch):
+        from core import config
+        from core.store import hold_series, memory_cache
+
+        hold_series("k", noise_series("ff" * 8, 6))
+        first = memory_cache()
+        monkeypatch.setenv("LUNGREVIEW_VAR_DIR", str(tmp_path / "other"))
+        config.get_settings.cache_clear()
+        assert memory_cache() is not first and len(memory_cache()) == 0

@@ -21,6 +21,7 @@ def app_env(isolated_settings, tmp_path, monkeypatch):
     registry = tmp_path / "registry"
     registry.mkdir()
     monkeypatch.setenv("LUNGREVIEW_REGISTRY_DIR", str(registry))
+    monkeypatch.setenv("LUNGREVIEW_WARM_MODEL", "0")  # no background model load in page tests
     config.get_settings.cache_clear()
     st.cache_resource.clear()
     st.cache_data.clear()

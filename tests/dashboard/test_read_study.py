@@ -131,12 +131,89 @@ class TestPage:
         at = open_page(make_app(users["radiologist"]), "read_study.py")
         at = _upload(at, jpgs)
         at.button(key="analyse").click().run()
+        from dashboard.resources import shared_cache
+        from dashboard.views.read_study import SHARED_PICTURES
+
+        masks = shared_cache("lung_masks", SHARED_PICTURES)
         assert at.checkbox(key="lung_outline_on").value is False
-        assert "_lung_masks" not in at.session_state
+        assert len(masks) == 0
         at.checkbox(key="lung_outline_on").check().run()
         assert not at.exception
-        (mask,) = at.session_state["_lung_masks"].values()
+        (mask,) = masks.values()
         assert mask.dtype == bool and mask.ndim == 2 and mask.any()  # lungs found on a real slice
+
+
+def _pixel_bytes(value, seen=None) -> int:
+    """Bytes of numpy arrays reachable from a session-state value (containers and dataclasses)."""
+    import dataclasses
+
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(_pixel_bytes(k, seen) + _pixel_bytes(v, seen) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return sum(_pixel_bytes(v, seen) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(_pixel_bytes(getattr(value, f.name), seen) for f in dataclasses.fields(value))
+    return 0
+
+
+class TestStudyStore:
+    def test_session_keeps_references_and_a_reload_opens_the_case_from_the_store(self, registry_env, users, jpgs,
+                                                                                 factory):
+        at = open_page(make_app(users["radiologist"]), "read_study.py")
+        at = _upload(at, jpgs)
+        at.button(key="analyse").click().run()
+        assert not at.exception
+        case = at.query_params.get("case")
+        with factory.begin() as s:
+            assert case == str(worklist(s).iloc[0]["series_id"])
+        # the session holds references and the small AI result, not the decoded slices
+        state = {k: at.session_state[k] for k in ("_staged", "_analyses")}
+        n_probs = sum(a.probabilities.nbytes + a.ood.nbytes for a in state["_analyses"].values())
+        assert _pixel_bytes(state) == n_probs < 1024
+        (staged,) = state["_staged"].values()
+        (ref,) = staged.studies[0].series
+        assert ref.n_slices == 2
+
+        # a reload is a new session: no upload, only the address
+        again = make_app(users["radiologist"])
+        again.query_params["case"] = case
+        again = open_page(again, "read_study.py")
+        assert not again.exception
+        assert "opened from the study store" in texts(again)
+        assert "Recognised upload" in texts(again)
+        assert [m.value for m in again.metric if m.label == "AI result"] == [m.value for m in at.metric
+                                                                             if m.label == "AI result"]
+        assert again.slider(key="slice_no").max == 2
+        assert "analyse" not in [b.key for b in again.button]
+
+    def test_a_case_evicted_from_memory_and_disk_asks_for_the_files(self, registry_env, users, jpgs):
+        from core import store
+
+        at = open_page(make_app(users["radiologist"]), "read_study.py")
+        at = _upload(at, jpgs)
+        at.button(key="analyse").click().run()
+        case = at.query_params.get("case")
+        for key in store.list_keys():
+            store.SeriesStore.from_settings().delete(key)
+        store.memory_cache().clear()
+        again = make_app(users["radiologist"])
+        again.query_params["case"] = case
+        again = open_page(again, "read_study.py")
+        assert not again.exception
+        assert "no longer in the study store" in texts(again)
+
+    def test_a_bad_case_number_in_the_address_is_explained(self, registry_env, users):
+        at = make_app(users["radiologist"])
+        at.query_params["case"] = "abc"
+        at = open_page(at, "read_study.py")
+        assert not at.exception
+        assert "not a case number" in texts(at)
 
 
 class TestWindows:

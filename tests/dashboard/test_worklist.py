@@ -44,15 +44,32 @@ class TestPage:
         at.selectbox(key="wl_finding").set_value("malignant").run()
         assert "No studies match" in texts(at)
 
-    def test_open_study_uses_stored_inference_and_offers_reupload(self, app_env, users, factory):
+    def test_open_study_uses_stored_inference_and_offers_open_case(self, app_env, users, factory):
         study_id = seed_read(factory, users)
         at = open_page(make_app(users["radiologist"]), "worklist.py")
         at.selectbox(key="wl_open").set_value(study_id).run()
         assert not at.exception
         page = texts(at)
-        assert f"Study {study_id}" in page and "Images are not stored" in page
+        assert f"Study {study_id}" in page and "Open case shows the slices" in page
         assert "AI result: **malignant**" in page
-        assert at.button(key="wl_reupload").label == "Re-upload this study on Read a study"
+        (button,) = [b for b in at.button if b.key.startswith("wl_open_case_")]
+        assert button.label == "Open case"
+
+    def test_open_case_of_a_series_the_store_lacks_says_so_on_read_a_study(self, app_env, users, factory):
+        study_id = seed_read(factory, users)  # recorded without images: nothing in the study store
+        at = open_page(make_app(users["radiologist"]), "worklist.py")
+        at.selectbox(key="wl_open").set_value(study_id).run()
+        next(b for b in at.button if b.key.startswith("wl_open_case_")).click().run()
+        assert not at.exception
+        assert at.query_params.get("case")
+        assert "no longer in the study store" in texts(at)
+
+    def test_a_lead_sees_results_but_no_open_case(self, app_env, users, factory):
+        study_id = seed_read(factory, users)
+        at = open_page(make_app(users["lead"]), "worklist.py")
+        at.selectbox(key="wl_open").set_value(study_id).run()
+        assert not at.exception
+        assert not [b for b in at.button if b.key.startswith("wl_open_case_")]
 
     def test_a_study_with_two_series_has_one_row_per_series_read(self, app_env, users, factory):
         study_id = seed_read(factory, users, finding="benign", description="CT chest 8 mm")

@@ -325,3 +325,59 @@ class TestStudyStore:
         from db.reading import open_stored_series
 
         assert open_stored_series(factory, analysis.study_id, study.series[0].series_key) is None
+
+
+class TestStaging:
+    """An upload is staged: its series go to the store, the caller keeps references only."""
+
+    def test_stage_keeps_every_series_and_returns_references_without_pixels(self, isolated_settings):
+        import dataclasses
+
+        from core import store
+        from core.imaging import ReadResult
+        from db.reading import SeriesRef, load_series, stage
+
+        study = make_study("stage", sizes=(3, 2))
+        for i, sl in enumerate(study.series[1].slices):
+            sl.sop_instance_uid = f"1.2.826.0.1.3680043.8.498.{i + 1}"
+        staged = stage(ReadResult(studies=[study], problems=[]))
+        (ref_study,) = staged.studies
+        assert ref_study.content_hash == study.content_hash
+        refs = ref_study.series
+        assert [r.n_slices for r in refs] == [3, 2]
+        for ref in refs:
+            assert isinstance(ref, SeriesRef)
+            assert not any(isinstance(getattr(ref, f.name), np.ndarray) for f in dataclasses.fields(ref))
+            assert store.has_series(ref.store_key)  # on disk, not only in memory
+        store.memory_cache().clear()
+        again = load_series(refs[1])  # from disk
+        for a, b in zip(again.slices, study.series[1].slices, strict=True):
+            np.testing.assert_array_equal(a.hu, b.hu)
+            assert a.sop_instance_uid == b.sop_instance_uid is not None  # given back from the reference
+
+    def test_a_series_gone_from_memory_and_disk_raises_case_gone(self, isolated_settings):
+        from core import store
+        from core.imaging import ReadResult
+        from db.reading import CaseGoneError, load_series, stage
+
+        study = make_study("gone")
+        (ref,) = stage(ReadResult(studies=[study], problems=[])).studies[0].series
+        store.SeriesStore.from_settings().delete(ref.store_key)
+        store.memory_cache().clear()
+        with pytest.raises(CaseGoneError, match="upload its files again"):
+            load_series(ref)
+
+    def test_open_case_opens_a_recorded_series_without_its_files(self, service, people):
+        from core import store
+
+        study = make_study("case", sizes=(3, 2))
+        analysis = service.analyse(study, study.series[1], CARD, user_id=people["rad1"])
+        store.memory_cache().clear()
+        study_ref, ref = service.open_case(analysis.series_id)
+        assert study_ref.content_hash == study.content_hash and ref.series_key == study.series[1].series_key
+        assert ref.n_slices == 2
+        store.SeriesStore.from_settings().delete(ref.store_key)
+        store.memory_cache().clear()
+        assert service.open_case(analysis.series_id) is None
+        with pytest.raises(repo.NotFoundError):
+            service.open_case(999_999)
