@@ -63,9 +63,10 @@ def main() -> None:
     """Build the navigation for the current user and run the selected page."""
     st.set_page_config(page_title="LungReview", page_icon=":material/pulmonology:", layout="wide")
     from dashboard.auth import restore_or_check, write_pending_cookie
-    from dashboard.resources import get_session_factory, warm_default_model
+    from dashboard.resources import get_session_factory, keep_keras_state, warm_default_model
     from db.services import list_accounts
 
+    keep_keras_state()  # Streamlit would clear the Keras session after every run (1-2 s each)
     warm_default_model()  # once per process: the first analysis then finds the model loaded and warm
 
     with error_boundary("sign-in"):
