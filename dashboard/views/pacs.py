@@ -247,12 +247,11 @@ def export_section(user: SessionUser, series: Series, analysis: Analysis) -> Non
     The SR names the reader's read once one is saved; a changed read builds a new SR (new SOP
     Instance UID) that lists the one last downloaded or sent as its predecessor.
     """
-    from core.export import ExportError, secondary_capture, structured_report, zip_of
-
     st.subheader("DICOM export")
     if series.source_kind != "dicom":
         st.caption("JPG/PNG slices carry no DICOM identity: their result cannot be exported as DICOM.")
         return
+    from core.export import ExportError, secondary_capture, structured_report, zip_of  # highdicom: ~1 s once
     headers = headers_for(series)
     if not headers:
         st.caption("The DICOM headers of this series are no longer in this session: load it again to export.")
