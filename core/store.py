@@ -2,8 +2,8 @@
 
 A stored series is one HDF5 file ``<root>/<key>.h5`` (written and read with h5py) holding
 
-* datasets ``hu/00000``, ``hu/00001``, ...: each slice's HU, (y, x), compressed with HDF5's
-  shuffle filter followed by gzip (DEFLATE, level :data:`GZIP_LEVEL`). They are stored as int16
+* datasets ``hu/00000``, ``hu/00001``, ...: each slice's HU, (y, x), uncompressed
+  (:data:`COMPRESSION`; why: README "Study store"). They are stored as int16
   when every value of the series is a whole number in [-32768, 32767] (true of CT decoded
   through the modality LUT with an integer slope and intercept, DICOM PS3.3 C.11.1), which is
   lossless; else as float32 (e.g. HU estimated from picture grey values). Loaded back as
@@ -71,8 +71,10 @@ FORMAT_VERSION = 1
 #: Slice fields the store never writes (raw DICOM identifiers).
 DROPPED_SLICE_FIELDS: frozenset[str] = frozenset({"sop_instance_uid"})
 
-#: gzip level of the HU datasets: 1 is within 3 % of level 4's size on CT and the fastest.
-GZIP_LEVEL = 1
+#: HDF5 filter of the HU datasets: None. Staging a series happens while the reader waits for the
+#: upload, and gzip level 1 with shuffle took 17 times as long to write and 6 times as long to read
+#: as no filter, for half the size (README "Study store"); files written with a filter still read.
+COMPRESSION: str | None = None
 
 #: File name suffix of a stored series.
 SUFFIX = ".h5"
@@ -247,8 +249,7 @@ class SeriesStore:
                 h5.attrs["meta"] = meta
                 group = h5.create_group("hu")
                 for name, hu in arrays.items():
-                    group.create_dataset(name, data=hu, compression="gzip", compression_opts=GZIP_LEVEL,
-                                         shuffle=True)
+                    group.create_dataset(name, data=hu, compression=COMPRESSION)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)

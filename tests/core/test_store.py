@@ -107,14 +107,14 @@ class TestRoundTrip:
         with pytest.raises(StoreError, match="no slice 30"):
             store.get_slice(key, 30)
 
-    def test_ct_hu_are_stored_as_int16_and_compressed(self, tmp_path, tcia_study):
+    def test_ct_hu_are_stored_as_int16(self, tmp_path, tcia_study):
         store = SeriesStore(tmp_path / "store", 10**9)
         series = tcia_study.series[0]
         key = store.put(series, tcia_study.content_hash)
         with h5py.File(store.path(key), "r") as h5:
             assert h5["hu/00000"].dtype == np.int16
         size = store.path(key).stat().st_size
-        assert size < series_bytes(series) / 3  # float32 in memory; int16 + shuffle + gzip on disk
+        assert size < series_bytes(series) / 1.9  # float32 in memory; int16 on disk
 
     def test_non_integral_hu_are_kept_as_float32(self, tmp_path):
         store = SeriesStore(tmp_path / "store", 10**9)
