@@ -232,6 +232,19 @@ def gradcam_heatmap(analysis: Any, series: Any, index: int, class_name: str) -> 
     return shared_cache("gradcam", HEATMAP_CACHE_ITEMS).get_or_make((analysis.key, int(index), class_name), make)
 
 
+def _streamlit_clean_up() -> Any:
+    """Streamlit's own after-run clean-up function (None when this Streamlit has none)."""
+    try:
+        from streamlit.runtime.scriptrunner import script_runner
+    except ImportError:  # pragma: no cover
+        return None
+    return getattr(script_runner, "_clean_problem_modules", None)
+
+
+#: Streamlit's function as it was before :func:`keep_keras_state` replaced it (tests compare).
+STREAMLIT_CLEAN_UP = _streamlit_clean_up()
+
+
 def _clean_problem_modules_keeping_keras() -> None:
     """Streamlit's after-run clean-up without ``keras.backend.clear_session()``: matplotlib only."""
     plt = sys.modules.get("matplotlib.pyplot")

@@ -49,9 +49,12 @@ class TestKerasState:
         import keras
         from streamlit.runtime.scriptrunner import script_runner
 
+        from dashboard.resources import STREAMLIT_CLEAN_UP
+
         calls = []
         monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: calls.append(1))
-        original = script_runner._clean_problem_modules
+        original = STREAMLIT_CLEAN_UP
+        script_runner._clean_problem_modules = original  # as a fresh server process has it
         try:
             at = make_app()
             at.run()  # the app replaces Streamlit's after-run clean-up
@@ -67,9 +70,12 @@ class TestKerasState:
         import keras
         from streamlit.runtime.scriptrunner import script_runner
 
+        from dashboard.resources import STREAMLIT_CLEAN_UP
+
         calls = []
         monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: calls.append(1))
-        original = script_runner._clean_problem_modules
+        original = STREAMLIT_CLEAN_UP
+        script_runner._clean_problem_modules = original
         try:
             original()
             assert calls == [1]
