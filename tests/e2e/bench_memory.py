@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -123,14 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--tabs", type=int, default=3)
     args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="lungreview-bench-mem-"))
+    try:
+        return _measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def _measure(args: argparse.Namespace, work: Path) -> int:
+    """Make the inputs under ``work``, start the server and browser, measure, print; 0."""
     started = time.monotonic()
     load_before = os.getloadavg()
-    work = Path(tempfile.mkdtemp(prefix="lungreview-bench-mem-"))
     zips = [make_series_zip(work / f"study{k}_{args.slices}.zip", args.slices, study_no=100 + k)
             for k in range(1, args.tabs + 1)]
     rows: list[dict] = []
-    with dashboard_server(args.port) as (base, var), chromium() as browser:
+    log_copy = Path(tempfile.gettempdir()) / "bench_memory_streamlit.log"
+    with dashboard_server(args.port, log_copy) as (base, var), chromium() as browser:
         pid = server_pid(args.port, base)
         contexts, pages = [], []
         page = None
@@ -188,12 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         extra = f"  (upload end -> heatmap {r['upload_to_heatmap_s']} s)" if "upload_to_heatmap_s" in r else ""
         print(f"{r['rss_mb']:>8.1f} {inc:>8} {r['settle_s']:>8.1f}  {r['when']}{extra}")
     print(f"per-tab increase MB: {result['per_tab_increase_mb']} (tab 1 includes loading TensorFlow and the model)")
-    print(f"run took {result['run_s']} s")
+    print(f"run took {result['run_s']} s; server log: {log_copy}")
     if args.json:
         print(json.dumps(result))
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -196,11 +197,12 @@ def commit() -> str:
 
 
 @contextlib.contextmanager
-def dashboard_server(port: int | None = None):
+def dashboard_server(port: int | None = None, log_copy: Path | None = None):
     """Start the dashboard with conftest's ``app_server`` fixture body; yield (base_url, var_dir).
 
     The fixture is called as the generator it wraps (pytest 8.4+ keeps it as ``__wrapped__``),
-    with its own private folder; ``port`` (None: a free one) replaces conftest's port pick.
+    with its own private folder (removed afterwards); ``port`` (None: a free one) replaces
+    conftest's port pick. The server log (stdout and stderr) is copied to ``log_copy`` at the end.
     """
     fixture = getattr(conftest.app_server, "__wrapped__", conftest.app_server)
     folder = Path(tempfile.mkdtemp(prefix="lungreview-bench-"))
@@ -213,8 +215,9 @@ def dashboard_server(port: int | None = None):
     finally:
         with contextlib.suppress(StopIteration):
             next(gen)
-        import shutil
-
+        logs = list(folder.glob("var-*/streamlit.log"))
+        if log_copy is not None and logs:
+            shutil.copyfile(logs[0], log_copy)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -260,15 +263,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jpgs", type=int, default=4, help="warm JPGs after the first (3-5)")
     ap.add_argument("--moves", type=int, default=6, help="slice moves on the 128-slice series")
     args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="lungreview-bench-data-"))
+    try:
+        return _measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def _measure(args: argparse.Namespace, work: Path) -> int:
+    """Make the inputs under ``work``, start the server and browser, measure, print; 0."""
     started = time.monotonic()
     load_before = os.getloadavg()
-    work = Path(tempfile.mkdtemp(prefix="lungreview-bench-data-"))
     jpgs = iq_jpgs(1 + args.jpgs)
     zip128 = make_series_zip(work / "series128.zip", 128, study_no=1)
     figures: list[dict] = []
     details: dict[str, object] = {}
-    with dashboard_server(args.port) as (base, var), chromium() as browser:
+    log_copy = Path(tempfile.gettempdir()) / "bench_warm_path_streamlit.log"
+    with dashboard_server(args.port, log_copy) as (base, var), chromium() as browser:
         ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
         page = ctx.new_page()
         try:
@@ -323,12 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         each = ", ".join(f"{v:.2f}" for v in f["each"])
         print(f"{f['name']:<15} {f['seconds']:>8.2f} {f['aim_s']:>6.2f} {'yes' if f['met'] else 'no':>4}  "
               f"[{each}] {f['what']}")
-    print(f"run took {result['run_s']} s")
+    print(f"run took {result['run_s']} s; server log: {log_copy}")
     if args.json:
         print(json.dumps(result))
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
