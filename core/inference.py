@@ -483,8 +483,42 @@ class Predictor:
     def gradcam(self) -> GradCam:
         """The Grad-CAM runner at the card's layer (built on first use, then reused)."""
         if self._gradcam is None:
-            self._gradcam = GradCam(self.fast_model, self.card.gradcam_layer)
+            gc = GradCam(self.fast_model, self.card.gradcam_layer)
+            if self.runtime == "openvino" and gc.body_model is not None:
+                self._gradcam_body_on_openvino(gc)
+            self._gradcam = gc
         return self._gradcam
+
+    def _gradcam_body_on_openvino(self, gc: GradCam) -> None:
+        """Run Grad-CAM's backbone (input -> target layer) in OpenVINO when it agrees with Keras.
+
+        The tape records only the head (:mod:`core.explain`), so the backbone's forward pass, most
+        of Grad-CAM's time, can come from the runtime that computes the probabilities. The
+        OpenVINO copy is accepted when its activations on the probe batch agree with the Keras
+        body within ``AGREEMENT_ATOL`` times the largest activation (float32 rounding is relative),
+        else Grad-CAM stays in TensorFlow. Cached like the probability model (key ``<id>-gradcam-...``).
+        """
+        from core.config import get_settings
+        from core.runtime import AGREEMENT_ATOL, RuntimeUnavailable, openvino_runner
+
+        body = gc.body_model
+        probe = self.probe_batch()
+        scale = max(1.0, float(np.max(np.abs(np.asarray(body([probe], training=False))))))
+        sha = self.card.sha256
+        try:
+            runner = openvino_runner(
+                body,
+                lambda x: np.asarray(body([x], training=False)),
+                probe,
+                cache_dir=(get_settings().var_dir / "openvino") if sha else None,
+                key=f"{self.card.id}-gradcam-{gc.layer_name}-{sha[:16]}-bn{self.folded_layers}",
+                atol=AGREEMENT_ATOL * scale,
+                stale=f"{self.card.id}-gradcam-{gc.layer_name}-*-openvino-*",
+            )
+        except RuntimeUnavailable as exc:
+            log.warning("model %s: Grad-CAM backbone stays in TensorFlow (%s)", self.card.id, exc)
+            return
+        gc.use_body_runner(runner)
 
     # ------------------------------------------------------------------------------- series
     def preprocess(self, hu: list[np.ndarray] | np.ndarray, window: Window | None = None):
