@@ -13,6 +13,10 @@ probabilities]`` is built once per model (the cached model is never changed) and
 gives the probabilities and the heatmaps of EVERY class (the gradients only go back through the
 head, from the logits to the target layer, so k classes cost almost nothing more than one).
 
+When the model is split at the target layer (the usual case) the backbone's forward pass needs no
+tape, so it may be computed by another runtime (:meth:`GradCam.use_body_runner`; the Predictor
+uses its OpenVINO copy of the backbone); only the head then runs in TensorFlow, under the tape.
+
 Nested backbones: when the target layer is not a top-level layer but sits inside a nested Keras
 model (e.g. ``keras.applications.ResNet50`` used as one layer), the outer graph is re-run with that
 nested model replaced by a two-output copy of itself (target activations and its own output),

@@ -10,7 +10,9 @@ Flow for a series (:meth:`Predictor.analyse_series`):
    is not changed. The copy runs in OpenVINO when it is installed and agrees with the Keras
    model within 1e-4 (:mod:`core.runtime`; about twice as fast on this CPU), else as a
    ``tf.function`` (fixed input signature, called directly: no ``model.predict`` overhead per
-   call). Grad-CAM runs on the Keras copy. The series goes through in chunks of :data:`CHUNK`
+   call). Grad-CAM runs on the Keras copy; with OpenVINO its backbone (input to the Grad-CAM
+   layer, no gradients needed there) runs in OpenVINO too when it agrees with Keras
+   (:meth:`Predictor.gradcam`). The series goes through in chunks of :data:`CHUNK`
    slices: two threads prepare a chunk (preprocessing and the OOD rules; NumPy, SciPy and Pillow
    release the GIL), then the model runs on it with all cores to itself, so no thread competes
    with the runtime's and memory stays bounded by one chunk (measurements: docs/benchmarks.md);

@@ -18,7 +18,9 @@ Slice rules on real HU (DICOM CT, after the modality LUT), computed on every sec
 column of slices larger than 256 pixels:
 
 - near-constant: the 1st-99th percentile spread of HU is below :data:`MIN_HU_SPREAD` (blank,
-  padding-only or saturated frames);
+  padding-only or saturated frames); the percentiles are not computed when the counts of air and
+  of pixels of -200 HU or more already prove the spread wide (:func:`_spread_surely_wide`: the
+  same verdict, at a fraction of the cost);
 - no air or lung: less than :data:`MIN_AIR_FRACTION` of the pixels below -500 HU. An axial chest CT
   slice always shows air around the body and in the lungs (about 46-63 % on the TCIA study
   here); MR, PET or mis-scaled data in "HU" have none;

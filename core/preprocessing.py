@@ -160,7 +160,8 @@ def _body_box_half(
     sizes[0] = 0
     keep = sizes >= 0.03 * sizes.max()
     keep[0] = False
-    rows = np.count_nonzero(keep[labels], axis=1)
+    # keep[labels] is the mask itself when every region is kept (the usual case): no gather
+    rows = np.count_nonzero(mask if keep[1:].all() else keep[labels], axis=1)
     # median row of the kept pixels (as np.median: the mean of the two middle ones when even)
     cum = np.cumsum(rows)
     total = int(cum[-1])

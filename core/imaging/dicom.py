@@ -10,11 +10,16 @@
 2. Before any pixel is decoded, the image size is checked and reserved from the upload's
    :class:`~core.imaging.limits.PixelBudget`, the bits, samples and (for uncompressed data) the length
    of the pixel data are checked against the header.
-3. Pixel data is decoded by pydicom's decoders (RLE natively; JPEG baseline/extended/lossless, JPEG-LS
-   and JPEG 2000 through pylibjpeg-libjpeg / pylibjpeg-openjpeg or Pillow) and turned into Hounsfield
+3. Uncompressed little-endian grey pixel data (almost every CT file) is read with NumPy directly
+   (:func:`_native_pixels`, the same array as pydicom's native decoder); everything else is decoded
+   by pydicom's decoders (RLE natively; JPEG baseline/extended/lossless, JPEG-LS and JPEG 2000
+   through pylibjpeg-libjpeg / pylibjpeg-openjpeg or Pillow). The values are turned into Hounsfield
    units by the modality LUT (``pydicom.pixels.apply_modality_lut``: Rescale Slope/Intercept or the
-   Modality LUT Sequence, PS3.3 C.11.1). Windowing comes after, in :mod:`core.windowing` (the order of
-   PS3.4 N.2.1). Every slice is checked to be 2-D, of the declared size and finite.
+   Modality LUT Sequence, PS3.3 C.11.1; the common slope 1 / integer intercept case in float32,
+   :func:`_rescale_float32`, bit for bit the same). Windowing comes after, in :mod:`core.windowing`
+   (the order of PS3.4 N.2.1). Every slice is checked to be 2-D, of the declared size and finite.
+   pydicom's value validation (warnings only) is off while a file is read
+   (:func:`_without_value_validation`).
 4. Every other value assembly needs (UIDs, series number, technical metadata) is read here, each
    element on its own: an element that cannot be read (a damaged value representation, a value of
    the wrong type) makes that value unknown, never an exception later.
@@ -22,11 +27,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import struct
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -595,6 +602,39 @@ def _series_fields(ds: Dataset, tsyntax: pydicom.uid.UID | None) -> dict[str, An
 
 
 # ------------------------------------------------------------------------------- decoding
+_validation_lock = threading.Lock()
+_validation_users = 0
+_validation_saved: Any = None
+
+
+@contextlib.contextmanager
+def _without_value_validation() -> Iterator[None]:
+    """Turn off pydicom's validation of element values while files are read, then restore it.
+
+    pydicom checks every value it converts against its VR (regular expressions, lengths) and, in
+    its default ``WARN`` mode, only warns: the values are the same with ``IGNORE``. Those checks
+    took about a third of the time of parsing a CT header and reading its values; LungReview's
+    own checks (sizes, finite numbers, types) decide what is usable. pydicom's setting is global,
+    so it is switched once for all threads reading at the same time (a counter under a lock) and
+    restored when the last one finishes; code reading DICOM elsewhere meanwhile only misses
+    warnings.
+    """
+    global _validation_users, _validation_saved
+    settings = pydicom.config.settings
+    with _validation_lock:
+        if _validation_users == 0:
+            _validation_saved = settings.reading_validation_mode
+            settings.reading_validation_mode = pydicom.config.IGNORE
+        _validation_users += 1
+    try:
+        yield
+    finally:
+        with _validation_lock:
+            _validation_users -= 1
+            if _validation_users == 0:
+                settings.reading_validation_mode = _validation_saved
+
+
 def read_dicom(name: str, data: bytes, digest: str, budget: PixelBudget) -> DicomInstance | None:
     """Decode one DICOM file into HU slices; None when the bytes are not DICOM at all.
 
@@ -614,6 +654,12 @@ def read_dicom(name: str, data: bytes, digest: str, budget: PixelBudget) -> Dico
         ImageTooLargeError: over ``max_pixels`` per image or over the upload's pixel budget.
         NotAnImageError: truncated or damaged (header, sizes, pixel data, non-finite HU).
     """
+    with _without_value_validation():
+        return _read_dicom(name, data, digest, budget)
+
+
+def _read_dicom(name: str, data: bytes, digest: str, budget: PixelBudget) -> DicomInstance | None:
+    """:func:`read_dicom` with pydicom's value validation off."""
     ds = _parse_dicom(name, data)
     if ds is None:
         return None
