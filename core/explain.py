@@ -13,6 +13,10 @@ probabilities]`` is built once per model (the cached model is never changed) and
 gives the probabilities and the heatmaps of EVERY class (the gradients only go back through the
 head, from the logits to the target layer, so k classes cost almost nothing more than one).
 
+When the model is split at the target layer (the usual case) the backbone's forward pass needs no
+tape, so it may be computed by another runtime (:meth:`GradCam.use_body_runner`; the Predictor
+uses its OpenVINO copy of the backbone); only the head then runs in TensorFlow, under the tape.
+
 Nested backbones: when the target layer is not a top-level layer but sits inside a nested Keras
 model (e.g. ``keras.applications.ResNet50`` used as one layer), the outer graph is re-run with that
 nested model replaced by a two-output copy of itself (target activations and its own output),
@@ -244,6 +248,9 @@ class GradCam:
         except Exception:  # the head also reads earlier layers: tape the whole sub-model
             body = head = None
         self.split = body is not None
+        #: the backbone up to the target layer, float32 (b, H, W, C) -> (b, h, w, K) (None when not split)
+        self.body_model = body
+        self._body_runner: Any = None
 
         def scores_of(outs: list[Any]) -> tuple[Any, Any]:
             if dense is not None:
@@ -278,6 +285,45 @@ class GradCam:
             return probs, tf.stack(cams, axis=-1)
 
         self._run = run
+        if body is not None:
+            fshape = tuple(feats_shape[1:])
+
+            @tf.function(input_signature=[tf.TensorSpec((None, *fshape), tf.float32)], reduce_retracing=True)
+            def run_head(feats: Any) -> tuple[Any, Any]:
+                with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+                    tape.watch(feats)
+                    outs = head(feats, training=False)
+                    logits, probs = scores_of(list(outs) if isinstance(outs, (list, tuple)) else [outs])
+                    scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
+                cams = []
+                for c in range(k):
+                    grads = tape.gradient(scores[c], feats)
+                    if grads is None:
+                        grads = tf.zeros_like(feats)
+                    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+                    cams.append(tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1)))
+                del tape
+                return probs, tf.stack(cams, axis=-1)
+
+            self._run_head = run_head
+
+    def use_body_runner(self, runner: Any) -> None:
+        """Compute the backbone (``body_model``) with ``runner`` instead of TensorFlow.
+
+        The gradients only go back through the head (from the class scores to the target layer),
+        so the backbone's forward pass needs no tape and may come from a faster runtime, e.g. an
+        OpenVINO runner of ``body_model`` checked against it (:meth:`core.inference.Predictor.gradcam`).
+
+        Args:
+            runner: callable float32 (n, H, W, C) -> float32 (n, h, w, K), the target layer's
+                activations; None goes back to TensorFlow.
+
+        Raises:
+            ExplainError: the model is not split at the target layer (no ``body_model``).
+        """
+        if runner is not None and self.body_model is None:
+            raise ExplainError("this Grad-CAM model is not split at its target layer; the body cannot be replaced")
+        self._body_runner = runner
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and raw Grad-CAM maps for every class, in one forward pass.
@@ -289,5 +335,9 @@ class GradCam:
             ``(probabilities, cams)``: float32 (n, k), and float32 (n, h, w, k) non-negative
             maps on the target layer's grid (not yet scaled; see :func:`normalize_cam`).
         """
-        probs, cams = self._run(np.asarray(x, dtype=np.float32))
+        x = np.asarray(x, dtype=np.float32)
+        if self._body_runner is not None:
+            probs, cams = self._run_head(np.asarray(self._body_runner(x), dtype=np.float32))
+        else:
+            probs, cams = self._run(x)
         return probs.numpy().astype(np.float32), cams.numpy().astype(np.float32)

@@ -10,7 +10,9 @@ Flow for a series (:meth:`Predictor.analyse_series`):
    is not changed. The copy runs in OpenVINO when it is installed and agrees with the Keras
    model within 1e-4 (:mod:`core.runtime`; about twice as fast on this CPU), else as a
    ``tf.function`` (fixed input signature, called directly: no ``model.predict`` overhead per
-   call). Grad-CAM runs on the Keras copy. The series goes through in chunks of :data:`CHUNK`
+   call). Grad-CAM runs on the Keras copy; with OpenVINO its backbone (input to the Grad-CAM
+   layer, no gradients needed there) runs in OpenVINO too when it agrees with Keras
+   (:meth:`Predictor.gradcam`). The series goes through in chunks of :data:`CHUNK`
    slices: two threads prepare a chunk (preprocessing and the OOD rules; NumPy, SciPy and Pillow
    release the GIL), then the model runs on it with all cores to itself, so no thread competes
    with the runtime's and memory stays bounded by one chunk (measurements: docs/benchmarks.md);
@@ -483,8 +485,42 @@ class Predictor:
     def gradcam(self) -> GradCam:
         """The Grad-CAM runner at the card's layer (built on first use, then reused)."""
         if self._gradcam is None:
-            self._gradcam = GradCam(self.fast_model, self.card.gradcam_layer)
+            gc = GradCam(self.fast_model, self.card.gradcam_layer)
+            if self.runtime == "openvino" and gc.body_model is not None:
+                self._gradcam_body_on_openvino(gc)
+            self._gradcam = gc
         return self._gradcam
+
+    def _gradcam_body_on_openvino(self, gc: GradCam) -> None:
+        """Run Grad-CAM's backbone (input -> target layer) in OpenVINO when it agrees with Keras.
+
+        The tape records only the head (:mod:`core.explain`), so the backbone's forward pass, most
+        of Grad-CAM's time, can come from the runtime that computes the probabilities. The
+        OpenVINO copy is accepted when its activations on the probe batch agree with the Keras
+        body within ``AGREEMENT_ATOL`` times the largest activation (float32 rounding is relative),
+        else Grad-CAM stays in TensorFlow. Cached like the probability model (key ``<id>-gradcam-...``).
+        """
+        from core.config import get_settings
+        from core.runtime import AGREEMENT_ATOL, RuntimeUnavailable, openvino_runner
+
+        body = gc.body_model
+        probe = self.probe_batch()
+        scale = max(1.0, float(np.max(np.abs(np.asarray(body([probe], training=False))))))
+        sha = self.card.sha256
+        try:
+            runner = openvino_runner(
+                body,
+                lambda x: np.asarray(body([x], training=False)),
+                probe,
+                cache_dir=(get_settings().var_dir / "openvino") if sha else None,
+                key=f"{self.card.id}-gradcam-{gc.layer_name}-{sha[:16]}-bn{self.folded_layers}",
+                atol=AGREEMENT_ATOL * scale,
+                stale=f"{self.card.id}-gradcam-{gc.layer_name}-*-openvino-*",
+            )
+        except RuntimeUnavailable as exc:
+            log.warning("model %s: Grad-CAM backbone stays in TensorFlow (%s)", self.card.id, exc)
+            return
+        gc.use_body_runner(runner)
 
     # ------------------------------------------------------------------------------- series
     def preprocess(self, hu: list[np.ndarray] | np.ndarray, window: Window | None = None):

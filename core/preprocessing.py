@@ -160,7 +160,8 @@ def _body_box_half(
     sizes[0] = 0
     keep = sizes >= 0.03 * sizes.max()
     keep[0] = False
-    rows = np.count_nonzero(keep[labels], axis=1)
+    # keep[labels] is the mask itself when every region is kept (the usual case): no gather
+    rows = np.count_nonzero(mask if keep[1:].all() else keep[labels], axis=1)
     # median row of the kept pixels (as np.median: the mean of the two middle ones when even)
     cum = np.cumsum(rows)
     total = int(cum[-1])
@@ -168,20 +169,24 @@ def _body_box_half(
         int(np.searchsorted(cum, (total - 1) // 2, side="right"))
         + int(np.searchsorted(cum, total // 2, side="right"))
     ) / 2.0
+    boxes = []
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None or not keep[i]:
             continue
         h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
         if sl[0].start > max(0.55 * height, median_row) and h < 0.35 * w:
             keep[i] = False
-    if not keep.any():
+        else:
+            boxes.append(sl)
+    if not boxes:
         return None
-    kept = keep[labels]
-    ys = np.flatnonzero(kept.any(axis=1))
-    xs = np.flatnonzero(kept.any(axis=0))
-    y1 = min(shape[0], int(ys[-1]) * 2 + 2)
-    x1 = min(shape[1], int(xs[-1]) * 2 + 2)
-    return int(ys[0]) * 2, y1, int(xs[0]) * 2, x1
+    # the union of the kept regions' bounding boxes (find_objects: tight, half-open) is the
+    # bounding box of the kept pixels, without another pass over the label image
+    ys0, ys1 = min(b[0].start for b in boxes), max(b[0].stop for b in boxes)
+    xs0, xs1 = min(b[1].start for b in boxes), max(b[1].stop for b in boxes)
+    y1 = min(shape[0], (ys1 - 1) * 2 + 2)
+    x1 = min(shape[1], (xs1 - 1) * 2 + 2)
+    return ys0 * 2, y1, xs0 * 2, x1
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,25 @@ class Geometry:
         sy, sx, oy, ox = self._overlap()
         out[sy, sx] = square[oy, ox]
         return out
+
+
+def _window_into(hu: np.ndarray, window: Window, out: np.ndarray) -> None:
+    """``out[...] = apply_window(hu, window)``, bit for bit, computed in ``out`` (float32, the
+    shape of ``hu``, may be a view) without the temporaries of :func:`core.windowing.apply_window`:
+    the same float32 operations in the same order (PS3.3 C.11.2.1.2.1; tested for equality)."""
+    c, w, f = float(window.center), float(window.width), float(window.floor)
+    x = np.asarray(hu, dtype=np.float32)
+    if w <= 1:  # a step (or an invalid width, which apply_window refuses)
+        out[...] = apply_window(x, window)
+        return
+    np.subtract(x, np.float32(c - 0.5), out=out)
+    np.divide(out, np.float32(w - 1), out=out)
+    np.add(out, np.float32(0.5), out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    if f > 0.0:
+        np.multiply(out, np.float32(1.0 - f), out=out)
+        np.add(out, np.float32(f), out=out)
+        out[x <= np.float32(c - 0.5 - (w - 1) / 2)] = 0.0
 
 
 def _geometry(
@@ -307,7 +331,7 @@ def preprocess_with_geometry(
         # window only the part of the slice inside the square; the rest of the square is 0
         sq = np.zeros((geo.side, geo.side), dtype=np.float32)
         sy, sx, oy, ox = geo._overlap()
-        sq[oy, ox] = apply_window(arr[sy, sx], win)
+        _window_into(arr[sy, sx], win, sq[oy, ox])
         if spec.mask_outside_lungs and lungs is not None and lungs.any():
             keep = _dilate_mm(lungs, spec.lung_dilation_mm, spacing_mm)
             sq[oy, ox] *= keep[sy, sx]
