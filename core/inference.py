@@ -349,7 +349,7 @@ class Predictor:
         loaded: :class:`core.registry.LoadedModel` (sha256 already verified by ``load_model``).
         runtime: ``"auto"``, ``"openvino"`` or ``"tensorflow"`` for the probability path
             (:mod:`core.runtime`); None = ``get_settings().runtime`` (``LUNGREVIEW_RUNTIME``).
-            Grad-CAM always runs on the Keras model.
+            Grad-CAM's gradients always come from the Keras model (its backbone may run in OpenVINO).
 
     Attributes:
         runtime: the runtime in use, ``"openvino"`` or ``"tensorflow"``.

@@ -192,7 +192,7 @@ def show_result(series: Series, analysis: Analysis, card: ModelCard) -> None:
     c3.metric("Most suspicious slice", f"{analysis.most_suspicious_index + 1} of {n}")
     c4.metric("Analysis time", f"{analysis.latency_ms / 1000:.1f} s",
               help=f"Probabilities computed with {analysis.runtime or 'a runtime not recorded then'}; "
-                   "Grad-CAM always with the Keras model.")
+                   "Grad-CAM gradients with the Keras model.")
 
     _apply_chart_pick(n)
     current = int(st.session_state.get("slice_no", analysis.most_suspicious_index + 1))
