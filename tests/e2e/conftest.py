@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,7 +107,8 @@ def new_page(request, browser) -> Callable[..., object]:
     """A function ``new_page(width=1500, height=1100, context=None)`` returning a page in a new
     browser context (or in ``context``), with its console and network (:class:`NetworkLog`,
     as ``page.net``) recorded. Its contexts are closed at the end of the test; when the test
-    fails, a screenshot, the console and the network log of every page are saved first.
+    fails, a screenshot, the console and the network log of every page are saved first; with
+    ``LUNGREVIEW_E2E_NETLOG=<folder>`` every page's network log is kept there, failed or not.
     """
     pages = request.node.stash.setdefault(_PAGES, [])
     contexts = []
@@ -124,6 +126,12 @@ def new_page(request, browser) -> Callable[..., object]:
         return page
 
     yield _new
+    if os.environ.get("LUNGREVIEW_E2E_NETLOG"):  # keep every page's network log, e.g. to study a flake
+        folder = Path(os.environ["LUNGREVIEW_E2E_NETLOG"])
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, page in enumerate(pages):
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80]
+            (folder / f"{name}_{int(time.time())}_page{i}_network.log").write_text("\n".join(page.net.lines) + "\n")
     for ctx in contexts:
         with contextlib.suppress(Exception):
             ctx.close()

@@ -322,6 +322,7 @@ class NetworkLog:
         self._seq = 0
         self._last_rerun = 0  # sequence number of the last rerun_script sent
         self._last_finish = 0  # ... of the last script_finished received (not "early for rerun")
+        self.files_rerun = 0  # ... of the last rerun_script naming watch_names (an uploader's files)
 
     def runs_done(self) -> bool:
         """True when the last finished script run came after the last rerun request sent."""
@@ -345,6 +346,8 @@ class NetworkLog:
                 self.urls_responses += 1
         if any(n.encode() in data for n in self.watch_names):
             marks.append("names")
+            if kind == "rerun_script":
+                self.files_rerun = self._seq
         self._log(f"ws-{direction}", f"{len(data)} B {' '.join(marks)}")
 
     def attach(self, page) -> NetworkLog:
@@ -418,12 +421,12 @@ _ANY_CHIP_JS = "() => document.querySelectorAll('[data-testid=\"stFileChip\"]').
 LOST_AFTER_MS = 30_000
 
 
-def upload(page, paths: list[Path], net: NetworkLog, attempts: int = 3, timeout: int = LONG) -> float:
+def upload(page, paths: list[Path], net: NetworkLog | None = None, attempts: int = 3, timeout: int = LONG) -> float:
     """Set ``paths`` on the page's empty file uploader and wait until the app holds them.
 
     Held means, on the app's state: the uploader lists exactly those file names (none uploading,
     none failed), the script run the upload started has finished, and every upload_file PUT
-    since the files were set came back 2xx (``net`` counts them). If the files were lost
+    since the files were set came back 2xx (``net``, by default ``page.net``, counts them). If the files were lost
     instead (an idle page whose uploader still lists none ``LOST_AFTER_MS`` after they were
     set, or lists none again after the server sent the upload URLs), they are set again, as a
     user would, up to ``attempts`` times; each retry is printed ("E2E_UPLOAD_RETRY") with the
@@ -436,11 +439,15 @@ def upload(page, paths: list[Path], net: NetworkLog, attempts: int = 3, timeout:
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    if net is None:
+        net = getattr(page, "net", None)
+    if net is None:  # a page not from conftest's new_page: record from now on
+        net = page.net = NetworkLog().attach(page)
     names = sorted(p.name for p in paths)
     net.watch_names = names[:1]
     for attempt in range(1, attempts + 1):
         start = len(net.lines)
-        ok0, bad0, urls0 = net.upload_ok, net.upload_bad, net.urls_responses
+        ok0, bad0, urls0, seq0 = net.upload_ok, net.upload_bad, net.urls_responses, net.files_rerun
         net.mark(f"set_input_files attempt {attempt}: {len(paths)} file(s), first {names[0]}")
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(p) for p in paths])
         try:
@@ -455,6 +462,10 @@ def upload(page, paths: list[Path], net: NetworkLog, attempts: int = 3, timeout:
                     state = page.wait_for_function(_UPLOAD_STATE_JS, arg=names, timeout=timeout).json_value()
             if state == "listed":
                 t_end = time.monotonic()
+                # the run the upload asks for: its rerun_script names the files; wait for it to finish
+                deadline = time.monotonic() + timeout / 1000
+                while net.files_rerun <= seq0 and time.monotonic() < deadline:
+                    page.wait_for_timeout(50)
                 wait_idle(page, timeout=timeout)
                 state = page.wait_for_function(_UPLOAD_STATE_JS, arg=names, timeout=timeout).json_value()
                 if state == "listed":
