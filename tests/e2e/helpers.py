@@ -155,13 +155,14 @@ def _choose(page, box, option: str, attempts: int) -> None:
         box.get_by_role("combobox").click()
         try:
             choice.wait_for(state="visible", timeout=5_000)
+            # the list can close (and its options detach) under the click: seen in CI
+            choice.click(timeout=5_000)
         except Exception:
             if attempt == attempts:
                 raise
-            print(f"E2E_RETRY option {option!r} not shown after opening the list (attempt {attempt}); again")
+            print(f"E2E_RETRY option {option!r} not shown or detached from the opened list (attempt {attempt}); again")
             page.keyboard.press("Escape")
             continue
-        choice.click()
         return
 
 
