@@ -19,7 +19,7 @@ import pytest
 from core.dicomweb import PacsClient
 from core.registry import default_model_id
 from tests.core.orthanc import orthanc  # noqa: F401
-from tests.e2e.test_review_flow import LONG, _input, _nav, _radio, _wait_idle
+from tests.e2e.helpers import LONG, create_admin, nav, radio, text_input, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent")]
@@ -48,18 +48,12 @@ def app_server(pacs_env, app_server):
     return app_server
 
 
-def test_from_pacs_search_analyse_read_and_send(pacs_env, app_server, browser, shot):
+def test_from_pacs_search_analyse_read_and_send(pacs_env, app_server, new_page, shot):
     server, client, study_uid = pacs_env
     base, var = app_server
-    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
-    page = ctx.new_page()
-    try:
-        _flow(page, base, shot)
-    except Exception:
-        shot(page, "zz_pacs_failure")
-        raise
-    finally:
-        ctx.close()
+    page = new_page()
+    _flow(page, base, shot)
+    page.context.close()
 
     ours = {s.series_number: s for s in client.search_series(study_uid) if s.series_number in (9901, 9902)}
     assert ours[9901].modality == "OT" and ours[9901].n_instances == 1
@@ -82,23 +76,16 @@ def test_from_pacs_search_analyse_read_and_send(pacs_env, app_server, browser, s
 
 
 def _flow(page, base, shot) -> None:
-    page.goto(base)
-    page.get_by_role("button", name="Create admin account").wait_for(timeout=60_000)
-    _input(page, "Username").fill("admin")
-    _input(page, "Display name").fill("Pilot Admin")
-    _input(page, "Password").fill(PASSWORD_ADMIN)
-    _input(page, "Repeat password").fill(PASSWORD_ADMIN)
-    page.get_by_role("button", name="Create admin account").click()
-    page.get_by_text("Signed in as").first.wait_for(timeout=30_000)
-    _nav(page, "Read a study")
+    create_admin(page, base, PASSWORD_ADMIN)
+    nav(page, "Read a study")
 
-    _radio(page, "Source", "From PACS")
-    _input(page, "Patient ID or name").wait_for(timeout=30_000)
-    _input(page, "Patient ID or name").fill("dx-a0002")
+    radio(page, "Source", "From PACS")
+    text_input(page, "Patient ID or name").wait_for(timeout=30_000)
+    text_input(page, "Patient ID or name").fill("dx-a0002")
     page.get_by_role("button", name="Search PACS").click()
     page.get_by_text("1 CT study").first.wait_for(timeout=60_000)
     shot(page, "p1_pacs_search")
-    _wait_idle(page)
+    wait_idle(page)
     page.get_by_role("button", name="Retrieve series").click()
     analyse = page.get_by_role("button", name="Analyse with AI")
     analyse.wait_for(timeout=LONG)
@@ -108,21 +95,21 @@ def _flow(page, base, shot) -> None:
     page.get_by_text("Grad-CAM for").first.wait_for(timeout=LONG)
     shot(page, "p2_pacs_analysed")
 
-    _radio(page, "Your finding", "Benign")
-    _radio(page, "Do you agree with the AI?", "Partly")
-    _radio(page, "Your confidence (1 = very unsure, 5 = certain)", "4")
+    radio(page, "Your finding", "Benign")
+    radio(page, "Do you agree with the AI?", "Partly")
+    radio(page, "Your confidence (1 = very unsure, 5 = certain)", "4")
     page.get_by_role("button", name="Save my read").click()
     page.get_by_text("Read saved").first.wait_for(timeout=60_000)
-    _wait_idle(page)
+    wait_idle(page)
 
     page.get_by_role("button", name="Prepare DICOM export").click()
     page.get_by_role("button", name="Download DICOM").wait_for(timeout=LONG)
-    _wait_idle(page)
+    wait_idle(page)
     with page.expect_download(timeout=LONG) as download:
         page.get_by_role("button", name="Download DICOM").click()
     with zipfile.ZipFile(download.value.path()) as zf:
         assert zf.namelist() == ["OT_01.dcm", "SR_02.dcm"]
-    _wait_idle(page)
+    wait_idle(page)
 
     send = page.get_by_role("button", name="Send to PACS")
     send.wait_for(timeout=LONG)

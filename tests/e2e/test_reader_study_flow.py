@@ -10,18 +10,12 @@ them. The three pages must be registered in dashboard/app.py (titles "Reading li
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 from core.config import REPO_ROOT
-from tests.e2e.conftest import _free_port
-from tests.e2e.test_review_flow import _input, _nav, _radio, _sign_in, _sign_out, _wait_idle
+from tests.e2e.helpers import multiselect, nav, radio, sign_in, sign_out, text_input, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,18 +28,13 @@ def _registered() -> bool:
     return all(f'"{p}"' in text for p in PAGES)
 
 
-@pytest.fixture()  # per test, so that a rerun starts afresh
-def study_server(tmp_path_factory, chromium_path):
-    """A database with 3 users and 3 analysed studies, and the dashboard on it; yields (url, db path)."""
-    if not _registered():
-        pytest.skip("the reader-study pages are not registered in dashboard/app.py yet")
+def _seed(var) -> None:
+    """3 users and 3 analysed studies (one series each) in ``var / "e2e.db"``."""
     from core.imaging import study_key_for
     from db import repository as repo
     from db.session import make_engine, make_session_factory
 
-    var = tmp_path_factory.mktemp("e2e_reader_var")
-    db_path = var / "e2e.db"
-    engine = make_engine(f"sqlite:///{db_path}")
+    engine = make_engine(f"sqlite:///{var / 'e2e.db'}")
     with make_session_factory(engine).begin() as s:
         admin = repo.create_user(s, "admin", "Ada Admin", "admin", PASSWORD)
         coord = repo.create_user(s, "coord", "Cora Coordinator", "coordinator", PASSWORD, actor=admin)
@@ -60,103 +49,59 @@ def study_server(tmp_path_factory, chromium_path):
                                slice_probabilities=[[0.2, 0.3, 0.5]], threshold=0.5, ood=False, latency_ms=1.0,
                                series_result={"series_label": label, "series_score": 0.5})
     engine.dispose()
-    port = _free_port()
-    env = dict(os.environ, LUNGREVIEW_VAR_DIR=str(var), LUNGREVIEW_DB_URL=f"sqlite:///{db_path}",
-               LUNGREVIEW_STUDY_KEY="e2e-secret", PYTHONUNBUFFERED="1")
-    log = open(var / "streamlit.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        log.close()
-        pytest.fail("streamlit did not start:\n" + (var / "streamlit.log").read_text()[-3000:])
-    yield base, db_path
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
-def _multiselect(page, label: str, options: list[str], attempts: int = 3) -> None:
-    """Choose ``options`` in the multiselect ``label``, one at a time.
-
-    Each choice opens the list through the combobox and closes it again (Escape). A click that
-    left the list closed (another list was open and took the click) is tried again, up to
-    ``attempts`` times per option.
-    """
-    box = page.locator('div[data-testid="stMultiSelect"]').filter(has_text=label).first
-    for option in options:
-        choice = page.get_by_role("option", name=option, exact=True)
-        for attempt in range(attempts):
-            _wait_idle(page, timeout=30_000)
-            box.get_by_role("combobox").click()
-            try:
-                choice.wait_for(state="visible", timeout=5_000)
-            except Exception:
-                if attempt == attempts - 1:
-                    raise
-                page.keyboard.press("Escape")
-                continue
-            choice.click()
-            break
-        page.keyboard.press("Escape")
+@pytest.fixture()  # per test, so that a rerun starts afresh
+def study_server(start_server):
+    """The dashboard (conftest's ``start_server``) on a database seeded by :func:`_seed`; yields (url, db path)."""
+    if not _registered():
+        pytest.skip("the reader-study pages are not registered in dashboard/app.py yet")
+    base, var = start_server(seed=_seed)
+    return base, var / "e2e.db"
 
 
-def test_list_read_unaided_then_aided_and_report(study_server, browser, tmp_path, shot):
+def test_list_read_unaided_then_aided_and_report(study_server, new_page, tmp_path, shot):
     base, db_path = study_server
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = new_page(1400, 1000)
     page.set_default_timeout(60_000)
 
-    _sign_in(page, base, "coord", PASSWORD)
-    _nav(page, "Reading lists")
+    sign_in(page, base, "coord", PASSWORD)
+    nav(page, "Reading lists")
     page.get_by_text("New reading list").first.wait_for()
-    _input(page, "List name").fill("Browser pilot")
+    text_input(page, "List name").fill("Browser pilot")
     with sqlite3.connect(db_path) as con:
         studies = con.execute("SELECT studies.id, study_key, series_key FROM studies JOIN series "
                               "ON series.study_id = studies.id ORDER BY studies.id").fetchall()
     labels = {1: "malignant", 2: "normal", 3: "benign"}
-    _multiselect(page, "Cases", [f"Study {i} · {k[:12]} · series {sk[:8]} · 1 slice(s) · AI {labels[i]}"
+    multiselect(page, "Cases", [f"Study {i} · {k[:12]} · series {sk[:8]} · 1 slice(s) · AI {labels[i]}"
                                  for i, k, sk in studies])
-    _multiselect(page, "Readers", ["Rita Reader"])
+    multiselect(page, "Readers", ["Rita Reader"])
     page.get_by_role("button", name="Create reading list").click()
     page.get_by_text("Reading list 'Browser pilot' created: 3 cases, 1 readers").first.wait_for()
     shot(page, "reader_study_1_list")
-    _sign_out(page)
+    sign_out(page)
 
-    _sign_in(page, base, "rita", PASSWORD)
-    _nav(page, "My reading list")
+    sign_in(page, base, "rita", PASSWORD)
+    nav(page, "My reading list")
     for n in range(1, 4):
         page.get_by_text(f"{n - 1} of 3 read").first.wait_for()
         assert page.get_by_text("AI result", exact=True).count() == 0
-        _radio(page, "Your finding", "benign")
+        radio(page, "Your finding", "benign")
         page.get_by_role("button", name="Save unaided read").click()
         page.get_by_text("Unaided read saved.").first.wait_for()
         page.get_by_role("button", name="Show the AI result").click()
         page.get_by_text("AI result", exact=True).first.wait_for()
         if n == 1:
             shot(page, "reader_study_2_aided")
-        _radio(page, "Final finding", "malignant")
+        radio(page, "Final finding", "malignant")
         page.get_by_role("button", name="Save final read").click()
         page.get_by_text("saved.").first.wait_for()
-        _wait_idle(page, timeout=60_000)
+        wait_idle(page, timeout=60_000)
     page.get_by_text("You have read all 3 cases of this list").first.wait_for()
-    _sign_out(page)
+    sign_out(page)
 
-    _sign_in(page, base, "coord", PASSWORD)
-    _nav(page, "Pilot report")
+    sign_in(page, base, "coord", PASSWORD)
+    nav(page, "Pilot report")
     page.get_by_text("Limitations").first.wait_for()
     with page.expect_download() as info:
         page.get_by_role("button", name="Download report (HTML)").click()
@@ -168,4 +113,3 @@ def test_list_read_unaided_then_aided_and_report(study_server, browser, tmp_path
     with sqlite3.connect(db_path) as con:
         phases = sorted(r[0] for r in con.execute("SELECT phase FROM reader_reads"))
     assert phases == ["aided"] * 3 + ["unaided"] * 3
-    page.close()

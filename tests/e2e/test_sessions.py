@@ -13,15 +13,12 @@ import pytest
 
 from dashboard.auth import COOKIE_NAME
 from db.auth_sessions import hash_token
+from tests.e2e.helpers import create_admin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PASSWORD = "admin-pass-123"
 WAIT = 60_000  # ms; a cold start on two busy cores
-
-
-def _input(page, label: str):
-    return page.locator(f'input[aria-label="{label}"]').first
 
 
 def _signed_in(page) -> None:
@@ -45,52 +42,40 @@ def _cookie(ctx) -> dict:
     return found[0]
 
 
-def test_sign_in_survives_reload_and_new_tab_and_sign_out_ends_it(app_server, browser, shot):
+def test_sign_in_survives_reload_and_new_tab_and_sign_out_ends_it(app_server, new_page, shot):
     base, var = app_server
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = ctx.new_page()
-    try:
-        page.goto(base)
-        page.get_by_role("button", name="Create admin account").wait_for(timeout=WAIT)
-        _input(page, "Username").fill("admin")
-        _input(page, "Display name").fill("Pilot Admin")
-        _input(page, "Password").fill(PASSWORD)
-        _input(page, "Repeat password").fill(PASSWORD)
-        page.get_by_role("button", name="Create admin account").click()
-        _signed_in(page)
-        _wait_for_cookie(page, present=True)
-        cookie = _cookie(ctx)
-        assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    page = new_page(1400, 1000)
+    ctx = page.context
+    create_admin(page, base, PASSWORD)
+    _signed_in(page)
+    _wait_for_cookie(page, present=True)
+    cookie = _cookie(ctx)
+    assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
 
-        # The database holds the token's SHA-256, never the token.
-        with closing(sqlite3.connect(var / "e2e.db")) as conn:
-            rows = conn.execute("SELECT token_hash, revoked_at FROM auth_sessions").fetchall()
-        assert rows == [(hash_token(cookie["value"]), None)]
+    # The database holds the token's SHA-256, never the token.
+    with closing(sqlite3.connect(var / "e2e.db")) as conn:
+        rows = conn.execute("SELECT token_hash, revoked_at FROM auth_sessions").fetchall()
+    assert rows == [(hash_token(cookie["value"]), None)]
 
-        page.reload()
-        _signed_in(page)
-        shot(page, "sessions_01_after_reload")
+    page.reload()
+    _signed_in(page)
+    shot(page, "sessions_01_after_reload")
 
-        other = ctx.new_page()
-        other.goto(base)
-        _signed_in(other)
+    other = new_page(context=ctx)
+    other.goto(base)
+    _signed_in(other)
 
-        page.get_by_role("button", name="Sign out").click()
-        _sign_in_page(page)
-        _wait_for_cookie(page, present=False)
-        page.reload()
-        _sign_in_page(page)
-        shot(page, "sessions_02_after_sign_out_and_reload")
+    page.get_by_role("button", name="Sign out").click()
+    _sign_in_page(page)
+    _wait_for_cookie(page, present=False)
+    page.reload()
+    _sign_in_page(page)
+    shot(page, "sessions_02_after_sign_out_and_reload")
 
-        # The token itself is dead on the server, not only gone from the browser: put it back.
-        ctx.add_cookies([{k: cookie[k] for k in ("name", "value", "domain", "path", "expires", "sameSite")}])
-        other.reload()
-        _sign_in_page(other)
-        with closing(sqlite3.connect(var / "e2e.db")) as conn:
-            ended = conn.execute("SELECT ended_reason FROM auth_sessions").fetchall()
-        assert ended == [("sign-out",)]
-    except Exception:
-        shot(page, "sessions_zz_failure")
-        raise
-    finally:
-        ctx.close()
+    # The token itself is dead on the server, not only gone from the browser: put it back.
+    ctx.add_cookies([{k: cookie[k] for k in ("name", "value", "domain", "path", "expires", "sameSite")}])
+    other.reload()
+    _sign_in_page(other)
+    with closing(sqlite3.connect(var / "e2e.db")) as conn:
+        ended = conn.execute("SELECT ended_reason FROM auth_sessions").fetchall()
+    assert ended == [("sign-out",)]
