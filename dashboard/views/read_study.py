@@ -39,7 +39,7 @@ from core.decision import suspicious_class
 from core.imaging import Series, view
 from core.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
 from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
-from dashboard.resources import get_reading_service, gradcam_heatmap, shared_cache
+from dashboard.resources import get_reading_service, gradcam_heatmap, release_memory, shared_cache
 from dashboard.views import pacs
 from db.reading import (
     Analysis,
@@ -349,8 +349,10 @@ def _staged_upload() -> StagedUpload | None:
         items = [(f.name, f.getvalue()) for f in files]
         with st.spinner(f"Reading {len(items)} file(s)..."):
             staged[ident] = stage(read_upload(items, limit))
+        del items
         while len(staged) > 2:
             staged.popitem(last=False)
+        release_memory()  # the read's temporary copies (bytes, datasets, float64 HU) back to the system
     return staged[ident]
 
 
@@ -456,6 +458,7 @@ def body(user: SessionUser) -> None:
                           expanded=False)
         while len(analyses) > 8:
             analyses.popitem(last=False)
+        release_memory()
         st.query_params["case"] = str(analyses[key].series_id)
         st.rerun()  # show the result without the finished button and status box
     analysis = analyses[key]

@@ -129,3 +129,12 @@ class TestWarmUp:
         from core.config import get_settings
 
         assert get_settings().warm_model is False
+
+
+class TestReleaseMemory:
+    def test_malloc_trim_runs_on_linux(self):
+        import sys
+
+        from dashboard.resources import release_memory
+
+        assert release_memory() is sys.platform.startswith("linux")

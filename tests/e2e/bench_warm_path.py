@@ -5,9 +5,9 @@ it)::
 
     python -m tests.e2e.bench_warm_path [--json] [--port N] [--jpgs 4] [--moves 6]
 
-It starts ``streamlit run dashboard/app.py`` itself through the ``app_server`` fixture of
-tests/e2e/conftest.py (called as a plain generator: a temporary var/ folder and SQLite
-database, nothing else shared), drives Debian's Chromium (Playwright, ``/usr/bin/chromium``,
+It starts ``streamlit run dashboard/app.py`` itself as the browser tests do
+(``tests.e2e.helpers.streamlit_server``: a temporary var/ folder and SQLite database, nothing
+else shared), drives Debian's Chromium (Playwright, ``/usr/bin/chromium``,
 --no-sandbox --disable-gpu --disable-background-networking), creates the first admin (admins
 may read studies) and opens "Read a study" (``/read``) afresh for each upload, as a reader
 opening the next study would. Measured, each against its aim:
@@ -198,26 +198,26 @@ def commit() -> str:
 
 @contextlib.contextmanager
 def dashboard_server(port: int | None = None, log_copy: Path | None = None):
-    """Start the dashboard with conftest's ``app_server`` fixture body; yield (base_url, var_dir).
+    """Start the dashboard as the browser tests do (``tests.e2e.helpers.streamlit_server``) on a new
+    private var/ folder (removed afterwards); yield (base_url, var_dir).
 
-    The fixture is called as the generator it wraps (pytest 8.4+ keeps it as ``__wrapped__``),
-    with its own private folder (removed afterwards); ``port`` (None: a free one) replaces
-    conftest's port pick. The server log (stdout and stderr) is copied to ``log_copy`` at the end.
+    ``port`` (None: a free one) replaces the helpers' port pick. The server log is copied to
+    ``log_copy`` at the end.
     """
-    fixture = getattr(conftest.app_server, "__wrapped__", conftest.app_server)
+    from tests.e2e import helpers
+
     folder = Path(tempfile.mkdtemp(prefix="lungreview-bench-"))
+    var = folder / "var"
+    var.mkdir()
     if port is not None:
-        conftest._free_port = lambda: port  # noqa: SLF001 - read by the fixture body at call time
-    gen = fixture(folder, conftest.CHROMIUM)
+        helpers.free_port = lambda: port
     try:
-        base, var = next(gen)
-        yield base, var
+        with helpers.streamlit_server(var) as base:
+            yield base, var
     finally:
-        with contextlib.suppress(StopIteration):
-            next(gen)
-        logs = list(folder.glob("var-*/streamlit.log"))
-        if log_copy is not None and logs:
-            shutil.copyfile(logs[0], log_copy)
+        log = var / "streamlit.log"
+        if log_copy is not None and log.is_file():
+            shutil.copyfile(log, log_copy)
         shutil.rmtree(folder, ignore_errors=True)
 
 
