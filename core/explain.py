@@ -258,22 +258,18 @@ class GradCam:
                 return tf.matmul(outs[0], kernel) + bias, outs[1]
             return tf.math.log(tf.maximum(outs[0], 1e-12)), outs[0]
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32)], reduce_retracing=True)
-        def run(x: Any) -> tuple[Any, Any]:
-            if body is not None:
-                feats = body(x, training=False)
-                with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-                    tape.watch(feats)
-                    outs = head(feats, training=False)
-                    logits, probs = scores_of(list(outs) if isinstance(outs, (list, tuple)) else [outs])
-                    scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
-            else:
-                with tf.GradientTape(persistent=True) as tape:
-                    outs = sub(x, training=False)
-                    feats = outs[0]
-                    tape.watch(feats)
-                    logits, probs = scores_of(list(outs[1:]))
-                    scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
+        def taped_head(feats: Any) -> tuple[Any, Any, list[Any]]:
+            """The head on ``feats`` under a persistent tape: (tape, probabilities, k class scores)."""
+            with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+                tape.watch(feats)
+                outs = head(feats, training=False)
+                logits, probs = scores_of(list(outs) if isinstance(outs, (list, tuple)) else [outs])
+                scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
+            return tape, probs, scores
+
+        def cams_of(tape: Any, scores: list[Any], feats: Any) -> Any:
+            """Grad-CAM maps (b, h, w, k): ReLU of the feature maps weighted by the pooled gradients
+            of each class score (Selvaraju et al. 2017, eq. 1-2); releases the tape."""
             cams = []
             for c in range(k):
                 grads = tape.gradient(scores[c], feats)
@@ -282,7 +278,21 @@ class GradCam:
                 weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
                 cams.append(tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1)))
             del tape
-            return probs, tf.stack(cams, axis=-1)
+            return tf.stack(cams, axis=-1)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32)], reduce_retracing=True)
+        def run(x: Any) -> tuple[Any, Any]:
+            if body is not None:
+                feats = body(x, training=False)
+                tape, probs, scores = taped_head(feats)
+            else:
+                with tf.GradientTape(persistent=True) as tape:
+                    outs = sub(x, training=False)
+                    feats = outs[0]
+                    tape.watch(feats)
+                    logits, probs = scores_of(list(outs[1:]))
+                    scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
+            return probs, cams_of(tape, scores, feats)
 
         self._run = run
         if body is not None:
@@ -290,20 +300,8 @@ class GradCam:
 
             @tf.function(input_signature=[tf.TensorSpec((None, *fshape), tf.float32)], reduce_retracing=True)
             def run_head(feats: Any) -> tuple[Any, Any]:
-                with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-                    tape.watch(feats)
-                    outs = head(feats, training=False)
-                    logits, probs = scores_of(list(outs) if isinstance(outs, (list, tuple)) else [outs])
-                    scores = [tf.reduce_sum(logits[:, c]) for c in range(k)]
-                cams = []
-                for c in range(k):
-                    grads = tape.gradient(scores[c], feats)
-                    if grads is None:
-                        grads = tf.zeros_like(feats)
-                    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-                    cams.append(tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1)))
-                del tape
-                return probs, tf.stack(cams, axis=-1)
+                tape, probs, scores = taped_head(feats)
+                return probs, cams_of(tape, scores, feats)
 
             self._run_head = run_head
 
