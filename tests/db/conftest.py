@@ -17,9 +17,11 @@ import contextlib
 import itertools
 import os
 import secrets
+import time
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from db import repository as repo
@@ -63,9 +65,24 @@ class _PostgresServer:
         return self.create(self.migrated_template)
 
     def drop(self, url: str) -> None:
+        """Drop a test database, ending its connections (``WITH (FORCE)``).
+
+        FORCE also has to end an autovacuum worker that happens to be working on the database,
+        which PostgreSQL 15 allows only to members of ``pg_signal_backend`` (.ci/run grants it;
+        seen once in CI without the grant: "must be a member of the role whose process is being
+        terminated or member of pg_signal_backend"). Without the grant the drop is tried again
+        while that error says an autovacuum worker is still there, up to 50 times.
+        """
         name = make_url(url).database
-        with self.admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for attempt in range(50):
+            try:
+                with self.admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                return
+            except sa_exc.ProgrammingError as exc:
+                if "pg_signal_backend" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.1)  # the worker's vacuum of a tiny database ends within milliseconds
 
     def close(self) -> None:
         if self.migrated_template is not None:
