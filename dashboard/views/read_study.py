@@ -352,7 +352,7 @@ def _staged_upload() -> StagedUpload | None:
         del items
         while len(staged) > 2:
             staged.popitem(last=False)
-        release_memory()  # the read's temporary copies (bytes, datasets, float64 HU) back to the system
+        release_memory()  # the read's temporary copies (file bytes, datasets, HU) back to the system
     return staged[ident]
 
 
