@@ -52,6 +52,24 @@ def _var_outside_the_repository(tmp_path_factory):
     config.get_settings.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Put pytest's ``__main__`` back after each test.
+
+    Streamlit's script runner (AppTest included) installs the page script as ``sys.modules["__main__"]``
+    and leaves it there. A later test that starts processes with multiprocessing's "spawn" would
+    then make every child run ``dashboard/app.py`` as ``__mp_main__`` (TensorFlow and all, ~900 MB
+    and seconds of CPU per child): the 8-process database test took 4-6 times as long in the full
+    suite as alone.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture()
 def isolated_settings(tmp_path, monkeypatch):
     """Settings with the database and var/ in a temporary folder (registry and data unchanged)."""

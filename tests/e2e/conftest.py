@@ -150,14 +150,24 @@ def shot():
     return _shot
 
 
-def _save_failure_artefacts(item) -> list[str]:
-    """Screenshot, console and network log of each open page, and each server log, of a failed test.
+def _save_failure_artefacts(item, rep, excinfo) -> list[str]:
+    """The error, and the screenshot, DOM, console and network log of each open page, and each
+    server log, of a failed test.
 
-    Saved under tests/e2e/screenshots/ as ``zz_failure_<test>_*``; returns one line per file.
+    Saved under tests/e2e/screenshots/ as ``zz_failure_<test>_*``; returns one line per file, the
+    first one the error itself (a rerun hides the traceback from pytest's summary).
     """
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     stem = "zz_failure_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)[:80]
-    lines = []
+    traceback = SCREENSHOTS / f"{stem}_run{getattr(item, 'execution_count', 1)}_traceback.txt"
+    traceback.write_text(rep.longreprtext + "\n")
+    where = "?"
+    if excinfo is not None:
+        ours = [e for e in excinfo.traceback if Path(str(e.path)).resolve().is_relative_to(_HERE.parent)]
+        if ours:
+            where = f"{Path(str(ours[-1].path)).name}:{ours[-1].lineno + 1}"
+    message = excinfo.exconly().splitlines()[0][:300] if excinfo is not None else "(see traceback)"
+    lines = [f"error: {message} at {where}; traceback: {traceback}"]
     for i, page in enumerate(item.stash.get(_PAGES, [])):
         if page.is_closed():
             continue
@@ -167,6 +177,8 @@ def _save_failure_artefacts(item) -> list[str]:
             lines.append(f"screenshot: {picture}")
         except Exception as exc:  # noqa: BLE001 - the page may be broken; the logs still matter
             lines.append(f"no screenshot of page {i}: {exc}")
+        with contextlib.suppress(Exception):  # the page's DOM: the screenshot shows the viewport only
+            (SCREENSHOTS / f"{stem}_page{i}.html").write_text(page.content())
         (SCREENSHOTS / f"{stem}_page{i}_console.log").write_text("\n".join(page.console) + "\n")
         (SCREENSHOTS / f"{stem}_page{i}_network.log").write_text("\n".join(page.net.lines) + "\n")
         lines.append(f"browser console and network: {SCREENSHOTS / f'{stem}_page{i}_*.log'}")
@@ -184,7 +196,7 @@ def pytest_runtest_makereport(item, call):
     name them in the report ("e2e failure artefacts" section, also printed as E2E_FAILURE)."""
     rep = yield
     if rep.failed and rep.when in ("setup", "call") and _is_e2e(item):
-        lines = _save_failure_artefacts(item)
+        lines = _save_failure_artefacts(item, rep, call.excinfo)
         if lines:
             rep.sections.append(("e2e failure artefacts", "\n".join(lines)))
             print("\nE2E_FAILURE " + "; ".join(lines))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -130,6 +131,19 @@ def wait_idle(page, timeout: int = LONG) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"a script run did not finish within {timeout} ms:\n" + "\n".join(net.lines[-30:]))
         page.wait_for_timeout(50)
+
+
+def wait_for_ai_result(page, timeout: int = LONG) -> None:
+    """Wait until the read page shows a finished AI result and the app is idle.
+
+    That is: the "AI result" metric, the Grad-CAM overlay's own caption ("Grad-CAM for
+    '<class>' ..."; the "Computing Grad-CAM for slice ..." spinner does not count), the slice's
+    probability table, which the page writes after the overlay, and then :func:`wait_idle`.
+    """
+    page.get_by_text("AI result").first.wait_for(timeout=timeout)
+    page.get_by_text(re.compile(r"^Grad-CAM for '")).first.wait_for(timeout=timeout)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=timeout)
+    wait_idle(page, timeout)
 
 
 def text_input(page, label: str):

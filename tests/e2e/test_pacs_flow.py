@@ -19,7 +19,7 @@ import pytest
 from core.dicomweb import PacsClient
 from core.registry import default_model_id
 from tests.core.orthanc import orthanc  # noqa: F401
-from tests.e2e.helpers import LONG, create_admin, nav, radio, text_input, wait_idle
+from tests.e2e.helpers import LONG, create_admin, nav, radio, text_input, wait_for_ai_result, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent")]
@@ -91,8 +91,7 @@ def _flow(page, base, shot) -> None:
     analyse.wait_for(timeout=LONG)
     assert page.get_by_text("30 slice(s)").count() >= 1
     analyse.click()
-    page.get_by_text("AI result").first.wait_for(timeout=LONG)
-    page.get_by_text("Grad-CAM for").first.wait_for(timeout=LONG)
+    wait_for_ai_result(page)
     shot(page, "p2_pacs_analysed")
 
     radio(page, "Your finding", "Benign")

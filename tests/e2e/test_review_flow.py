@@ -37,6 +37,7 @@ from tests.e2e.helpers import (
     sign_out,
     text_input,
     upload,
+    wait_for_ai_result,
     wait_idle,
 )
 
@@ -69,9 +70,7 @@ def _analyse_and_wait_for_heatmap(page, t_upload_end: float) -> float:
     analyse.wait_for(timeout=LONG)
     wait_idle(page)
     analyse.click()
-    page.get_by_text("AI result").first.wait_for(timeout=LONG)
-    page.locator('img[alt*="Grad-CAM"], [data-testid="stImage"] img').nth(1).wait_for(timeout=LONG)
-    page.get_by_text("Grad-CAM for").first.wait_for(timeout=LONG)
+    wait_for_ai_result(page)
     return time.monotonic() - t_upload_end
 
 
