@@ -58,9 +58,8 @@ def _restore_main_module():
 
     Streamlit's script runner (AppTest included) installs the page script as ``sys.modules["__main__"]``
     and leaves it there. A later test that starts processes with multiprocessing's "spawn" would
-    then make every child run ``dashboard/app.py`` as ``__mp_main__`` (TensorFlow and all, ~900 MB
-    and seconds of CPU per child): the 8-process database test took 4-6 times as long in the full
-    suite as alone.
+    then make every child run ``dashboard/app.py`` as ``__mp_main__`` (TensorFlow and all; the
+    figures are in README "Tests").
     """
     import sys
 

@@ -197,9 +197,8 @@ def pytest_runtest_makereport(item, call):
     rep = yield
     if rep.failed and rep.when in ("setup", "call") and _is_e2e(item):
         lines = _save_failure_artefacts(item, rep, call.excinfo)
-        if lines:
-            rep.sections.append(("e2e failure artefacts", "\n".join(lines)))
-            print("\nE2E_FAILURE " + "; ".join(lines))
+        rep.sections.append(("e2e failure artefacts", "\n".join(lines)))
+        print("\nE2E_FAILURE " + "; ".join(lines))
     return rep
 
 
