@@ -92,6 +92,18 @@ class BadRowsError(MrmcError):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
 
+    @classmethod
+    def from_rows(cls, problems: Sequence[tuple[Any, str]]) -> BadRowsError:
+        """One line per row ("row 5: a; b"), rows sorted (in order of first appearance if they do not sort)."""
+        merged: dict[Any, list[str]] = {}
+        for row, message in problems:
+            merged.setdefault(row, []).append(message)
+        try:
+            rows = sorted(merged)
+        except TypeError:
+            rows = list(merged)
+        return cls([f"row {row}: {'; '.join(merged[row])}" for row in rows])
+
 
 class MissingColumnsError(MrmcError):
     """A table lacks a column the layout needs."""
@@ -280,7 +292,7 @@ def roc_data(reads: pd.DataFrame, *, treatment_order: Sequence[Any] | None = Non
             else:
                 seen[key] = row
     if problems:
-        raise BadRowsError([f"row {r}: {m}" for r, m in problems])
+        raise BadRowsError.from_rows(problems)
     treatments = _sorted_labels(treatment)
     readers = _sorted_labels(reader)
     normal_cases = _sorted_labels(c for c, (t, _) in case_truth.items() if t == 0)
@@ -346,7 +358,7 @@ def _truth_table(truth: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...],
             problems.append((entry[0][1], f"case {c} is listed as a case without lesions (lesion 0) and with "
                                           f"lesions {sorted(k for k in entry if k)}"))
     if problems:
-        raise BadRowsError([f"row {r}: {m}" for r, m in problems])
+        raise BadRowsError.from_rows(problems)
     normal = _sorted_labels(c for c, e in lesions.items() if 0 in e)
     abnormal = _sorted_labels(c for c, e in lesions.items() if 0 not in e)
     table: dict[str, list[tuple[int, float]]] = {}
@@ -364,7 +376,7 @@ def _truth_table(truth: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...],
             w = w / w.sum()
         table[c] = list(zip(ids, w.tolist(), strict=True))
     if problems:
-        raise BadRowsError([f"row {r}: {m}" for r, m in problems])
+        raise BadRowsError.from_rows(problems)
     return normal, abnormal, table
 
 
@@ -428,7 +440,7 @@ def froc_data(truth: pd.DataFrame, marks: pd.DataFrame, *, readers: Sequence[Any
             problems.append((row, f"case {c} has no lesion {int(les)} in the truth table "
                                   f"({'its lesions: ' + ', '.join(map(str, have)) if have else 'it has no lesions'})"))
     if problems:
-        raise BadRowsError([f"row {r}: {m}" for r, m in problems])
+        raise BadRowsError.from_rows(problems)
     all_treatments = _sorted_labels(known_treatments if known_treatments is not None else treatment)
     all_readers = _sorted_labels(known_readers if known_readers is not None else reader)
     _check_counts(all_treatments, all_readers, len(normal), len(abnormal),
