@@ -86,14 +86,16 @@ class MrmcError(ValueError):
 
 
 class BadRowsError(MrmcError):
-    """Rows with bad values; ``problems`` holds one line per bad row, starting with its row."""
+    """Rows with bad values: ``problems`` holds one line per bad row, starting with its row;
+    ``table`` names the table ("reads", "truth" or "marks")."""
 
-    def __init__(self, problems: Sequence[str]):
+    def __init__(self, problems: Sequence[str], table: str = ""):
         self.problems = list(problems)
+        self.table = table
         super().__init__("\n".join(self.problems))
 
     @classmethod
-    def from_rows(cls, problems: Sequence[tuple[Any, str]]) -> BadRowsError:
+    def from_rows(cls, problems: Sequence[tuple[Any, str]], table: str = "") -> BadRowsError:
         """One line per row ("row 5: a; b"), rows sorted (in order of first appearance if they do not sort)."""
         merged: dict[Any, list[str]] = {}
         for row, message in problems:
@@ -102,7 +104,7 @@ class BadRowsError(MrmcError):
             rows = sorted(merged)
         except TypeError:
             rows = list(merged)
-        return cls([f"row {row}: {'; '.join(merged[row])}" for row in rows])
+        return cls([f"row {row}: {'; '.join(merged[row])}" for row in rows], table)
 
 
 class MissingColumnsError(MrmcError):
@@ -245,23 +247,23 @@ def _order(treatments: tuple[str, ...], order: Sequence[Any] | None) -> tuple[st
     return wanted
 
 
-def roc_data(reads: pd.DataFrame, *, treatment_order: Sequence[Any] | None = None) -> RocData:
-    """Check ROC reads and arrange them as arrays.
+@dataclass(frozen=True)
+class CheckedReads:
+    """ROC reads with checked values: labels (n,), ratings float64 (n,), {case: (truth, first row)}."""
 
-    Args:
-        reads: the ROC reads table (module docstring): ``reader, treatment, case, truth, rating``.
-        treatment_order: optional order of the treatments (all of them); default sorted. It sets
-            the direction of each difference (earlier minus later, as RJafroc's "trt1 - trt2").
+    reader: list[str]
+    treatment: list[str]
+    case: list[str]
+    truth: np.ndarray
+    rating: np.ndarray
+    case_truth: dict[str, tuple[int, Any]]
 
-    Returns:
-        :class:`RocData` (readers and cases sorted by :func:`label_key`).
+
+def check_reads(reads: pd.DataFrame) -> CheckedReads:
+    """Check the values of ROC reads row by row (not the design): see :func:`roc_data` for the errors.
 
     Raises:
-        MissingColumnsError: a column is missing.
-        BadRowsError: one line per bad row: a blank label, a rating that is not a finite number, a
-            truth other than 0/1, a read given twice, a case with two truths.
-        TooFewTreatmentsError, TooFewReadersError, TooFewCasesError: see the classes.
-        NotFullyCrossedError: a reader lacks a read of a case in a treatment (each one is named).
+        MissingColumnsError, BadRowsError.
     """
     _missing_columns(reads, ROC_COLUMNS, "reads")
     rows = list(reads.index)
@@ -292,7 +294,31 @@ def roc_data(reads: pd.DataFrame, *, treatment_order: Sequence[Any] | None = Non
             else:
                 seen[key] = row
     if problems:
-        raise BadRowsError.from_rows(problems)
+        raise BadRowsError.from_rows(problems, "reads")
+    return CheckedReads(reader, treatment, case, truth_num, rating, case_truth)
+
+
+def roc_data(reads: pd.DataFrame, *, treatment_order: Sequence[Any] | None = None) -> RocData:
+    """Check ROC reads and arrange them as arrays.
+
+    Args:
+        reads: the ROC reads table (module docstring): ``reader, treatment, case, truth, rating``.
+        treatment_order: optional order of the treatments (all of them); default sorted. It sets
+            the direction of each difference (earlier minus later, as RJafroc's "trt1 - trt2").
+
+    Returns:
+        :class:`RocData` (readers and cases sorted by :func:`label_key`).
+
+    Raises:
+        MissingColumnsError: a column is missing.
+        BadRowsError: one line per bad row: a blank label, a rating that is not a finite number, a
+            truth other than 0/1, a read given twice, a case with two truths.
+        TooFewTreatmentsError, TooFewReadersError, TooFewCasesError: see the classes.
+        NotFullyCrossedError: a reader lacks a read of a case in a treatment (each one is named).
+    """
+    checked = check_reads(reads)
+    reader, treatment, case, rating = checked.reader, checked.treatment, checked.case, checked.rating
+    case_truth = checked.case_truth
     treatments = _sorted_labels(treatment)
     readers = _sorted_labels(reader)
     normal_cases = _sorted_labels(c for c, (t, _) in case_truth.items() if t == 0)
@@ -322,8 +348,16 @@ def _missing_message(missing: list[tuple[str, str, str]], n_total: int) -> str:
             "add the missing reads or leave out the readers or cases that lack them.")
 
 
-def _truth_table(truth: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, list[tuple[int, float]]]]:
-    """Checked truth: normal cases, abnormal cases, {case: [(lesion, weight), ...] sorted}."""
+def check_truth(truth: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, list[tuple[int, float]]]]:
+    """Check an FROC truth table (see :func:`froc_data` for the errors).
+
+    Returns:
+        (cases without lesions (K1,), cases with lesions (K2,), {case: [(lesion, weight), ...] by lesion}),
+        case labels sorted, weights summing to 1 within each case.
+
+    Raises:
+        MissingColumnsError, BadRowsError.
+    """
     _missing_columns(truth, ("case", "lesion"), "truth")
     rows = list(truth.index)
     case = _labels(truth["case"])
@@ -358,7 +392,7 @@ def _truth_table(truth: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...],
             problems.append((entry[0][1], f"case {c} is listed as a case without lesions (lesion 0) and with "
                                           f"lesions {sorted(k for k in entry if k)}"))
     if problems:
-        raise BadRowsError.from_rows(problems)
+        raise BadRowsError.from_rows(problems, "truth")
     normal = _sorted_labels(c for c, e in lesions.items() if 0 in e)
     abnormal = _sorted_labels(c for c, e in lesions.items() if 0 not in e)
     table: dict[str, list[tuple[int, float]]] = {}
@@ -376,38 +410,31 @@ def _truth_table(truth: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...],
             w = w / w.sum()
         table[c] = list(zip(ids, w.tolist(), strict=True))
     if problems:
-        raise BadRowsError.from_rows(problems)
+        raise BadRowsError.from_rows(problems, "truth")
     return normal, abnormal, table
 
 
-def froc_data(truth: pd.DataFrame, marks: pd.DataFrame, *, readers: Sequence[Any] | None = None,
-              treatments: Sequence[Any] | None = None,
-              treatment_order: Sequence[Any] | None = None) -> FrocData:
-    """Check FROC truth and marks and arrange them as arrays.
+@dataclass(frozen=True)
+class CheckedMarks:
+    """FROC marks with checked values: labels (n,), lesion int64 (n,), rating float64 (n,), declared labels."""
 
-    Args:
-        truth: ``case, lesion, weight`` (module docstring); ``weight`` may be left out.
-        marks: ``reader, treatment, case, lesion, rating``.
-        readers, treatments: the study's readers and treatments when some reader may have marked
-            nothing in some treatment (that is then a read without marks); default: those in
-            ``marks``, and a reader x treatment without any mark is taken as missing.
-        treatment_order: see :func:`roc_data`.
+    reader: list[str]
+    treatment: list[str]
+    case: list[str]
+    lesion: np.ndarray
+    rating: np.ndarray
+    readers: tuple[str, ...] | None
+    treatments: tuple[str, ...] | None
 
-    Returns:
-        :class:`FrocData`.
+
+def check_marks(marks: pd.DataFrame, truth: tuple, *, readers: Sequence[Any] | None = None,
+                treatments: Sequence[Any] | None = None) -> CheckedMarks:
+    """Check the values of FROC marks row by row against a checked truth (:func:`check_truth`).
 
     Raises:
-        MissingColumnsError: a column is missing.
-        BadRowsError: one line per bad row: truth rows (blank case, bad lesion number, bad or
-            inconsistent weights, a case both with and without lesions, a lesion listed twice);
-            mark rows (blank label, rating not a finite number, a case the truth table lacks, a
-            lesion number the truth table lacks for that case, a reader or treatment outside
-            ``readers`` / ``treatments``).
-        TooFewTreatmentsError, TooFewReadersError, TooFewCasesError: see the classes.
-        NotFullyCrossedError: a reader has no mark at all in a treatment (and ``readers`` /
-            ``treatments`` were not given).
+        MissingColumnsError, BadRowsError: see :func:`froc_data`.
     """
-    normal, abnormal, table = _truth_table(truth)
+    normal, abnormal, table = truth
     _missing_columns(marks, MARK_COLUMNS, "marks")
     rows = list(marks.index)
     reader, treatment, case = (_labels(marks[c]) for c in ("reader", "treatment", "case"))
@@ -440,13 +467,49 @@ def froc_data(truth: pd.DataFrame, marks: pd.DataFrame, *, readers: Sequence[Any
             problems.append((row, f"case {c} has no lesion {int(les)} in the truth table "
                                   f"({'its lesions: ' + ', '.join(map(str, have)) if have else 'it has no lesions'})"))
     if problems:
-        raise BadRowsError.from_rows(problems)
-    all_treatments = _sorted_labels(known_treatments if known_treatments is not None else treatment)
-    all_readers = _sorted_labels(known_readers if known_readers is not None else reader)
+        raise BadRowsError.from_rows(problems, "marks")
+    return CheckedMarks(reader, treatment, case, lesion.astype(np.int64), rating,
+                        tuple(sorted(known_readers, key=label_key)) if known_readers is not None else None,
+                        tuple(sorted(known_treatments, key=label_key)) if known_treatments is not None else None)
+
+
+def froc_data(truth: pd.DataFrame, marks: pd.DataFrame, *, readers: Sequence[Any] | None = None,
+              treatments: Sequence[Any] | None = None,
+              treatment_order: Sequence[Any] | None = None) -> FrocData:
+    """Check FROC truth and marks and arrange them as arrays.
+
+    Args:
+        truth: ``case, lesion, weight`` (module docstring); ``weight`` may be left out.
+        marks: ``reader, treatment, case, lesion, rating``.
+        readers, treatments: the study's readers and treatments when some reader may have marked
+            nothing in some treatment (that is then a read without marks); default: those in
+            ``marks``, and a reader x treatment without any mark is taken as missing.
+        treatment_order: see :func:`roc_data`.
+
+    Returns:
+        :class:`FrocData`.
+
+    Raises:
+        MissingColumnsError: a column is missing.
+        BadRowsError: one line per bad row: truth rows (blank case, bad lesion number, bad or
+            inconsistent weights, a case both with and without lesions, a lesion listed twice);
+            mark rows (blank label, rating not a finite number, a case the truth table lacks, a
+            lesion number the truth table lacks for that case, a reader or treatment outside
+            ``readers`` / ``treatments``).
+        TooFewTreatmentsError, TooFewReadersError, TooFewCasesError: see the classes.
+        NotFullyCrossedError: a reader has no mark at all in a treatment (and ``readers`` /
+            ``treatments`` were not given).
+    """
+    normal, abnormal, table = check_truth(truth)
+    checked = check_marks(marks, (normal, abnormal, table), readers=readers, treatments=treatments)
+    reader, treatment, case = checked.reader, checked.treatment, checked.case
+    lesion, rating = checked.lesion, checked.rating
+    all_treatments = checked.treatments or _sorted_labels(treatment)
+    all_readers = checked.readers or _sorted_labels(reader)
     _check_counts(all_treatments, all_readers, len(normal), len(abnormal),
                   normal_word="without lesions (lesion 0 in the truth table)",
                   abnormal_word="with lesions in the truth table")
-    if known_readers is None or known_treatments is None:
+    if checked.readers is None or checked.treatments is None:
         marked = set(zip(reader, treatment, strict=True))
         missing = [(r, t) for t in all_treatments for r in all_readers if (r, t) not in marked]
         if missing:
@@ -471,13 +534,12 @@ def froc_data(truth: pd.DataFrame, marks: pd.DataFrame, *, readers: Sequence[Any
     n_t, n_r = len(all_treatments), len(all_readers)
     ti = pd.Index(all_treatments).get_indexer(treatment)
     rj = pd.Index(all_readers).get_indexer(reader)
-    les_int = lesion.astype(np.int64)
-    is_nl = les_int == 0
+    is_nl = lesion == 0
     nl = np.full((n_t, n_r, len(cases)), -np.inf)
     kc = pd.Index(cases).get_indexer([c for c, m in zip(case, is_nl, strict=True) if m])
     np.maximum.at(nl, (ti[is_nl], rj[is_nl], kc), rating[is_nl])
     ll = np.full((n_t, n_r, len(lesion_id)), -np.inf)
-    li = np.array([lesion_index[(c, int(x))] for c, x, m in zip(case, les_int, is_nl, strict=True) if not m],
+    li = np.array([lesion_index[(c, int(x))] for c, x, m in zip(case, lesion, is_nl, strict=True) if not m],
                   dtype=np.int64)
     np.maximum.at(ll, (ti[~is_nl], rj[~is_nl], li), rating[~is_nl])
     return FrocData(all_treatments, all_readers, normal, abnormal, nl, ll, np.array(lesion_case, dtype=np.int64),
