@@ -165,6 +165,15 @@ def _labels(series: pd.Series) -> list[str]:
     return [label(v) if not _blank(v) else "" for v in series]
 
 
+def _show(v: Any) -> str:
+    """A cell value for a message: text quoted, numbers as written ('high', 2, 2.5)."""
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, (np.integer, np.floating)):
+        v = v.item()
+    return repr(v)
+
+
 def _blank(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
 
@@ -278,10 +287,10 @@ def check_reads(reads: pd.DataFrame) -> CheckedReads:
             if not value:
                 problems.append((row, f"{name} is blank"))
         if not np.isfinite(rating[n]):
-            problems.append((row, f"rating {reads['rating'].iloc[n]!r} is not a number"))
+            problems.append((row, f"rating {_show(reads['rating'].iloc[n])} is not a number"))
         t = truth_num[n]
         if t not in (0.0, 1.0):
-            problems.append((row, f"truth {reads['truth'].iloc[n]!r} must be 0 (no disease) or 1 (disease)"))
+            problems.append((row, f"truth {_show(reads['truth'].iloc[n])} must be 0 (no disease) or 1 (disease)"))
         elif case[n]:
             first = case_truth.setdefault(case[n], (int(t), row))
             if first[0] != int(t):
@@ -373,13 +382,13 @@ def check_truth(truth: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...], 
             continue
         les = lesion[n]
         if not (np.isfinite(les) and les >= 0 and float(les).is_integer()):
-            problems.append((row, f"lesion {truth['lesion'].iloc[n]!r} must be 0 (case without lesions) "
+            problems.append((row, f"lesion {_show(truth['lesion'].iloc[n])} must be 0 (case without lesions) "
                                   "or a lesion number 1, 2, ..."))
             continue
         w_blank = _blank(weight_raw.iloc[n])
         w = weight[n]
         if not w_blank and not (np.isfinite(w) and 0 <= w <= 1):
-            problems.append((row, f"weight {weight_raw.iloc[n]!r} must be blank or a number from 0 to 1"))
+            problems.append((row, f"weight {_show(weight_raw.iloc[n])} must be blank or a number from 0 to 1"))
             continue
         entry = lesions.setdefault(case[n], {})
         if int(les) in entry:
@@ -452,7 +461,7 @@ def check_marks(marks: pd.DataFrame, truth: tuple, *, readers: Sequence[Any] | N
             elif known is not None and value not in known:
                 problems.append((row, f"{name} {value} is not one of the study's {name}s {sorted(known, key=label_key)}"))
         if not np.isfinite(rating[n]):
-            problems.append((row, f"rating {marks['rating'].iloc[n]!r} is not a number"))
+            problems.append((row, f"rating {_show(marks['rating'].iloc[n])} is not a number"))
         les = lesion[n]
         c = case[n]
         if not c:
@@ -460,7 +469,7 @@ def check_marks(marks: pd.DataFrame, truth: tuple, *, readers: Sequence[Any] | N
         elif c not in normal_set and c not in lesion_sets:
             problems.append((row, f"case {c} is not in the truth table"))
         elif not (np.isfinite(les) and les >= 0 and float(les).is_integer()):
-            problems.append((row, f"lesion {marks['lesion'].iloc[n]!r} must be 0 (a mark that hit no lesion) "
+            problems.append((row, f"lesion {_show(marks['lesion'].iloc[n])} must be 0 (a mark that hit no lesion) "
                                   "or the number of the lesion it hit"))
         elif les > 0 and int(les) not in lesion_sets.get(c, set()):
             have = sorted(lesion_sets.get(c, set()))
