@@ -135,7 +135,7 @@ def _sorted(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 
 
 def roc_csv(reads: pd.DataFrame) -> str:
-    """The ROC reads CSV (``reader,treatment,case,truth,rating``), rows sorted by treatment, reader, case.
+    """The ROC reads CSV (``reader,treatment,case,truth,rating``), rows sorted by reader, treatment, case.
 
     Args:
         reads: ROC reads (``core.stats.mrmc`` layout; any row order, extra columns dropped).
@@ -150,7 +150,7 @@ def roc_csv(reads: pd.DataFrame) -> str:
     c = check_reads(reads)
     frame = pd.DataFrame({"reader": c.reader, "treatment": c.treatment, "case": c.case,
                           "truth": c.truth.astype(int), "rating": [_num(x) for x in c.rating]})
-    return _csv(_sorted(frame, ("treatment", "reader", "case")))
+    return _csv(_sorted(frame, ("reader", "treatment", "case")))
 
 
 def _truth_frame(truth: pd.DataFrame) -> tuple[pd.DataFrame, tuple]:
@@ -175,7 +175,7 @@ def froc_truth_csv(truth: pd.DataFrame) -> str:
 
 
 def froc_marks_csv(marks: pd.DataFrame, truth: pd.DataFrame) -> str:
-    """The FROC marks CSV (``reader,treatment,case,lesion,rating``), checked against ``truth``.
+    """The FROC marks CSV (``reader,treatment,case,lesion,rating``), checked against ``truth``, rows sorted.
 
     Raises:
         MissingColumnsError, BadRowsError: see :func:`core.stats.mrmc.froc_data` (values only).
@@ -183,7 +183,7 @@ def froc_marks_csv(marks: pd.DataFrame, truth: pd.DataFrame) -> str:
     m = check_marks(marks, check_truth(truth))
     frame = pd.DataFrame({"reader": m.reader, "treatment": m.treatment, "case": m.case,
                           "lesion": m.lesion, "rating": [_num(x) for x in m.rating]})
-    return _csv(_sorted(frame, ("treatment", "reader", "case", "lesion", "rating")))
+    return _csv(_sorted(frame, ("reader", "treatment", "case", "lesion", "rating")))
 
 
 def _excel_label(text: str, what: str) -> Any:
