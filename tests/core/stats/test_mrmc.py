@@ -97,10 +97,36 @@ class TestZanca:
 
     def test_roc_reduction_variance_components(self):
         truth, marks = zanca()
-        c = mrmc.analyse_froc(truth, marks, fom=mrmc.ROC_AUC).components
+        result = mrmc.analyse_froc(truth, marks, fom=mrmc.ROC_AUC)
+        c = result.components
         for value, published in ((c.ms_t, "0.001897"), (c.ms_tr, "0.000462"), (c.var, "0.000789"),
                                  (c.cov1, "0.000295"), (c.cov2, "0.000233"), (c.cov3, "0.000212")):
             assert_published(value, published)
+        assert_published(result.random.p, "0.03054456")  # RJafrocBook, OR applications, dataset04 as ROC
+
+    def test_wafroc_or_analysis_as_rjafroc_prints_it(self):
+        """StSignificanceTesting(dataset04, FOM = "wAFROC", method = "OR") as printed in Chakraborty's
+        RJafrocBook (github dpc10ster/RJafrocBook, docs/10C-or-analysis-applications.md, "dataset04, FROC")."""
+        truth, marks = zanca()
+        r = mrmc.analyse_froc(truth, marks)
+        c = r.components
+        for value, published in ((c.ms_t, "0.00231654149"), (c.ms_tr, "0.00016960349"), (c.cov1, "0.00042203598"),
+                                 (c.cov2, "0.00033615564"), (c.cov3, "0.00030431124"), (c.var, "0.00092808365"),
+                                 (c.var_tr, "-0.00030459978"), (r.random.f, "7.8002997"),
+                                 (r.random.ddf, "36.793343"), (r.random.p, "0.000117105"),
+                                 (r.random.ms_den, "0.00029698109"), (r.fixed.chisq, "15.403026"),
+                                 (r.fixed.p, "0.0039343238"), (r.fixed.ms_den, "0.00060158087")):
+            assert_published(value, published)
+        assert r.random.ndf == 4 and r.fixed.df == 4
+        d12, d45 = r.difference("1", "2"), r.difference("4", "5")
+        assert_published(d12.estimate, "-0.0068562500")
+        assert_published(d12.ci95[0], "-0.0315514439")
+        assert_published(d12.ci95[1], "0.0178389439")
+        assert_published(d45.ci95[0], "0.0301839727")
+        assert_published(d45.ci95[1], "0.0795743606")
+        f12 = r.difference("1", "2", fixed_readers=True)
+        assert_published(f12.ci95[0], "-0.0408485147")
+        assert_published(f12.ci95[1], "0.027136015")
 
 
 # ----------------------------------------------------------------------------- hand computations
