@@ -853,9 +853,12 @@ def variance_components(foms: np.ndarray, jackknife: np.ndarray) -> VarianceComp
 
 
 def _ratio(num: float, den: float) -> float:
+    """num / den for den >= 0: x / 0 = +-inf, 0 / 0 = NaN (degenerate data); NaN for den < 0."""
     if den > 0:
         return num / den
-    return 0.0 if num == 0 else math.inf if den == 0 else math.nan
+    if den == 0 and num != 0 and np.isfinite(num):
+        return math.copysign(math.inf, num)
+    return math.nan
 
 
 def or_analysis(foms: np.ndarray, jackknife: np.ndarray, treatments: Sequence[str], readers: Sequence[str], *,
@@ -911,7 +914,7 @@ def _difference(treatments: Sequence[str], a: int, b: int, means: np.ndarray, de
                 alpha: float) -> Difference:
     est = float(means[a] - means[b])
     se = math.sqrt(2 * den / n_r) if den >= 0 else math.nan
-    stat = _ratio(est, se) if est != 0 or se > 0 else math.nan
+    stat = _ratio(est, se)
     if math.isinf(df):
         q = float(stats.norm.isf(alpha / 2))
         p = float(2 * stats.norm.sf(abs(stat))) if np.isfinite(stat) else (0.0 if math.isinf(stat) else math.nan)
@@ -999,7 +1002,9 @@ def plain_sentence(result: MrmcResult, *, treatment: Any | None = None, referenc
     a, b = _name(d.treatments[0]), _name(d.treatments[1])
     lo, hi = d.ci95
     pct = round(100 * (1 - result.alpha))
-    numbers = (f"{a} minus {b} {result.fom_name} {d.estimate:.2f}, {pct} % CI {lo:.2f} to {hi:.2f} "
+    interval = (f"{pct} % CI {lo:.2f} to {hi:.2f}" if np.isfinite(lo) and np.isfinite(hi)
+                else "no interval (the figures of merit do not vary between cases or readers)")
+    numbers = (f"{a} minus {b} {result.fom_name} {d.estimate:.2f}, {interval} "
                f"({_p_text(d.p)}; random readers and random cases)")
     lead = f"With {len(result.readers)} readers and {result.n_cases} cases"
     if np.isfinite(d.p) and d.p < result.alpha and (lo > 0 or hi < 0):

@@ -457,6 +457,15 @@ class TestBadInput:
         with pytest.raises(mrmc.MrmcError, match="each treatment once"):
             mrmc.analyse_roc(roc_rows(*crossed()), treatment_order=["u", "x"])
 
+    def test_degenerate_data_give_nan_not_a_crash(self):
+        # every rating equal: every AUC is 1/2, every jackknife value 1/2, all mean squares and covariances 0
+        result = mrmc.analyse_roc(roc_rows(*crossed()))
+        np.testing.assert_array_equal(result.foms, 0.5)
+        assert math.isnan(result.random.f) and math.isnan(result.random.p) and math.isnan(result.differences[0].p)
+        assert result.to_dict()["f"] is None
+        assert "no interval" in mrmc.plain_sentence(result) and "p not defined" in mrmc.plain_sentence(result)
+        assert "cannot tell" in mrmc.plain_sentence(result)
+
     def test_errors_are_value_errors(self):
         for cls in (mrmc.BadRowsError, mrmc.MissingColumnsError, mrmc.NotFullyCrossedError,
                     mrmc.TooFewReadersError, mrmc.TooFewTreatmentsError, mrmc.TooFewCasesError):
