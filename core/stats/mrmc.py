@@ -142,11 +142,12 @@ def label(value: Any) -> str:
 
 
 def label_key(text: str) -> tuple:
-    """Sort key of a label: numbers first, numerically; then text, alphabetically."""
+    """Sort key of a label: finite numbers first, numerically; then text, alphabetically."""
     try:
-        return (0, float(text), text)
+        value = float(text)
     except ValueError:
         return (1, 0.0, text)
+    return (0, value, text) if math.isfinite(value) else (1, 0.0, text)
 
 
 def _sorted_labels(values: Iterable[str]) -> tuple[str, ...]:
