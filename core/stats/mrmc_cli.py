@@ -68,9 +68,12 @@ def _f(x: float, digits: int = 4) -> str:
 
 
 def _p(x: float) -> str:
+    """'p = 0.0517', 'p = 0.00012', 'p < 0.0001' or 'p n/a'."""
     if not np.isfinite(x):
-        return "n/a"
-    return "< 0.0001" if x < 1e-4 else f"{x:.4f}"
+        return "p n/a"
+    if x < 1e-4:
+        return "p < 0.0001"
+    return f"p = {x:.2g}" if x < 1e-3 else f"p = {x:.4f}"
 
 
 def render(result: mrmc.MrmcResult, sentence: str, size: sample_size.SampleSize | None = None) -> str:
@@ -93,16 +96,16 @@ def render(result: mrmc.MrmcResult, sentence: str, size: sample_size.SampleSize 
     pct = round(100 * (1 - r.alpha))
     t = r.random
     lines.append("Random readers and random cases (Obuchowski-Rockette, Hillis 2007 ddf):")
-    lines.append(f"  F = {_f(t.f)}, ndf = {t.ndf}, ddf = {_f(t.ddf, 2)}, p = {_p(t.p)}")
+    lines.append(f"  F = {_f(t.f)}, ndf = {t.ndf}, ddf = {_f(t.ddf, 2)}, {_p(t.p)}")
     for d in r.differences:
         lines.append(f"  {d.treatments[0]} minus {d.treatments[1]}: {_f(d.estimate)}, {pct} % CI "
-                     f"{_f(d.ci95[0])} to {_f(d.ci95[1])}, p = {_p(d.p)}")
+                     f"{_f(d.ci95[0])} to {_f(d.ci95[1])}, {_p(d.p)}")
     fx = r.fixed
     lines.append("Fixed readers, random cases (results for these readers only):")
-    lines.append(f"  chi-square = {_f(fx.chisq)}, df = {fx.df}, p = {_p(fx.p)}")
+    lines.append(f"  chi-square = {_f(fx.chisq)}, df = {fx.df}, {_p(fx.p)}")
     for d in r.fixed_differences:
         lines.append(f"  {d.treatments[0]} minus {d.treatments[1]}: {_f(d.estimate)}, {pct} % CI "
-                     f"{_f(d.ci95[0])} to {_f(d.ci95[1])}, p = {_p(d.p)}")
+                     f"{_f(d.ci95[0])} to {_f(d.ci95[1])}, {_p(d.p)}")
     c = r.components
     lines.append(f"Variance components: Var {c.var:.6g}, Cov1 {c.cov1:.6g}, Cov2 {c.cov2:.6g}, Cov3 {c.cov3:.6g}, "
                  f"Var(T:R) {c.var_tr:.6g}; MS(T) {c.ms_t:.6g}, MS(T:R) {c.ms_tr:.6g}")
