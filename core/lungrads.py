@@ -56,13 +56,14 @@ class ReadNodule:
 
     Attributes:
         decision: a ``core.config.NoduleDecision`` value: "accept" (an AI finding the reader
-            accepted), "add" (a nodule the reader added); "reject" and "withdraw" are ignored.
+            accepted), "add" (a nodule the reader added); "reject", "withdraw" and None (an AI
+            finding not decided yet, ``db.repository.NoduleState.decision``) are ignored.
         diameter_mm: the nodule's mean diameter in mm: the reader's corrected diameter when there
             is one, else the AI's (``Nodule.diameter_mm``); for an added nodule, the reader's.
         nodule_type: a ``core.config.NoduleType`` value, or None when the reader gave none.
     """
 
-    decision: NoduleDecision | str
+    decision: NoduleDecision | str | None
     diameter_mm: float
     nodule_type: NoduleType | str | None = None
 
@@ -147,6 +148,8 @@ def suggest_lungrads(nodules: Iterable[ReadNodule], *, untyped_is_solid: bool = 
     counted: list[float] = []
     untyped = 0
     for n in nodules:
+        if n.decision is None:
+            continue
         try:
             decision = NoduleDecision(str(n.decision))
             kind = None if n.nodule_type in (None, "") else NoduleType(str(n.nodule_type))

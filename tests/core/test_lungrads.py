@@ -47,7 +47,7 @@ class TestSuggestLungRads:
         only = suggest_lungrads([ReadNodule("add", 20.0, kind)])
         assert only.category == LungRads.CAT_1
 
-    @pytest.mark.parametrize("decision", ["reject", "withdraw"])
+    @pytest.mark.parametrize("decision", ["reject", "withdraw", None])
     def test_rejected_and_withdrawn_nodules_are_ignored(self, decision):
         out = suggest_lungrads([ReadNodule(decision, 20.0, "solid"), ReadNodule("accept", 4.0, "solid")])
         assert out.category == LungRads.CAT_2 and out.diameter_mm == 4.0

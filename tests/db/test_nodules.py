@@ -484,3 +484,20 @@ class TestAppendOnly:
                 engine.begin() as conn:
             conn.execute(text(sql), {"d": case["detection"], "s": case["series"], "r": people["rad1"],
                                      "n": case["n1"]})
+
+
+class TestNoduleStatesFeedLungRads:
+    def test_a_readers_states_give_the_lung_rads_suggestion(self, factory, people, case):
+        from core.lungrads import ReadNodule, suggest_lungrads
+
+        with factory.begin() as s:
+            r1 = people["rad1"]
+            repo.record_nodule_decision(s, nodule_id=case["n1"], reader=r1, decision="accept", nodule_type="solid",
+                                        corrected_diameter_mm=7.94, seconds_to_decision=1.0)
+            repo.record_added_nodule(s, detection_id=case["detection"], reader=r1, centre_voxel=(5, 5, 5),
+                                     centre_mm=(1.0, 2.0, 3.0), diameter_mm=20.0, nodule_type="ground-glass",
+                                     outside_lung=False, seconds_to_decision=2.0)
+            states = repo.nodule_states(s, case["detection"], r1)
+        assert [st.status for st in states] == ["corrected", "undecided", "added"]
+        out = suggest_lungrads(ReadNodule(st.decision, st.diameter_mm, st.nodule_type) for st in states)
+        assert out.category == "3" and out.diameter_mm == 7.9  # the corrected 7.94 mm; GGN and undecided ignored
