@@ -540,6 +540,9 @@ class NoduleState:
         ai_diameter_mm: the AI's diameter (None for an added nodule).
         nodule_type: the reader's type or None. outside_lung: added nodules' flag (None for AI).
         p_nodule, malignancy: the AI's estimates (None for an added nodule).
+        tracking_key: stable across changes of the read: "nodule <AiNodule id>" for an AI
+            finding, "added <id of the first row of its chain>" for an added nodule (for
+            ``core.export.ReportedNodule.tracking_key``, from which the SR's tracking UID comes).
     """
 
     source: str
@@ -557,6 +560,15 @@ class NoduleState:
     outside_lung: bool | None
     p_nodule: float | None
     malignancy: float | None
+    tracking_key: str
+
+
+def _chain_root(s: Session, read: NoduleRead) -> int:
+    """The id of the first row of the chain ``read`` ends."""
+    root = read
+    while root.supersedes_id is not None:
+        root = s.get(NoduleRead, root.supersedes_id)
+    return root.id
 
 
 def nodule_states(s: Session, detection_id: int, reader_id: int) -> list[NoduleState]:
@@ -591,14 +603,15 @@ def nodule_states(s: Session, detection_id: int, reader_id: int) -> list[NoduleS
             decision=read.decision if read else None, status=status, slice_index=n.slice_index,
             centre_voxel=n.centre_voxel, centre_mm=n.centre_mm, diameter_mm=diameter, ai_diameter_mm=n.diameter_mm,
             nodule_type=read.nodule_type if read else None, outside_lung=None, p_nodule=n.p_nodule,
-            malignancy=n.malignancy))
+            malignancy=n.malignancy, tracking_key=f"nodule {n.id}"))
     for r in reads:
         if r.nodule_id is None:
             out.append(NoduleState(
                 source="reader", nodule_id=None, read_id=r.id, rank=None, decision=r.decision, status="added",
                 slice_index=r.slice_index, centre_voxel=r.centre_voxel, centre_mm=r.centre_mm,
                 diameter_mm=r.diameter_mm, ai_diameter_mm=None, nodule_type=r.nodule_type,
-                outside_lung=r.outside_lung, p_nodule=None, malignancy=None))
+                outside_lung=r.outside_lung, p_nodule=None, malignancy=None,
+                tracking_key=f"added {_chain_root(s, r)}"))
     return out
 
 

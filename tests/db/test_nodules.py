@@ -182,6 +182,8 @@ class TestDecisions:
             states = {st.rank: st for st in repo.nodule_states(s, case["detection"], people["rad1"])}
             assert (states[1].status, states[1].diameter_mm, states[1].ai_diameter_mm) == ("corrected", 8.4, 9.0)
             assert (states[2].status, states[2].diameter_mm) == ("rejected", 5.0)
+            assert (states[1].tracking_key, states[1].malignancy, states[1].centre_voxel) == (
+                f"nodule {case['n1']}", 3.0, (10, 200, 101))
 
     def test_a_changed_decision_supersedes_and_the_old_row_stays(self, factory, people, case):
         with factory.begin() as s:
@@ -275,6 +277,9 @@ class TestAddedNodules:
             moved = self.add(s, people, case, centre_voxel=(21, 151, 301), centre_mm=(60.7, -9.3, -128.75),
                              diameter_mm=7.0, supersedes_id=first.id)
             assert moved.supersedes_id == first.id
+            (state,) = [st for st in repo.nodule_states(s, case["detection"], people["rad1"]) if st.source == "reader"]
+            assert (state.read_id, state.tracking_key, state.centre_voxel) == (moved.id, f"added {first.id}",
+                                                                               (21, 151, 301))
             current = repo.current_nodule_reads(s, case["series"], reader_id=people["rad1"])
             assert [(r.id, r.diameter_mm) for r in current] == [(moved.id, 7.0)]
             with pytest.raises(repo.ValidationError, match="not rad1's current added nodule"):
