@@ -311,7 +311,7 @@ class TestSharedSliceParity:
     def test_every_shipped_model_gets_the_plain_method_s_input(self, shared_slices, model_id):
         spec = _shipped_specs()[model_id]
         assert len(shared_slices) > 100
-        lungs = spec.crop_to_lungs or spec.mask_outside_lungs  # the lung mask costs ~30 ms: every 3rd slice
+        lungs = spec.crop_to_lungs or spec.mask_outside_lungs  # the lung mask is slow: every 3rd slice
         for hu, spacing in shared_slices[:: 3 if lungs else 1]:
             fast = preprocess(hu, spec, spacing_mm=spacing)[0]
             np.testing.assert_array_equal(fast, _reference_preprocess(hu, spec, spacing))
