@@ -1,11 +1,23 @@
 """ZIP archives and the files skipped on purpose: members are expanded in memory, within limits.
 
-Before a member is read, the whole ZIP is refused (:class:`ArchiveTooLargeError`) when it holds more
-than ``get_settings().max_zip_members`` files, when the sizes its directory declares add up to more than
-``get_settings().max_zip_mb`` MB, or when a member or the whole ZIP compresses better than
-:data:`MAX_ZIP_RATIO` (allowing :data:`RATIO_SLACK_BYTES` for tiny files). While members are read, in
-chunks, the bytes actually produced are counted against the same limits, so a ZIP whose directory lies
-is stopped as soon as it exceeds them. ZIPs inside the ZIP are not opened. Member names are used only
+One bad member never costs the others (issue 24). Before any member is read, the directory's declared
+sizes decide what is read:
+
+* a member that compresses better than :data:`MAX_ZIP_RATIO` (allowing :data:`RATIO_SLACK_BYTES` for
+  tiny files) is a zip bomb: it is not unpacked and becomes a problem of its own;
+* members are read in directory order while their count stays within ``get_settings().max_zip_members``
+  and their declared sizes add up to at most ``get_settings().max_zip_mb`` MB and at most
+  :data:`MAX_ZIP_RATIO` times the whole ZIP's compressed size; the members past a limit are not read,
+  and one problem of the ZIP names them (the ones before stay read);
+* the whole ZIP is refused (:class:`ArchiveTooLargeError`) only when nothing would be read: every
+  member a bomb, the first member alone over a limit, or a directory of more than
+  :data:`MAX_DIRECTORY_FACTOR` times ``max_zip_members`` entries (counted before parsing).
+
+While a member is read, in chunks, it is stopped as soon as it holds more than its declared size, so a
+directory that lies cannot make the limits above wrong. A member that cannot be unpacked (damaged data,
+wrong CRC-32, encrypted, unknown method) is a problem of its own, with a message by cause. A ZIP whose
+directory cannot be read, or disagrees with a member's own header, is read from the members' own
+headers (:mod:`core.imaging.zip_repair`). ZIPs inside the ZIP are not opened. Member names are used only
 as labels (never as paths on disk), so names such as ``../../etc/passwd`` are harmless.
 """
 
@@ -22,8 +34,10 @@ from pathlib import PurePosixPath
 from core.config import get_settings
 from core.imaging.deid import base_name
 from core.imaging.errors import ArchiveTooLargeError, ImagingError, NotAnImageError
+from core.imaging.zip_repair import RecoveredZip, recover_zip
 
 __all__ = [
+    "MAX_DIRECTORY_FACTOR",
     "MAX_ZIP_RATIO",
     "RATIO_SLACK_BYTES",
     "SKIPPED_SUFFIXES",
@@ -43,6 +57,10 @@ MAX_ZIP_RATIO = 200.0
 #: well (an empty DICOM header, a text note) and cannot harm at this size (64 KiB).
 RATIO_SLACK_BYTES = 64 << 10
 _CHUNK = 1 << 20
+_END_RECORD_SPAN = 22 + 0xFFFF
+#: A ZIP whose directory counts more than this many times ``max_zip_members`` entries is refused whole,
+#: before its directory is parsed (parsing it would itself be the cost the limit is there to bound).
+MAX_DIRECTORY_FACTOR = 4
 
 #: File name endings of companion files skipped silently inside folders and ZIPs (TCIA downloads
 #: carry XML annotations, ``metadata.csv`` and a ``LICENSE``; exports carry ``.txt`` notes).
@@ -63,9 +81,14 @@ def is_skipped(name: str) -> bool:
 
 
 def is_zip(name: str, data: bytes) -> bool:
-    """True when ``data`` starts with a ZIP local file header, or is an empty ZIP named ``*.zip``
-    (APPNOTE.TXT 4.3.7 and 4.3.16 signatures)."""
-    return data[:4] == b"PK\x03\x04" or (data[:4] == b"PK\x05\x06" and name.lower().endswith(".zip"))
+    """True when ``data`` starts with a ZIP local file header (APPNOTE.TXT 4.3.7), or, for a file named
+    ``*.zip``, starts with "PK" (an empty ZIP, 4.3.16, or a damaged first header) or ends with an end of
+    central directory record (4.3.16: in the last 65,557 bytes, the record plus its longest comment)."""
+    if data[:4] == b"PK\x03\x04":
+        return True
+    if not name.lower().endswith(".zip"):
+        return False
+    return data[:2] == b"PK" or data.rfind(b"PK\x05\x06", max(0, len(data) - _END_RECORD_SPAN)) >= 0
 
 
 @dataclass
@@ -90,101 +113,269 @@ def _bomb(name: str, detail: str) -> ArchiveTooLargeError:
     )
 
 
+def _member_bomb(label: str, detail: str) -> ArchiveTooLargeError:
+    return ArchiveTooLargeError(
+        f"‘{label}’ looks like a zip bomb: {detail}; it was not unpacked (the other files of the ZIP were). "
+        "Create the ZIP again from the image files."
+    )
+
+
 def _unpack_problem(label: str, exc: BaseException) -> NotAnImageError:
+    """The plain problem of a member that :mod:`zipfile` could not unpack (message by cause)."""
     text = str(exc).lower()
     if "encrypt" in text or "password" in text:
         why = "it is password-protected; create the ZIP again without a password"
     elif isinstance(exc, NotImplementedError) or "compression method" in text or "version" in text:
         why = "it uses a ZIP feature LungReview cannot unpack; create the ZIP again with ordinary (deflate) compression"
+    elif "crc" in text:
+        why = (
+            "its contents do not match the checksum stored in the ZIP (it was damaged in transfer or "
+            "storage); copy the ZIP again, or create it again from the original files"
+        )
+    elif "magic number" in text or "differ" in text or "truncated file header" in text or "overlap" in text:
+        why = "its entry in the ZIP is damaged; create the ZIP again from the original files"
     else:
-        why = "the ZIP is damaged; create the ZIP again"
+        why = "its compressed data is damaged; copy the ZIP again, or create it again from the original files"
     return NotAnImageError(f"‘{label}’ could not be unpacked: {why}.")
+
+
+def _some(labels: list[str], shown: int = 5) -> str:
+    """‘a’, ‘b’, ‘c’ and 12 more."""
+    text = ", ".join(f"‘{x}’" for x in labels[:shown])
+    return text + (f" and {len(labels) - shown:,} more" if len(labels) > shown else "")
+
+
+def _open(name: str, data: bytes) -> tuple[zipfile.ZipFile, list[ZipMember]]:
+    """The ZIP as :mod:`zipfile` reads it; if its directory cannot be read, the files recovered from their
+    own headers (:func:`core.imaging.zip_repair.recover_zip`) and the problems that say so.
+
+    Raises:
+        NotAnImageError: neither the directory nor any local file header could be read.
+    """
+    try:
+        return zipfile.ZipFile(io.BytesIO(data)), []
+    except Exception:
+        log.debug("ZIP %s could not be opened; recovering its files from their headers", name, exc_info=True)
+    recovered = recover_zip(data, get_settings().max_zip_members + 1)
+    if recovered is None:
+        raise NotAnImageError(
+            f"‘{name}’ is a damaged ZIP: neither its table of contents nor any file in it can be read; "
+            "copy the ZIP again, or create it again from the original files."
+        ) from None
+    n = len(recovered.names)
+    last = recovered.cut or recovered.names[-1]
+    notes = [
+        ZipMember(
+            name,
+            problem=NotAnImageError(
+                f"‘{name}’ is incomplete or its table of contents is damaged: {n:,} file{'s' if n != 1 else ''} "
+                f"{'were' if n != 1 else 'was'} recovered from it and read, but any file stored after "
+                f"‘{base_name(last)}’ is missing. Copy the ZIP again (or create it again) to be sure "
+                "nothing is left out."
+            ),
+        )
+    ]
+    if recovered.cut is not None:
+        label = _label(name, recovered.cut)
+        notes.append(
+            ZipMember(
+                label,
+                problem=NotAnImageError(
+                    f"‘{label}’ is cut off: the ZIP ends inside it; copy the ZIP again (it was not "
+                    "transferred completely)."
+                ),
+            )
+        )
+    return recovered.zf, notes
+
+
+def _plan(name: str, infos: list[zipfile.ZipInfo]) -> tuple[dict[int, ZipMember], set[int], list[ZipMember]]:
+    """What to read under the limits (see the module docstring), from the directory's declared sizes.
+
+    Returns:
+        (zip bomb problems by index into ``infos``; indices of the members to read; problems of the whole
+        ZIP, each naming the members a count or size limit leaves out).
+
+    Raises:
+        ArchiveTooLargeError: nothing would be read (every member a zip bomb, or the first member
+            alone over a limit).
+    """
+    settings = get_settings()
+    limit = settings.max_zip_mb * (1 << 20)
+    ratio_total = max(MAX_ZIP_RATIO * sum(i.compress_size for i in infos), RATIO_SLACK_BYTES)
+    bombs: dict[int, ZipMember] = {}
+    wanted: list[int] = []
+    for k, info in enumerate(infos):
+        if is_skipped(info.filename):
+            continue
+        if info.file_size > max(MAX_ZIP_RATIO * info.compress_size, RATIO_SLACK_BYTES):
+            label = _label(name, info.filename)
+            ratio = info.file_size / max(info.compress_size, 1)
+            bombs[k] = ZipMember(
+                label, problem=_member_bomb(label, f"it expands {ratio:,.0f} times (limit {MAX_ZIP_RATIO:.0f})")
+            )
+        else:
+            wanted.append(k)
+    if bombs and not wanted:
+        first = infos[min(bombs)]
+        raise _bomb(
+            name,
+            f"‘{base_name(first.filename)}’ expands {first.file_size / max(first.compress_size, 1):,.0f} times "
+            f"(limit {MAX_ZIP_RATIO:.0f})",
+        )
+    read: list[int] = []
+    over_count: list[int] = []
+    over_size: list[int] = []
+    total = 0
+    for k in wanted:
+        if len(read) >= settings.max_zip_members:
+            over_count.append(k)
+        elif over_size or total + infos[k].file_size > min(limit, ratio_total):
+            over_size.append(k)
+        else:
+            read.append(k)
+            total += infos[k].file_size
+    whole: list[ZipMember] = []
+    if over_count:
+        labels = [_label(name, infos[k].filename) for k in over_count]
+        whole.append(
+            ZipMember(
+                name,
+                problem=ArchiveTooLargeError(
+                    f"‘{name}’ holds {len(wanted):,} image files, more than the limit of "
+                    f"{settings.max_zip_members:,} (LUNGREVIEW_MAX_ZIP_MEMBERS): the first "
+                    f"{settings.max_zip_members:,} were read, the {len(labels):,} after them were not "
+                    f"({_some(labels)}). Upload those in another ZIP."
+                ),
+            )
+        )
+    if over_size:
+        labels = [_label(name, infos[k].filename) for k in over_size]
+        if total + infos[over_size[0]].file_size > limit:
+            why = f"more than the limit of {settings.max_zip_mb} MB (LUNGREVIEW_MAX_ZIP_MB)"
+        else:
+            why = f"more than {MAX_ZIP_RATIO:.0f} times its compressed size, as a zip bomb does"
+        if not read:
+            raise ArchiveTooLargeError(
+                f"‘{name}’ expands to {sum(infos[k].file_size for k in over_size) / (1 << 20):,.0f} MB, {why}; "
+                "nothing was unpacked. Upload the series in smaller ZIPs."
+            )
+        whole.append(
+            ZipMember(
+                name,
+                problem=ArchiveTooLargeError(
+                    f"‘{name}’ expands to {why}: the {len(read):,} files before "
+                    f"‘{base_name(infos[over_size[0]].filename)}’ were read, the {len(labels):,} from it on "
+                    f"were not ({_some(labels)}). Upload those in another ZIP."
+                ),
+            )
+        )
+    return bombs, set(read), whole
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
+    """The bytes of one member, read in chunks and stopped as soon as they exceed its declared size.
+
+    Raises:
+        ArchiveTooLargeError: the member holds more than its header declares.
+        Exception: whatever :mod:`zipfile` raises (damaged data, bad CRC-32, encrypted, ...).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    with zf.open(info) as fh:
+        while chunk := fh.read(_CHUNK):
+            size += len(chunk)
+            if size > info.file_size:
+                raise _member_bomb(label, "it holds more data than its header declares")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_from_own_header(recovered: RecoveredZip | None, info: zipfile.ZipInfo, label: str) -> bytes | None:
+    """A member that failed as the directory describes it, read as its own local header describes it
+    (the second account of every member, APPNOTE.TXT 4.3.7), when the two differ: then the directory,
+    not the member, may be what is damaged. None when they agree, the header is not found, its sizes
+    break the limits the directory's passed, or it fails too."""
+    if recovered is None:
+        return None
+    own = next((o for o in recovered.zf.infolist() if o.filename == info.filename), None)
+    if own is None or (own.header_offset, own.compress_size, own.file_size, own.CRC) == (
+        info.header_offset, info.compress_size, info.file_size, info.CRC
+    ):
+        return None
+    if own.file_size > max(MAX_ZIP_RATIO * own.compress_size, RATIO_SLACK_BYTES) or own.file_size > info.file_size:
+        return None
+    try:
+        return _read_member(recovered.zf, own, label)
+    except Exception:
+        log.debug("ZIP member %s could not be read from its own header either", label, exc_info=True)
+        return None
 
 
 def iter_zip(name: str, data: bytes) -> Iterator[ZipMember]:
     """The files of a ZIP, in directory order, read within the limits (see the module docstring).
 
+    One damaged or oversized member never costs the others: a member that cannot be unpacked (damaged
+    data, wrong CRC-32, encrypted, unknown method, a zip bomb, more data than declared) is yielded
+    with its ``problem`` and the next one is read. A ZIP whose directory cannot be read gives the
+    files recovered from their own headers, after a problem naming the ZIP that says so. When the
+    directory disagrees with a member's own header and the member fails, the member is read as its
+    header describes it, and a last problem naming the ZIP says which members were read so.
+
     Args:
         name: the ZIP's label. data: its bytes.
 
     Yields:
-        ZipMember per file (directories are left out): skipped companion files, members that could
-        not be unpacked or are ZIPs themselves (with ``problem``), else with ``data``.
+        ZipMember per file (directories are left out): first problems of the whole ZIP (``label`` is
+        ``name``: damaged directory, members left out by the limits, named), then per member:
+        skipped companion files, members that could not be unpacked or are ZIPs themselves (with
+        ``problem``), else with ``data``.
 
     Raises:
-        ArchiveTooLargeError: too many members, too large once expanded, or a zip bomb; raised before
-            the first member when the directory shows it, else as soon as the bytes read show it.
-        NotAnImageError: the ZIP's directory is damaged (nothing can be read from it).
+        ArchiveTooLargeError: nothing would be read: the directory counts more than
+            :data:`MAX_DIRECTORY_FACTOR` times ``max_zip_members`` entries, every member is a zip
+            bomb, or the first member alone is over ``max_zip_mb``.
+        NotAnImageError: nothing at all can be read from the ZIP (directory and local headers damaged).
     """
     settings = get_settings()
-    limit = settings.max_zip_mb * (1 << 20)
-    if data.count(b"PK\x01\x02") > settings.max_zip_members:  # central directory headers, counted cheaply
+    if data.count(b"PK\x01\x02") > MAX_DIRECTORY_FACTOR * settings.max_zip_members:  # counted cheaply
         raise ArchiveTooLargeError(
-            f"‘{name}’ holds more than {settings.max_zip_members:,} files (LUNGREVIEW_MAX_ZIP_MEMBERS); "
-            "upload the series in smaller ZIPs."
+            f"‘{name}’ holds more than {MAX_DIRECTORY_FACTOR * settings.max_zip_members:,} files, far more than the "
+            f"limit of {settings.max_zip_members:,} (LUNGREVIEW_MAX_ZIP_MEMBERS); upload the series in smaller ZIPs."
         )
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-        infos = [i for i in zf.infolist() if not i.is_dir()]
-    except Exception:
-        log.debug("ZIP %s could not be opened", name, exc_info=True)
-        raise NotAnImageError(
-            f"‘{name}’ is a damaged ZIP (its table of contents cannot be read); create the ZIP again."
-        ) from None
-    if len(infos) > settings.max_zip_members:
-        raise ArchiveTooLargeError(
-            f"‘{name}’ holds {len(infos):,} files, more than the limit of {settings.max_zip_members:,} "
-            "(LUNGREVIEW_MAX_ZIP_MEMBERS); upload the series in smaller ZIPs."
-        )
-    total = sum(i.file_size for i in infos)
-    packed = sum(i.compress_size for i in infos)
-    if total > limit:
-        raise ArchiveTooLargeError(
-            f"‘{name}’ expands to {total / (1 << 20):,.0f} MB, more than the limit of {settings.max_zip_mb} MB "
-            "(LUNGREVIEW_MAX_ZIP_MB); upload the series in smaller ZIPs."
-        )
-    for info in infos:
-        if info.file_size > max(MAX_ZIP_RATIO * info.compress_size, RATIO_SLACK_BYTES):
-            raise _bomb(
-                name,
-                f"‘{base_name(info.filename)}’ expands {info.file_size / max(info.compress_size, 1):,.0f} times "
-                f"(limit {MAX_ZIP_RATIO:.0f})",
-            )
-    if total > max(MAX_ZIP_RATIO * packed, RATIO_SLACK_BYTES):
-        raise _bomb(name, f"it expands {total / max(packed, 1):,.0f} times (limit {MAX_ZIP_RATIO:.0f})")
-
-    expanded = 0
-    for info in infos:
+    zf, notes = _open(name, data)
+    infos = [i for i in zf.infolist() if not i.is_dir()]
+    bombs, to_read, whole = _plan(name, infos)
+    yield from notes
+    yield from whole
+    recovered: RecoveredZip | None = None
+    tried_recovery = bool(notes)  # a ZIP already recovered from its headers has no second witness
+    from_own_header: list[str] = []
+    for k, info in enumerate(infos):
         label = _label(name, info.filename)
         if is_skipped(info.filename):
             yield ZipMember(label, skipped=True)
             continue
-        allowed = max(MAX_ZIP_RATIO * info.compress_size, RATIO_SLACK_BYTES)
-        chunks: list[bytes] = []
-        size = 0
+        if k in bombs:
+            yield bombs[k]
+            continue
+        if k not in to_read:
+            continue  # named by a problem of the whole ZIP
         try:
-            with zf.open(info) as fh:
-                while chunk := fh.read(_CHUNK):
-                    size += len(chunk)
-                    expanded += len(chunk)
-                    if size > info.file_size:
-                        raise _bomb(name, f"‘{base_name(info.filename)}’ holds more data than its header declares")
-                    if size > allowed:
-                        raise _bomb(name, f"‘{base_name(info.filename)}’ expands more than {MAX_ZIP_RATIO:.0f} times")
-                    if expanded > limit:
-                        raise ArchiveTooLargeError(
-                            f"‘{name}’ expands to more than the limit of {settings.max_zip_mb} MB "
-                            "(LUNGREVIEW_MAX_ZIP_MB); upload the series in smaller ZIPs."
-                        )
-                    chunks.append(chunk)
-        except ImagingError:
-            raise
+            content = _read_member(zf, info, label)
+        except ImagingError as exc:
+            yield ZipMember(label, problem=exc)
+            continue
         except Exception as exc:  # zlib.error, LZMAError, BadZipFile, bad CRC, encrypted, "negative seek", ...
             log.debug("ZIP member %s could not be unpacked", label, exc_info=True)
-            yield ZipMember(label, problem=_unpack_problem(label, exc))
-            continue
-        content = b"".join(chunks)
-        del chunks
+            if not tried_recovery:
+                tried_recovery = True
+                recovered = recover_zip(data, settings.max_zip_members + 1)
+            content = _read_from_own_header(recovered, info, label)
+            if content is None:
+                yield ZipMember(label, problem=_unpack_problem(label, exc))
+                continue
+            from_own_header.append(label)
         if is_zip(info.filename, content) or content[:4] == b"PK\x05\x06":
             yield ZipMember(
                 label,
@@ -194,3 +385,13 @@ def iter_zip(name: str, data: bytes) -> Iterator[ZipMember]:
             )
             continue
         yield ZipMember(label, data=content)
+    if from_own_header:
+        n = len(from_own_header)
+        yield ZipMember(
+            name,
+            problem=NotAnImageError(
+                f"‘{name}’ has a damaged table of contents: {n:,} file{'s were' if n != 1 else ' was'} read from "
+                f"{'their' if n != 1 else 'its'} own header{'s' if n != 1 else ''} instead ({_some(from_own_header)}). "
+                "Copy the ZIP again (or create it again) to be sure nothing is left out."
+            ),
+        )

@@ -4,13 +4,15 @@ DICOM instances are grouped by StudyInstanceUID and SeriesInstanceUID; the slice
 ordered along the slice normal (``core.imaging.slice_position``), else by InstanceNumber, else by the
 natural order of file names. All pictures of one upload form one study with one series per kind
 (jpg, png). Assembly reads only plain values the decoders extracted, so it cannot fail on a damaged
-element; a series that mixes slice sizes becomes a :class:`FileProblem`.
+element. In a series that mixes slice sizes, the files of the size most slices have form the series
+and each other file is a :class:`FileProblem` of its own; with no such size the series is one problem.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,12 +79,52 @@ def _series_label(fields: dict[str, Any]) -> str:
     return f"#{number}" if number is not None else "(no number)"
 
 
+def _one_size(members: list[DicomInstance], problems: list[FileProblem]) -> list[DicomInstance]:
+    """The files of one series that have its size: all of them when they agree; else those of the size
+    most slices have, each other file becoming a problem of its own (a localizer or a damaged file
+    must not cost the series); [] and one problem for the series when no size has the most slices."""
+    counts = Counter(s.shape for m in members for s in m.slices)
+    if len(counts) <= 1:
+        return members
+    label = _series_label(members[0].fields)
+    (keep, n_keep), (_, n_next) = counts.most_common(2)
+    if n_keep == n_next:
+        problems.append(
+            FileProblem(
+                label,
+                MixedSeriesError(
+                    f"series {label} mixes slice sizes {sorted(counts)} with no size shared by most slices; a "
+                    "series must have one size. Upload each size as its own series."
+                ),
+            )
+        )
+        return []
+    kept = []
+    for m in members:
+        odd = next((s.shape for s in m.slices if s.shape != keep), None)
+        if odd is None:
+            kept.append(m)
+            continue
+        problems.append(
+            FileProblem(
+                m.name,
+                MixedSeriesError(
+                    f"‘{m.name}’ is {odd[1]} x {odd[0]} pixels while {n_keep} slices of series {label} are "
+                    f"{keep[1]} x {keep[0]}: it was left out of the series, which was read without it. If it "
+                    "belongs to another series (e.g. a localizer), export it with its own Series Instance UID."
+                ),
+            )
+        )
+    return kept
+
+
 def assemble_dicom(instances: list[DicomInstance], problems: list[FileProblem]) -> list[Study]:
     """Group instances into studies and series.
 
     Args:
         instances: decoded files, in upload order.
-        problems: list the series that cannot be assembled are appended to (MixedSeriesError).
+        problems: list the series that cannot be assembled, and files left out of a series for their
+            size, are appended to (MixedSeriesError).
 
     Returns:
         Studies in order of first appearance; series within a study ordered by SeriesNumber (series
@@ -98,22 +140,13 @@ def assemble_dicom(instances: list[DicomInstance], problems: list[FileProblem]) 
         study_key = study_key_for(study_uid)
         series_list: list[Series] = []
         digests: list[str] = []
-        for series_uid, members in series_map.items():
+        for series_uid, all_members in series_map.items():
+            members = _one_size(all_members, problems)
+            if not members:
+                continue
             slices = [s for m in members for s in m.slices]
             shapes = sorted({s.shape for s in slices})
             fields = members[0].fields
-            if len(shapes) > 1:
-                label = _series_label(fields)
-                problems.append(
-                    FileProblem(
-                        label,
-                        MixedSeriesError(
-                            f"series {label} mixes slice sizes {shapes}; a series must have one size. "
-                            "Upload each size as its own series."
-                        ),
-                    )
-                )
-                continue
             ordered = order_slices(slices)
             rows, cols = shapes[0]
             spacing = fields.get("pixel_spacing_mm")

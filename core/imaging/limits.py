@@ -4,11 +4,14 @@ The per-image limit is ``get_settings().max_pixels`` (``LUNGREVIEW_MAX_PIXELS``)
 ``get_settings().max_upload_pixels`` (``LUNGREVIEW_MAX_UPLOAD_PIXELS``) bounds the decoded pixels of all
 files of one upload together, so that many small compressed files cannot add up to gigabytes of HU
 (a ZIP of PNGs of zeros, an RLE multi-frame object). A :class:`PixelBudget` is made per upload and every
-decoder reserves its pixels from it, from the header's size, before decoding.
+decoder reserves its pixels from it, from the header's size, before decoding; a file that then fails
+to decode gives its reservation back (:meth:`PixelBudget.tentative`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from core.config import get_settings
@@ -57,3 +60,17 @@ class PixelBudget:
                 "decoded. Upload fewer images at a time, e.g. one series."
             )
         self.used += need
+
+    @contextlib.contextmanager
+    def tentative(self) -> Iterator[None]:
+        """Reservations made inside the block are kept only if it ends without an exception.
+
+        A file whose pixel data turns out to be undecodable after its pixels were reserved gives
+        them back, so that one bad file cannot use up the budget of the good files after it.
+        """
+        mark = self.used
+        try:
+            yield
+        except BaseException:
+            self.used = mark
+            raise

@@ -3,21 +3,30 @@
 For every file: ZIPs are expanded (:mod:`core.imaging.archives`); a file whose bytes equal a file
 already read (same sha256) is counted once and listed in ``ReadResult.duplicates``; the rest is
 tried as DICOM (:mod:`core.imaging.dicom`), then as a JPG/PNG picture (:mod:`core.imaging.pictures`),
-else it is "not an image". All files of one call share one :class:`PixelBudget`. Whatever goes
-wrong with one file becomes a :class:`FileProblem` of that file, with a plain message; the other files
-are still read. :func:`read_uploads` is the one entry for bytes (the dashboard's uploads, files
+else it is "not an image". All files of one call share one :class:`PixelBudget`; a file that fails to
+decode gives its share back. Whatever goes wrong with one file becomes a :class:`FileProblem` of that
+file, with a plain message; the other files are still read (issue 24: no good file lost to a bad one).
+A DICOM file that fails but whose header names a series that was read leaves that series in place
+without it: the series' ``metadata["notes"]`` and the file's problem say that the series has a gap
+there (rather than refusing the series, or closing the gap silently). :func:`read_uploads` is the one entry for bytes (the dashboard's uploads, files
 retrieved from a PACS); :func:`read_paths` reads files, folders and ZIPs from disk.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import io
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import pydicom
+
 from core.imaging.archives import is_skipped, is_zip, iter_zip
 from core.imaging.assembly import Picture, assemble_dicom, assemble_pictures, natural_key
+from core.imaging.deid import base_name, study_key_for
 from core.imaging.dicom import DicomInstance, read_dicom
 from core.imaging.errors import (
     EmptyArchiveError,
@@ -28,11 +37,52 @@ from core.imaging.errors import (
 )
 from core.imaging.limits import PixelBudget
 from core.imaging.pictures import open_picture, picture_slice
-from core.imaging.types import FileProblem, ReadResult, Series
+from core.imaging.types import FileProblem, ReadResult, Series, Study
 
 __all__ = ["read_paths", "read_series", "read_uploads"]
 
 log = logging.getLogger("lungreview.imaging")
+
+
+#: Reads allowed when a DICOM file that failed is parsed again for its Series Instance UID alone (the
+#: UIDs sit in group 0020, a few hundred reads into any CT header).
+_UID_PEEK_READS = 20_000
+
+
+class _Bounded(io.BytesIO):
+    def __init__(self, data: bytes, reads: int) -> None:
+        super().__init__(data)
+        self._left = reads
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._left -= 1
+        if self._left < 0:
+            raise EOFError("read limit")
+        return super().read(size)
+
+
+def _series_uid_of(data: bytes) -> str | None:
+    """The Series Instance UID of a DICOM file that could not be decoded, from its header alone (pixel
+    data not read, at most :data:`_UID_PEEK_READS` reads); None when it cannot be found."""
+    if data[128:132] != b"DICM":
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(
+                _Bounded(data, _UID_PEEK_READS), stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]
+            )
+            uid = str(ds.get("SeriesInstanceUID") or "").strip()
+    except Exception:
+        return None
+    return uid or None
+
+
+def _with_more(error: ImagingError, more: str) -> ImagingError:
+    """A copy of ``error`` (same type and attributes) whose message ends with ``more``."""
+    new = copy.copy(error)
+    new.args = (f"{error} {more}",)
+    return new
 
 
 def _unexpected(name: str) -> NotAnImageError:
@@ -53,6 +103,7 @@ class _Reader:
         self.duplicates: list[str] = []
         self.budget = PixelBudget()
         self._seen: dict[str, str] = {}  # sha256 hex -> first name
+        self._failed_slices: dict[str, list[str]] = {}  # series key -> labels of its files that failed
 
     def _is_duplicate(self, name: str, data: bytes) -> tuple[bool, str]:
         digest = hashlib.sha256(data).hexdigest()
@@ -93,11 +144,19 @@ class _Reader:
         duplicate, digest = self._is_duplicate(name, data)
         if duplicate:
             return True
-        inst = read_dicom(name, data, digest, self.budget)
+        try:
+            with self.budget.tentative():  # a file that fails gives its pixels back to the upload
+                inst = read_dicom(name, data, digest, self.budget)
+        except ImagingError:
+            uid = _series_uid_of(data)
+            if uid is not None:
+                self._failed_slices.setdefault(study_key_for(uid), []).append(name)
+            raise
         if inst is not None:
             self.instances.append(inst)
             return True
-        opened = open_picture(name, data, self.budget)
+        with self.budget.tentative():
+            opened = open_picture(name, data, self.budget)
         if opened is not None:
             arr, kind, notes = opened
             self.pictures.append(Picture(name, digest, kind, picture_slice(name, arr), notes))
@@ -108,11 +167,8 @@ class _Reader:
         )
 
     def add_zip(self, name: str, data: bytes) -> None:
-        """Read the files of a ZIP (see :func:`core.imaging.archives.iter_zip`).
-
-        Raises:
-            ArchiveTooLargeError: the ZIP is over a limit (files read before that stay read).
-        """
+        """Read the files of a ZIP (see :func:`core.imaging.archives.iter_zip`); every member's problem,
+        and every problem of the ZIP as a whole, goes to ``problems``, and the members read stay read."""
         first_problem = len(self.problems)
         images = 0
         try:
@@ -123,10 +179,11 @@ class _Reader:
                     self.problems.append(FileProblem(member.label, member.problem))
                 else:
                     images += self.add_file(member.label, member.data or b"")
-        except NotAnImageError as exc:  # the ZIP's own directory is damaged
+        except ImagingError as exc:  # nothing could be read: the directory is unreadable, or over a limit
             self.problems.append(FileProblem(name, exc))
             return
-        if images == 0:
+        own = [p for p in self.problems[first_problem:] if p.name == name]
+        if images == 0 and not own:
             detail = (
                 f" (first problem: {self.problems[first_problem].message})"
                 if len(self.problems) > first_problem
@@ -177,11 +234,41 @@ class _Reader:
             studies = []
             self.problems.append(FileProblem("(DICOM series)", _unexpected("the DICOM series")))
         try:
+            self._note_gaps(studies)
+        except Exception:  # the notes are a courtesy: never lose the series over them
+            log.warning("unexpected failure noting the files missing from series", exc_info=True)
+        try:
             studies += assemble_pictures(self.pictures)
         except Exception:
             log.warning("unexpected failure assembling pictures", exc_info=True)
             self.problems.append(FileProblem("(pictures)", _unexpected("the pictures")))
         return ReadResult(studies=studies, problems=self.problems, skipped=self.skipped, duplicates=self.duplicates)
+
+    def _note_gaps(self, studies: list[Study]) -> None:
+        """A series read without some of its files says so: a note in its metadata, and each missing
+        file's problem says which series it leaves a gap in (the series is kept with the slices read)."""
+        for series in (se for st in studies for se in st.series):
+            failed = self._failed_slices.get(series.series_key)
+            if not failed:
+                continue
+            names = ", ".join(f"‘{base_name(n)}’" for n in failed)
+            series.metadata["notes"] = sorted(
+                {
+                    *series.metadata.get("notes", []),
+                    f"{len(failed)} file{'s' if len(failed) != 1 else ''} of this series could not be read and "
+                    f"{'are' if len(failed) != 1 else 'is'} missing from it (a gap in the slices): {names}",
+                }
+            )
+            number = series.metadata.get("series_number")
+            more = (
+                f"It belongs to series {f'#{number} ' if number is not None else ''}‘{series.description}’, "
+                f"which was read from its other {len(series.slices)} slice{'s' if len(series.slices) != 1 else ''} "
+                "without it: that series has a gap where this slice belongs (distances and volumes across the "
+                "gap are not reliable)."
+            )
+            for k, p in enumerate(self.problems):
+                if p.name in failed:
+                    self.problems[k] = FileProblem(p.name, _with_more(p.error, more))
 
 
 def _guarded(reader: _Reader, step: Callable[[], None], name: str) -> None:

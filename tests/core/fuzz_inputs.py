@@ -71,6 +71,7 @@ class Case:
         good: names (labels) of files that must be read (each gives at least one slice).
         duplicate_of: name -> the earlier name whose bytes it repeats.
         heavy: True for denial-of-service inputs (large once expanded or decoded).
+        bad: labels of damaged files (or ZIP members) that a problem of their own must name.
     """
 
     kind: str
@@ -78,6 +79,7 @@ class Case:
     good: list[str] = field(default_factory=list)
     duplicate_of: dict[str, str] = field(default_factory=dict)
     heavy: bool = False
+    bad: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------- seeds
@@ -494,6 +496,37 @@ def gen_mixed(rng: random.Random, i: int) -> Case:
     return Case("mixed", items, good=[g for g in good if g not in dup], duplicate_of=dup)
 
 
+def gen_mixed_damaged(rng: random.Random, i: int) -> Case:
+    """One good upload (an IQ-OTH/NCCD JPG or a 3-slice DICOM series) with 1-4 damaged ZIPs and DICOM
+    files whose pixel data cannot be decoded (``tests.factories.damaged``), in random order. The good
+    files and the intact members of the damaged ZIPs must be read; each damaged file must be named
+    by a problem (issue 24)."""
+    from tests.factories.damaged import DICOM_DAMAGES, ZIP_DAMAGES, damaged_dicom, damaged_zip, good_series
+
+    items: list[tuple[str, bytes]] = []
+    good: list[str] = []
+    bad: list[str] = []
+    study = series = None
+    if jpg_seeds() and rng.random() < 0.5:
+        items.append((f"good{i}.jpg", rng.choice(jpg_seeds())))
+    else:
+        study, series, files = good_series(stem=f"good{i}_")
+        items.extend(files)
+    good.extend(n for n, _ in items)
+    for j in range(rng.randint(1, 4)):
+        if rng.random() < 0.5:
+            d = damaged_zip(rng.choice(ZIP_DAMAGES), f"z{i}_{j}", n_good=rng.randint(1, 3))
+        else:
+            in_series = series is not None and rng.random() < 0.5
+            d = damaged_dicom(rng.choice(DICOM_DAMAGES), f"bad{i}_{j}.dcm", study if in_series else None,
+                              series if in_series else None, position=0.5 + j)
+        items.append((d.name, d.data))
+        good.extend(d.intact)
+        bad.append(d.bad)
+    rng.shuffle(items)
+    return Case("mixed-damaged", items, good=good, bad=bad)
+
+
 def gen_duplicate(rng: random.Random, i: int) -> Case:
     data = synthetic_dicom(rng) if rng.random() < 0.7 else seed_picture(rng)
     ext = ".png" if data[:4] == b"\x89PNG" else (".jpg" if data[:2] == b"\xff\xd8" else ".dcm")
@@ -590,14 +623,20 @@ def run_case(case: Case, *, trace_memory: bool = True, max_seconds: float = 10.0
         sources = {s.source for s in slices}
         for good in case.good:
             if base_name(good) not in sources:
-                findings.append("good-file-lost")
+                findings.append("intact-zip-member-lost" if "/" in good else "good-file-lost")
         for dup in case.duplicate_of:
             if base_name(dup) in sources:
                 findings.append("duplicate-counted-twice")
         if case.kind == "duplicate" and any("third" in s for s in sources):
             findings.append("duplicate-counted-twice")
+        named = {p.name for p in result.problems}
+        for bad in case.bad:
+            if bad not in named:
+                findings.append("bad-file-unnamed")
     elif case.good and kind in ("refused", "escaped"):
         findings.append("good-file-lost")
+        if any("/" in g for g in case.good):
+            findings.append("intact-zip-member-lost")
     if not all(_plain(m) for m in messages):
         findings.append("unplain-message")
     if "truncate" in case.kind and "report" not in case.kind and any("structured report" in m for m in messages):

@@ -219,10 +219,17 @@ class TestLimits:
         with pytest.raises(ArchiveTooLargeError, match="zip bomb"):
             read_uploads([("small-bombs.zip", data)])
 
-    def test_too_many_members_are_refused_before_reading(self, limits):
+    def test_too_many_members_are_refused_past_the_limit(self, limits):
         limits(MAX_ZIP_MEMBERS=10)
         with pytest.raises(ArchiveTooLargeError, match="LUNGREVIEW_MAX_ZIP_MEMBERS"):
             read_uploads([("many.zip", make_zip([(f"{i}.dcm", b"x") for i in range(11)]))])
+
+    def test_a_directory_far_over_the_member_limit_is_refused_before_parsing(self, limits, monkeypatch):
+        limits(MAX_ZIP_MEMBERS=2)
+        data = make_zip([(f"{i}.dcm", b"x") for i in range(9)])
+        monkeypatch.setattr(zipfile, "ZipFile", None)  # parsing it would fail the test
+        with pytest.raises(ArchiveTooLargeError, match="far more than the limit of 2"):
+            read_uploads([("many.zip", data)])
 
     def test_a_member_that_expands_past_its_header_is_stopped(self):
         data = make_zip([("a.dcm", make_dicom())], zipfile.ZIP_STORED)

@@ -15,6 +15,81 @@ def _jpg_hu(iq_dir, name):
     return hu_from_picture(grey, WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD])
 
 
+def _reference_body_box(unit, threshold=0.06):
+    """body_box's method as its docstring gives it, written with binary_opening and np.median."""
+    from scipy import ndimage
+
+    small = unit[::2, ::2]
+    mask = ndimage.binary_opening(
+        ndimage.uniform_filter(small, size=7) > threshold, np.ones((7, 1), bool)
+    )
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = sizes >= 0.03 * sizes.max()
+    keep[0] = False
+    median_row = float(np.median(np.nonzero(keep[labels])[0]))
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        if keep[i] and sl[0].start > max(0.55 * small.shape[0], median_row) and h < 0.35 * w:
+            keep[i] = False
+    ys, xs = np.nonzero(keep[labels])
+    return (
+        int(ys.min()) * 2,
+        min(unit.shape[0], int(ys.max()) * 2 + 2),
+        int(xs.min()) * 2,
+        min(unit.shape[1], int(xs.max()) * 2 + 2),
+    )
+
+
+
+def _reference_preprocess(hu, spec, spacing_mm=None):
+    """The steps of core.preprocessing's module docstring written plainly (whole-slice windowing,
+    the reference body box, a padded square, PIL's bilinear resize): what the optimised
+    preprocess_with_geometry must equal bit for bit."""
+    from scipy import ndimage
+
+    from core.lungs import lung_mask, pixel_size_mm
+    from core.windowing import apply_window
+
+    unit = apply_window(hu, spec.window)
+    lungs = lung_mask(hu, spacing_mm) if (spec.crop_to_lungs or spec.mask_outside_lungs) else None
+    rows, cols = hu.shape
+    y0, y1, x0, x1 = 0, rows, 0, cols
+    if spec.crop_to_lungs and lungs is not None and lungs.any():
+        ys, xs = np.nonzero(lungs)
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        m = int(round(spec.lung_margin * max(y1 - y0, x1 - x0)))
+        y0, x0, y1, x1 = y0 - m, x0 - m, y1 + m, x1 + m
+    elif spec.crop_to_body or spec.crop_to_lungs:
+        box = _reference_body_box(unit, spec.body_threshold)
+        if box is not None:
+            y0, y1, x0, x1 = box
+            m = int(round(spec.margin * max(y1 - y0, x1 - x0)))
+            y0, x0, y1, x1 = y0 - m, x0 - m, y1 + m, x1 + m
+    h, w = y1 - y0, x1 - x0
+    side = max(h, w)
+    top, left = y0 - (side - h) // 2, x0 - (side - w) // 2
+    canvas = np.zeros((rows + 2 * side, cols + 2 * side), np.float32)  # the slice with room all round
+    canvas[side : side + rows, side : side + cols] = unit
+    sq = canvas[side + top : side + top + side, side + left : side + left + side].copy()
+    if spec.mask_outside_lungs and lungs is not None and lungs.any():
+        keep = (ndimage.distance_transform_edt(~lungs, sampling=pixel_size_mm(spacing_mm)) <= spec.lung_dilation_mm)
+        room = np.zeros_like(canvas)
+        room[side : side + rows, side : side + cols] = keep
+        sq *= room[side + top : side + top + side, side + left : side + left + side]
+    img = Image.fromarray(sq, mode="F").resize((spec.size, spec.size), Image.Resampling.BILINEAR)
+    res = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    if spec.scaling == "resnet50":
+        means = np.array([103.939, 116.779, 123.68], dtype=np.float32)[: spec.channels]
+        return (res * np.float32(255.0))[..., None] - means
+    if spec.scaling == "mobilenet_v2":
+        return np.repeat((res * np.float32(2.0) - np.float32(1.0))[..., None], spec.channels, axis=-1)
+    return np.repeat(res[..., None], spec.channels, axis=-1)
+
+
 class TestPreprocessSpec:
     def test_round_trips_through_card_dict(self):
         spec = PreprocessSpec(size=128, channels=3, scaling="resnet50")
@@ -102,53 +177,24 @@ class TestBodyBox:
         assert abs(y0 - 40) <= 8 and abs(y1 - 160) <= 8 and abs(x0 - 90) <= 8 and abs(x1 - 210) <= 8
 
     def test_line_opening_equals_scipy_binary_opening(self):
-        # body_box opens the mask with 1-D min/max filters; it must equal ndimage.binary_opening
+        # body_box opens the mask with shifted ANDs and ORs; it must equal ndimage.binary_opening
         from scipy import ndimage
+
+        from core.preprocessing import _open_vertical_line
 
         rng = np.random.default_rng(7)
         for _ in range(60):
-            shape = (int(rng.integers(8, 90)), int(rng.integers(8, 90)))
+            shape = (int(rng.integers(1, 90)), int(rng.integers(1, 90)))
             mask = rng.uniform(size=shape) < rng.uniform(0.2, 0.95)
-            fast = ndimage.maximum_filter1d(
-                ndimage.minimum_filter1d(mask.view(np.uint8), 7, axis=0, mode="constant", cval=0),
-                7,
-                axis=0,
-                mode="constant",
-                cval=0,
-            ).astype(bool)
-            np.testing.assert_array_equal(fast, ndimage.binary_opening(mask, structure=np.ones((7, 1), bool)))
+            np.testing.assert_array_equal(
+                _open_vertical_line(mask), ndimage.binary_opening(mask, structure=np.ones((7, 1), bool))
+            )
 
     def test_box_matches_the_reference_method_on_real_slices(self, iq_dir, tcia_dir):
         # reference: the method of the docstring written with binary_opening and np.median
-        from scipy import ndimage
 
         from core.imaging import read_paths
         from core.windowing import apply_window
-
-        def reference(unit, threshold=0.06):
-            small = unit[::2, ::2]
-            mask = ndimage.binary_opening(
-                ndimage.uniform_filter(small, size=7) > threshold, np.ones((7, 1), bool)
-            )
-            labels, n = ndimage.label(mask)
-            if n == 0:
-                return None
-            sizes = np.bincount(labels.ravel())
-            sizes[0] = 0
-            keep = sizes >= 0.03 * sizes.max()
-            keep[0] = False
-            median_row = float(np.median(np.nonzero(keep[labels])[0]))
-            for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-                h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-                if keep[i] and sl[0].start > max(0.55 * small.shape[0], median_row) and h < 0.35 * w:
-                    keep[i] = False
-            ys, xs = np.nonzero(keep[labels])
-            return (
-                int(ys.min()) * 2,
-                min(unit.shape[0], int(ys.max()) * 2 + 2),
-                int(xs.min()) * 2,
-                min(unit.shape[1], int(xs.max()) * 2 + 2),
-            )
 
         paths = [
             p
@@ -161,7 +207,7 @@ class TestBodyBox:
         units = [apply_window(s.hu, window) for series in study.series for s in series.slices]
         assert len(units) > 100
         for unit in units:
-            assert body_box(unit) == reference(unit)
+            assert body_box(unit) == _reference_body_box(unit)
 
 
 class TestLungFields:
@@ -228,3 +274,44 @@ class TestLungFields:
     def test_negative_lung_fields_refused(self):
         with pytest.raises(ValueError, match="lung_margin"):
             PreprocessSpec(lung_margin=-0.1)
+
+
+def _shipped_specs() -> dict[str, PreprocessSpec]:
+    import json
+
+    from core.config import REPO_ROOT
+
+    return {
+        card.parent.name: PreprocessSpec.from_dict(json.loads(card.read_text())["preprocessing"])
+        for card in sorted((REPO_ROOT / "models" / "registry").glob("*/card.json"))
+    }
+
+
+@pytest.fixture(scope="module")
+def shared_slices():
+    """Every slice of the shared TCIA study and every 20th IQ-OTH/NCCD picture, as (hu, spacing_mm);
+    the tests using it are skipped when the shared data is absent."""
+    from core.imaging import read_paths
+    from tests.conftest import SHARED_DATASETS
+
+    tcia, iq = SHARED_DATASETS / "lung-pet-ct-dx", SHARED_DATASETS / "iq-othnccd"
+    if not tcia.is_dir() or not iq.is_dir():
+        pytest.skip(f"shared datasets not found under {SHARED_DATASETS}")
+    paths = [p for folder in sorted(iq.iterdir()) if folder.is_dir() for p in sorted(folder.glob("*.jpg"))[::20]]
+    study = read_paths(paths + [tcia])
+    return [(s.hu, series.spacing_mm) for series in study.series for s in series.slices]
+
+
+class TestSharedSliceParity:
+    """The optimised preprocessing (issue 24) gives every shipped model the input the plain method of
+    the module docstring gives, bit for bit, on every shared slice: so every model's probabilities
+    and labels are exactly those of before (no tolerance needed)."""
+
+    @pytest.mark.parametrize("model_id", sorted(_shipped_specs()))
+    def test_every_shipped_model_gets_the_plain_method_s_input(self, shared_slices, model_id):
+        spec = _shipped_specs()[model_id]
+        assert len(shared_slices) > 100
+        lungs = spec.crop_to_lungs or spec.mask_outside_lungs  # the lung mask is slow: every 3rd slice
+        for hu, spacing in shared_slices[:: 3 if lungs else 1]:
+            fast = preprocess(hu, spec, spacing_mm=spacing)[0]
+            np.testing.assert_array_equal(fast, _reference_preprocess(hu, spec, spacing))
