@@ -1,8 +1,8 @@
 """Reader-study statistics: unaided versus aided reads against a reference standard.
 
 Pure functions on pandas tables (no SQL, no Streamlit): the database side
-(``db.reader_study.ReaderStudyService.study_data``) gathers the rows, this module computes, and
-the report (``db.pilot_report``) lays the numbers out. Keeping the maths here lets the tests
+(``services.reader_study.ReaderStudyService.study_data``) gathers the rows, this module computes, and
+the report (``services.pilot_report``) lays the numbers out. Keeping the maths here lets the tests
 check every figure against a hand computation without a database.
 
 Inputs (column names; extra columns are ignored):

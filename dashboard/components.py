@@ -54,7 +54,7 @@ class SessionUser:
 
     @classmethod
     def from_row(cls, user) -> SessionUser:
-        """From anything with ``id``, ``username``, ``display_name``, ``role`` (``db.services.Account``)."""
+        """From anything with ``id``, ``username``, ``display_name``, ``role`` (``services.accounts.Account``)."""
         return cls(id=int(user.id), username=user.username, display_name=user.display_name, role=str(user.role))
 
 

@@ -5,7 +5,7 @@
 * :func:`get_predictor`: one ``core.inference.Predictor`` per registry folder, model id and model
   sha256, loaded with ``core.registry.load_model`` (sha256 checked before deserialising).
   TensorFlow is imported only here, lazily, on the first analysis.
-* :func:`get_reading_service`: the ``db.reading.ReadingService`` over these (not cached: it
+* :func:`get_reading_service`: the ``services.reading.ReadingService`` over these (not cached: it
   holds nothing but the cached factories and :func:`get_predictor`).
 * :func:`shared_cache`: bounded least-recently-used caches shared by every browser session
   (Grad-CAM heatmaps, overlay PNGs, lung masks), so tabs on the same case share them and memory
@@ -100,7 +100,7 @@ def get_predictor(model_id: str) -> Any:
 
 
 def get_reading_service():
-    """The reading service (``db.reading.ReadingService``) on the cached database and models.
+    """The reading service (``services.reading.ReadingService``) on the cached database and models.
 
     Writes go through :func:`get_session_factory`, reads through its read-only twin; models are
     loaded by :func:`get_predictor` only when a series must really be analysed.
@@ -108,7 +108,7 @@ def get_reading_service():
     Raises:
         db.session.DatabaseError: the database cannot be opened or migrated.
     """
-    from db.reading import ReadingService
+    from services.reading import ReadingService
 
     return ReadingService(get_session_factory(), get_predictor, read_factory=get_session_factory(read_only=True))
 
@@ -212,7 +212,7 @@ def gradcam_heatmap(analysis: Any, series: Any, index: int, class_name: str) -> 
     Shared by every browser session (:func:`shared_cache`, :data:`HEATMAP_CACHE_ITEMS` entries).
 
     Args:
-        analysis: the ``db.reading.Analysis`` shown (its ``key`` and ``model_id``).
+        analysis: the ``services.reading.Analysis`` shown (its ``key`` and ``model_id``).
         series: the analysed ``core.imaging.Series``. index: 0-based slice. class_name: a class
             of the model.
 

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "db", "models", "dashboard")
+PACKAGES = ("core", "db", "services", "models", "dashboard")
 
 #: (importing package, imported top-level names it must not import, why).
 FORBIDDEN: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("core", ("models", "db", "dashboard"), "core is the bottom layer"),
-    ("db", ("dashboard", "models"), "db sits below the dashboard and does not train"),
+    ("core", ("models", "db", "services", "dashboard"), "core is the bottom layer"),
+    ("db", ("dashboard", "models", "services"), "db sits below the services and does not train"),
+    ("services", ("dashboard", "streamlit"), "services run without Streamlit"),
     ("dashboard.views", ("sqlalchemy",), "pages render; services own the database"),
 )
 
@@ -182,7 +183,7 @@ def test_the_checker_finds_layer_violations_at_any_depth(tmp_path):
         "core.bench imports dashboard.app (core is the bottom layer)",
         "core.imaging.dicom imports models.architectures.build (core is the bottom layer)",
         "dashboard.views.read_study imports sqlalchemy.select (pages render; services own the database)",
-        "db.reading imports dashboard.views.read_study (db sits below the dashboard and does not train)",
+        "db.reading imports dashboard.views.read_study (db sits below the services and does not train)",
     ]
 
 

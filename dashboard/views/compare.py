@@ -4,7 +4,7 @@ live agreement of radiologists with each model.
 Metrics come from each entry's ``evaluation.json`` (``models.evaluate`` / ``core.metrics``): 95 %
 intervals are percentile bootstraps over patient groups (Efron & Tibshirani 1993); ECE with 15
 bins (Guo et al. 2017); Brier (1950). Reader agreement: Cohen's kappa (1960), linearly weighted
-(Cohen 1968) and Fleiss' kappa (1971), from ``db.analytics``.
+(Cohen 1968) and Fleiss' kappa (1971), from ``services.analytics``.
 
 Browser: headings "Test-split metrics", "ROC curves", "Confusion matrices", "Reliability",
 "Latency and size", "Radiologists vs AI"; a model without evaluation is listed as
@@ -22,7 +22,7 @@ import streamlit as st
 from core.registry import list_cards, read_evaluation
 from dashboard.components import COMPARE_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.services import reader_agreement
+from services.accounts import reader_agreement
 
 #: (key in evaluation.json, row label) of the headline metrics.
 METRICS: tuple[tuple[str, str], ...] = (

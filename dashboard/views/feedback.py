@@ -13,7 +13,7 @@ import streamlit as st
 from core.sus import SUS_SCALE, SUS_STATEMENTS
 from dashboard.components import ALL_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.services import submit_feedback
+from services.accounts import submit_feedback
 
 OPTIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
 

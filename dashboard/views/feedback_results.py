@@ -2,7 +2,7 @@
 and CSV exports of reviews, agreement, feedback (and the audit log for admins).
 
 SUS scores: Brooke 1996 (``core.sus``); the interval is the two-sided Student-t interval of the
-mean (``db.analytics.sus_interval``).
+mean (``services.analytics.sus_interval``).
 
 Browser: headings "SUS scores", "What users wrote", "Exports"; download buttons
 "Download reviews (CSV)", "Download agreement (CSV)", "Download feedback (CSV)" and, for admins,
@@ -20,7 +20,7 @@ import streamlit as st
 from core.config import Role
 from dashboard.components import RESULTS_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.services import export_csv, feedback_results
+from services.accounts import export_csv, feedback_results
 
 EXPORTS: tuple[tuple[str, str], ...] = (
     ("reviews", "Download reviews (CSV)"),

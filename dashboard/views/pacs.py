@@ -7,12 +7,12 @@ Not a page of its own (``dashboard/app.py`` does not list it): ``read_study`` ca
 * :func:`read_from_pacs` - form "Search the PACS" (text inputs "Patient ID or name",
   "Accession number", date inputs "Studies from" / "to", button "Search PACS"), the results table
   (test id ``pacs_results``), selectors "PACS study" and "PACS series", button "Retrieve series"
-  with a progress bar; it returns the same ``db.reading.StagedUpload`` an upload gives;
+  with a progress bar; it returns the same ``services.reading.StagedUpload`` an upload gives;
 * :func:`export_section` - subheader "DICOM export", number input "Slice for the Secondary
   Capture", button "Prepare DICOM export" (builds the objects, so reading a study costs nothing
   extra until an export is wanted), then buttons "Download DICOM" (ZIP of SC + SR) and "Send to
   PACS" (STOW-RS; success text starts with "Sent to the PACS"). Each download or send is an "export" audit event
-  (``db.exports.record_export``).
+  (``services.export.record_export``).
 
 What the PACS returns from a search, and the pixel-free headers of a retrieved or uploaded series
 (the study's real identity, needed to send results back into that study), live in
@@ -37,8 +37,8 @@ from core.dicomweb import PacsClient, PacsError, RetrievedSeries
 from core.imaging import ImagingError, Series, view
 from dashboard.components import SessionUser
 from dashboard.resources import get_session_factory, gradcam_heatmap
-from db.exports import record_export
-from db.reading import Analysis, StagedUpload, stage
+from services.export import record_export
+from services.reading import Analysis, StagedUpload, stage
 
 if TYPE_CHECKING:  # core.export imports highdicom (about 2 s): loaded when an export is shown
     from core.export import AIResult, ReaderRead
@@ -102,7 +102,7 @@ def _results_table(hits: list) -> pd.DataFrame:
 def read_from_pacs() -> StagedUpload | None:
     """Search the PACS, choose a study and series, retrieve it; None until a series is retrieved.
 
-    The retrieved series goes to the study store (``db.reading.stage``); the session keeps its
+    The retrieved series goes to the study store (``services.reading.stage``); the session keeps its
     reference and the pixel-free headers (for the DICOM export).
 
     Errors (PACS unreachable, authentication refused, study gone, not CT, too large, unreadable

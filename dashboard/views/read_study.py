@@ -2,14 +2,14 @@
 
 Flow: upload DICOM files / a ZIP / JPG or PNG slices -> ``core.imaging.read_uploads`` (bad files
 are listed, good ones read) -> pick study and series -> pick a model (default preselected) ->
-"Analyse with AI" (``db.reading.ReadingService.analyse``: a series uploaded before is recognised
+"Analyse with AI" (``services.reading.ReadingService.analyse``: a series uploaded before is recognised
 by its content hash and series key, and the stored inference of the same model file is reused;
 the service owns every database transaction of this page) -> series
 result, per-slice malignancy chart (click a point or use the slider), slice with window presets
 and Grad-CAM overlay -> the reader's own read (form). Time to decision runs from the first display
 of the AI result to "Save my read".
 
-Keys, not volumes: a read upload is staged (``db.reading.stage``: its series go to the study store
+Keys, not volumes: a read upload is staged (``services.reading.stage``: its series go to the study store
 and the server's shared memory cache) and the browser session keeps only references; Grad-CAM
 heatmaps, overlay pictures and lung masks sit in caches shared by all sessions
 (``dashboard.resources.shared_cache``). The analysed series is in the address (``?case=<series
@@ -41,7 +41,7 @@ from core.registry import ModelCard, RegistryError, default_model_id, get_card, 
 from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
 from dashboard.resources import get_reading_service, gradcam_heatmap, release_memory, shared_cache
 from dashboard.views import pacs
-from db.reading import (
+from services.reading import (
     Analysis,
     CaseGoneError,
     SeriesRef,
@@ -332,7 +332,7 @@ def review_form(analysis: Analysis) -> None:
 def _staged_upload() -> StagedUpload | None:
     """The upload widget and, by reference, what the upload held; None while it is empty.
 
-    An upload is read and staged once (``db.reading.stage``); the session keeps the references
+    An upload is read and staged once (``services.reading.stage``); the session keeps the references
     of the last two uploads, never their pixels.
     """
     limit = upload_limit_mb()

@@ -19,7 +19,7 @@ from db.schema import AuditAction, AuditEvent, User
 
 
 class RepositoryError(Exception):
-    """Base of the errors raised by ``db.repository`` and ``db.analytics``."""
+    """Base of the errors raised by ``db.repository`` and ``services.analytics``."""
 
 
 class ValidationError(RepositoryError):

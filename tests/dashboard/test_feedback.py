@@ -6,8 +6,8 @@ import pytest
 
 from core.sus import sus_score
 from dashboard.views.feedback import missing_answers
-from db.analytics import export_frame
 from db.repository import PermissionDenied, add_feedback
+from services.analytics import export_frame
 from tests.dashboard.conftest import make_app, open_page, texts
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from db.analytics import current_reads
-from db.reading import NOT_APPLICABLE, read_upload
 from db.repository import count_rows, worklist
+from services.analytics import current_reads
+from services.reading import NOT_APPLICABLE, read_upload
 from tests.dashboard.conftest import make_app, open_page, texts
 
 

@@ -1,11 +1,11 @@
 """Small services of the dashboard pages other than reading: accounts and sign-in, pilot feedback,
 the worklist, reader agreement. Each function is one transaction (``with factory.begin():``)
-around ``db.repository`` / ``db.analytics`` calls and returns plain values: frozen dataclasses,
+around ``db.repository`` / ``services.analytics`` calls and returns plain values: frozen dataclasses,
 pandas DataFrames, strings; never ORM rows, so nothing escapes a closed session.
 
 Why one module: every function here is a few lines of transaction around the repository; the
 reading workflow, which has its own rules (analyse-or-reuse, superseding reads), is
-``db.reading``. Pages call one of these and render. Streamlit is never imported here.
+``services.reading``. Pages call one of these and render. Streamlit is never imported here.
 
 ``factory`` is a ``sessionmaker`` (``db.session.make_session_factory``); functions that only read
 may be given a read-only one. Errors are those of ``db.repository`` (``ValidationError``,
@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import APP_VERSION, CLASS_NAMES, Role
 from core.decision import suspicious_index
-from db import analytics
 from db import repository as repo
 from db.schema import AuditAction
+from services import analytics
 
 Factory = sessionmaker[Session]
 
@@ -106,7 +106,7 @@ def change_account(factory: Factory, actor_id: int, user_id: int, *, role: str, 
 # ------------------------------------------------------------------------------- feedback
 @dataclass(frozen=True)
 class FeedbackResults:
-    """What the feedback results page shows (``db.analytics``).
+    """What the feedback results page shows (``services.analytics``).
 
     Attributes:
         summary: ``analytics.sus_summary`` (SUS per role: n, mean, 95 % interval).
@@ -247,7 +247,7 @@ def study_results(factory: Factory, study_id: int) -> StudyResults:
 # ------------------------------------------------------------------------------ agreement
 @dataclass(frozen=True)
 class ReaderAgreement:
-    """Radiologists vs AI (``db.analytics``): kappa per model and per reader, Fleiss' kappa,
+    """Radiologists vs AI (``services.analytics``): kappa per model and per reader, Fleiss' kappa,
     and the reader-vs-AI confusion table of each model id asked for."""
 
     per_model: pd.DataFrame

@@ -1,4 +1,4 @@
-"""Tests of db.pilot_report: every figure and table of the report against the hand-worked pilot."""
+"""Tests of services.pilot_report: every figure and table of the report against the hand-worked pilot."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from db import pilot_report as pr
+from services import pilot_report as pr
 from tests.core import reader_study_pilot as pilot
 from tests.db.pilot_factory import run_pilot
 

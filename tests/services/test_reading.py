@@ -1,4 +1,4 @@
-"""Tests of db.reading, the reading service: limits, analyse-or-reuse, recording, reads, a reader's work.
+"""Tests of services.reading, the reading service: limits, analyse-or-reuse, recording, reads, a reader's work.
 
 No Streamlit: the service is called directly, with a predictor that counts its calls (it builds a
 real ``core.inference.SeriesResult``) or fails like a model that cannot run.
@@ -21,8 +21,8 @@ from core.inference import InferenceError, SeriesResult
 from core.preprocessing import PreprocessSpec
 from core.registry import ModelCard
 from db import repository as repo
-from db.reading import NOT_APPLICABLE, Analysis, ReadingService, read_upload
 from db.schema import AuditEvent, Inference
+from services.reading import NOT_APPLICABLE, Analysis, ReadingService, read_upload
 from tests.db.factories import sha
 
 CARD = ModelCard(id="tiny", architecture="basic_cnn", task="3class", class_names=CLASS_NAMES,
@@ -303,7 +303,7 @@ class TestStudyStore:
         study = make_study("store", sizes=(3, 2))
         first, second = study.series
         analysis = service.analyse(study, second, CARD, user_id=people["rad1"])
-        from db.reading import open_stored_series
+        from services.reading import open_stored_series
 
         again = open_stored_series(factory, analysis.study_id, second.series_key)
         assert again is not None and len(again.slices) == 2
@@ -322,7 +322,7 @@ class TestStudyStore:
         study = make_study("nostore")
         analysis = service.analyse(study, study.series[0], CARD, user_id=people["rad1"])
         assert counts(factory)["inferences"] == 1
-        from db.reading import open_stored_series
+        from services.reading import open_stored_series
 
         assert open_stored_series(factory, analysis.study_id, study.series[0].series_key) is None
 
@@ -335,7 +335,7 @@ class TestStaging:
 
         from core import store
         from core.imaging import ReadResult
-        from db.reading import SeriesRef, load_series, stage
+        from services.reading import SeriesRef, load_series, stage
 
         study = make_study("stage", sizes=(3, 2))
         for i, sl in enumerate(study.series[1].slices):
@@ -358,7 +358,7 @@ class TestStaging:
     def test_a_series_gone_from_memory_and_disk_raises_case_gone(self, isolated_settings):
         from core import store
         from core.imaging import ReadResult
-        from db.reading import CaseGoneError, load_series, stage
+        from services.reading import CaseGoneError, load_series, stage
 
         study = make_study("gone")
         (ref,) = stage(ReadResult(studies=[study], problems=[])).studies[0].series

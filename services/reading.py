@@ -1,11 +1,10 @@
 """The reading workflow, without Streamlit: read an upload within limits, analyse a series or reuse
 the stored result, record the analysis, save a reader's read, list a reader's work.
 
-Why it lives in ``db/``: it needs ``core`` (imaging limits, the registry's model card, the series
-result of ``core.inference``, the decision rule) and ``db`` (repository, transactions). ``core``
-must never import ``db``, so the service cannot sit in ``core``; ``db`` never imports
-``dashboard``, and the pages import this module. The arrows stay one way:
-``dashboard -> db.reading -> core, db.repository``.
+Why it lives in ``services/``: it needs ``core`` (imaging limits, the registry's model card, the
+series result of ``core.inference``, the decision rule) and ``db`` (repository, transactions).
+``core`` never imports ``db``, and ``db`` keeps persistence only; the pages import this module.
+The arrows stay one way: ``dashboard -> services.reading -> core, db.repository``.
 
 The service owns the transactions (``with factory.begin() as s:``); every function returns plain
 frozen dataclasses (:class:`Analysis`, :class:`SavedRead`, :class:`ReadSummary`), never ORM rows,

@@ -1,4 +1,4 @@
-"""Tests of db.analytics against hand-computed examples, on a real migrated SQLite file."""
+"""Tests of services.analytics against hand-computed examples, on a real migrated SQLite file."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from db import analytics
 from db import repository as repo
 from db.schema import AuditEvent
+from services import analytics
 from tests.db.factories import new_inference, new_study, sha
 
 # Reader (rows) against AI (columns), order normal, benign, malignant; 10 cases.

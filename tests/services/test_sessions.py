@@ -1,4 +1,4 @@
-"""Tests of db.auth_sessions: tokens, idle and absolute expiry, sign-out, admin end-sessions, privacy."""
+"""Tests of services.sessions: tokens, idle and absolute expiry, sign-out, admin end-sessions, privacy."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from db import auth_sessions as auth
 from db import repository as repo
 from db.schema import AuditEvent, AuthSession, SessionEndReason
+from services import sessions as auth
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 POLICY = auth.SessionPolicy(idle=timedelta(minutes=30), lifetime=timedelta(hours=12))

@@ -579,7 +579,7 @@ class ReaderStudyService:
 
         Args:
             viewer: a coordinator, lead or admin; None only for callers with direct database
-                access (the ``db.pilot_report`` CLI).
+                access (the ``services.pilot_report`` CLI).
 
         Raises:
             PermissionDenied: as :meth:`lists`. NotFoundError: no list of that name.
@@ -916,7 +916,7 @@ class ReaderStudyService:
 
         Args:
             viewer: an active coordinator, lead or admin; None only for callers with direct
-                database access (the ``db.pilot_report`` CLI).
+                database access (the ``services.pilot_report`` CLI).
             audit: record an "export" audit event (when the data leave as a report or CSV).
 
         Returns:

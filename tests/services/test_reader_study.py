@@ -1,4 +1,4 @@
-"""Tests of db.reader_study: reading lists, reference standard, blinded reads, migration 0004."""
+"""Tests of services.reader_study: reading lists, reference standard, blinded reads, migration 0004."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import inspect, text
 
-from db import reader_study as rs
 from db.repository import NotFoundError, PermissionDenied, ValidationError
 from db.schema import (
     APPEND_ONLY_TABLES,
@@ -17,6 +16,7 @@ from db.schema import (
     ReferenceStandard,
 )
 from db.session import downgrade, upgrade
+from services import reader_study as rs
 from tests.core import reader_study_pilot as pilot
 from tests.db.pilot_factory import MODEL, Clock, make_cases, run_pilot
 

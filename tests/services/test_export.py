@@ -1,12 +1,12 @@
-"""db.exports: an export is one audit event with what went where, and nothing identifying."""
+"""services.export: an export is one audit event with what went where, and nothing identifying."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
 
-from db.exports import record_export
 from db.schema import AuditAction, AuditEvent
+from services.export import record_export
 
 
 def test_record_export_writes_one_audit_event(factory, people):

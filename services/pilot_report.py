@@ -8,7 +8,7 @@ download link (``data:`` URI), and returned on its own.
 
 Command line (same report from a database URL)::
 
-    python -m db.pilot_report --db-url sqlite:///var/lungreview.db --list "Pilot A" --out report.html
+    python -m services.pilot_report --db-url sqlite:///var/lungreview.db --list "Pilot A" --out report.html
 
 writes ``report.html`` and ``report.csv`` (``--csv`` to choose) and prints the two paths. The
 CLI reads as the database's owner (no sign-in); the dashboard page passes the signed-in viewer,
@@ -32,7 +32,7 @@ from plotly.subplots import make_subplots
 
 from core import reader_metrics as rm
 from core.config import APP_VERSION, CLASS_NAMES, DISCLAIMER
-from db.reader_study import ReaderStudyService, StudyData
+from services.reader_study import ReaderStudyService, StudyData
 
 #: Colours of the two phases in every figure.
 PHASE_COLOURS = {"unaided": "#1f77b4", "aided": "#d62728"}
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from db.repository import RepositoryError
     from db.session import DatabaseError, make_engine, make_session_factory
 
-    p = argparse.ArgumentParser(prog="python -m db.pilot_report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m services.pilot_report", description=__doc__.split("\n\n")[0])
     p.add_argument("--db-url", help="SQLAlchemy database URL (default: LUNGREVIEW_DB_URL / var/lungreview.db)")
     p.add_argument("--list", required=True, help="name of the reading list")
     p.add_argument("--out", required=True, type=Path, help="HTML file to write")

@@ -1,4 +1,4 @@
-"""Tests of db.services, the one-transaction services of the pages other than reading."""
+"""Tests of services.accounts, the one-transaction services of the pages other than reading."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from db import repository as repo
-from db import services
 from db.schema import AuditEvent
+from services import accounts as services
 from tests.db.factories import new_inference, new_study, sha
 
 
