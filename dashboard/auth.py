@@ -31,8 +31,7 @@ import streamlit as st
 from core.config import get_settings
 from dashboard.components import SessionUser, current_user, sign_in, sign_out
 from dashboard.resources import get_session_factory
-from db.schema import SessionEndReason
-from services.sessions import end_session, resume_session, start_session
+from services.sessions import SessionEndReason, end_session, resume_session, start_session
 
 log = logging.getLogger("lungreview.dashboard")
 

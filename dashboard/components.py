@@ -27,8 +27,7 @@ from core.imaging import (
     UnsupportedTransferSyntaxError,
 )
 from core.registry import ModelIntegrityError, ModelNotFoundError, RegistryError
-from db.repository import NotFoundError, PermissionDenied, RepositoryError, ValidationError
-from db.session import DatabaseError
+from services.database import DatabaseError, NotFoundError, PermissionDenied, RepositoryError, ValidationError
 
 log = logging.getLogger("lungreview.dashboard")
 

@@ -39,17 +39,17 @@ log = logging.getLogger("lungreview.dashboard")
 
 @st.cache_resource(show_spinner=False)
 def _engine(url: str):
-    from db.session import make_engine
+    from services.database import open_engine
 
     log.info("opening database %s", url.split("@")[-1])
-    return make_engine(url)
+    return open_engine(url)
 
 
 @st.cache_resource(show_spinner=False)
 def _factory(url: str, read_only: bool):
-    from db.session import make_session_factory
+    from services.database import session_factory
 
-    return make_session_factory(_engine(url), read_only=read_only)
+    return session_factory(_engine(url), read_only=read_only)
 
 
 def get_engine():
@@ -62,7 +62,7 @@ def get_engine():
 
 
 def get_session_factory(read_only: bool = False):
-    """A ``sessionmaker`` bound to :func:`get_engine`; use ``with factory.begin() as s:``.
+    """A ``sessionmaker`` bound to :func:`get_engine`, for the services (pages never open a session).
 
     Args:
         read_only: True for pages that only read (deferred BEGIN on SQLite; never write with it).

@@ -1,5 +1,8 @@
 """Agreement, usability and export analytics over the review database, as pandas DataFrames.
 
+The functions take a ``Session`` so that a service (``services.accounts``) can call several in
+one transaction; the queries themselves are ``db.repository.analytics``.
+
 Only the CURRENT review of each reader on each study counts (a review superseded by the same
 reader's later review is ignored). The AI's read of a review is the label (``ai_label``) of the
 inference the reader was shown; agreement "per model" groups by that inference's model.
@@ -28,53 +31,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.config import CLASS_NAMES, Role
-from db.repository import (
-    FEEDBACK_READER_ROLES,
-    ValidationError,
-    _current_filter,
-    _require_role,
-    _user,
-    log_event,
-)
-from db.schema import AuditAction, AuditEvent, Feedback, Inference, Review, Study, User
+from db.repository import FEEDBACK_READER_ROLES, ValidationError, _require_role, _user, log_event
+from db.repository.analytics import audit_frame, current_reads, feedback_frame
+from db.schema import AuditAction
 
 EXPORT_KINDS: tuple[str, ...] = ("reviews", "agreement", "feedback", "audit")
-
-_READS_COLUMNS = [
-    "review_id", "study_id", "study_key", "reader_id", "reader", "reader_role", "inference_id", "model_id",
-    "ai_label", "series_score", "finding", "agreement", "confidence", "heatmap_helpful", "seconds_to_decision",
-    "supersedes_id", "reviewed_at", "series_id",
-]
-
-
-def current_reads(s: Session, *, include_superseded: bool = False) -> pd.DataFrame:
-    """One row per review (default: only current ones) with the AI read the reader was shown.
-
-    Returns:
-        DataFrame with columns ``review_id, study_id, study_key, reader_id, reader, reader_role,
-        inference_id, model_id, ai_label, series_score, finding, agreement, confidence,
-        heatmap_helpful, seconds_to_decision, supersedes_id, reviewed_at, series_id``, ordered by
-        review id (``series_id``: the series of the inference shown).
-    """
-    q = (
-        select(Review.id.label("review_id"), Review.study_id, Study.study_key, Review.reader_id,
-               User.display_name.label("reader"), User.role.label("reader_role"), Review.inference_id,
-               Inference.model_id, Inference.ai_label, Inference.series_score, Review.finding, Review.agreement,
-               Review.confidence, Review.heatmap_helpful, Review.seconds_to_decision, Review.supersedes_id,
-               Review.created_at.label("reviewed_at"), Inference.series_id)
-        .join(Study, Study.id == Review.study_id)
-        .join(User, User.id == Review.reader_id)
-        .join(Inference, Inference.id == Review.inference_id)
-        .order_by(Review.id)
-    )
-    if not include_superseded:
-        q = q.where(_current_filter())
-    return pd.DataFrame(s.execute(q).mappings().all(), columns=_READS_COLUMNS)
-
 
 def kappa_pair(reader: Sequence[str], ai: Sequence[str], weights: str | None = None) -> float:
     """Cohen's kappa between two reads of the same cases (Cohen 1960; weighted: Cohen 1968).
@@ -218,15 +182,6 @@ def _check_viewer(s: Session, viewer, what: str) -> None:
         _require_role(_user(s, viewer, "viewer"), FEEDBACK_READER_ROLES, what)
 
 
-def _feedback_frame(s: Session) -> pd.DataFrame:
-    q = select(Feedback.id, Feedback.user_id, Feedback.role, Feedback.sus_score, Feedback.helped, Feedback.hindered,
-               Feedback.app_version, Feedback.created_at,
-               *(getattr(Feedback, f"q{i}") for i in range(1, 11))).order_by(Feedback.id)
-    cols = ["feedback_id", "user_id", "role", "sus_score", "helped", "hindered", "app_version", "created_at",
-            *(f"q{i}" for i in range(1, 11))]
-    return pd.DataFrame(s.execute(q).all(), columns=cols)
-
-
 def sus_interval(scores: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """Two-sided Student-t confidence interval of the mean SUS score.
 
@@ -255,7 +210,7 @@ def sus_summary(s: Session, *, viewer=None) -> pd.DataFrame:
         PermissionDenied: ``viewer`` given and not a lead, coordinator or admin.
     """
     _check_viewer(s, viewer, "read feedback results")
-    df = _feedback_frame(s)
+    df = feedback_frame(s)
     rows = []
     groups = [(r.value, df[df["role"] == r.value]) for r in Role] + [("all", df)]
     for role, g in groups:
@@ -278,7 +233,7 @@ def feedback_texts(s: Session, *, viewer=None) -> pd.DataFrame:
         PermissionDenied: ``viewer`` given and not a lead, coordinator or admin.
     """
     _check_viewer(s, viewer, "read feedback results")
-    df = _feedback_frame(s)
+    df = feedback_frame(s)
     df = df[(df["helped"].str.strip() != "") | (df["hindered"].str.strip() != "")]
     cols = ["created_at", "role", "sus_score", "helped", "hindered"]
     return df.sort_values("feedback_id", ascending=False)[cols].reset_index(drop=True)
@@ -298,12 +253,9 @@ def export_frame(s: Session, what: str) -> pd.DataFrame:
         return both[["level", "model_id", "reader_id", "n_cases", "percent_agreement", "kappa", "kappa_linear",
                      "reader_said_agree"]]
     if what == "feedback":
-        return _feedback_frame(s)
+        return feedback_frame(s)
     if what == "audit":
-        q = select(AuditEvent.id, AuditEvent.at, AuditEvent.user_id, AuditEvent.action, AuditEvent.object_type,
-                   AuditEvent.object_id, AuditEvent.detail).order_by(AuditEvent.id)
-        return pd.DataFrame(s.execute(q).all(),
-                            columns=["event_id", "at", "user_id", "action", "object_type", "object_id", "detail"])
+        return audit_frame(s)
     raise ValidationError(f"Unknown export {what!r}: choose one of {', '.join(EXPORT_KINDS)}.")
 
 

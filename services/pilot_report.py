@@ -2,7 +2,8 @@
 
 Laid out like a reader-study report: participants, cases and reference standard, results
 tables (``core.reader_metrics``), figures (plotly, the plotly.js library embedded once with
-``include_plotlyjs=True`` so the file opens offline), limitations, and definitions. The CSV of
+``include_plotlyjs=True`` so the file opens offline), limitations, and definitions. The page is
+the Jinja2 template ``services/templates/pilot_report.html.j2``. The CSV of
 every read (superseded ones too, flagged ``current``) is also embedded in the HTML as a
 download link (``data:`` URI), and returned on its own.
 
@@ -19,14 +20,16 @@ from __future__ import annotations
 
 import argparse
 import base64
-import html
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import pandas as pd
 import plotly.graph_objects as go
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -221,66 +224,36 @@ def limitations(res: rm.ReaderStudyResults, data: StudyData) -> list[str]:
     return out
 
 
-def _table_html(df: pd.DataFrame, test_id: str) -> str:
-    return df.to_html(index=False, escape=True, border=0, classes="t", table_id=test_id)
+def _table_html(df: pd.DataFrame, test_id: str) -> Markup:
+    """A display table as HTML (cells escaped by pandas), marked safe for the template."""
+    return Markup(df.to_html(index=False, escape=True, border=0, classes="t", table_id=test_id))
+
+
+@lru_cache(maxsize=1)
+def _templates() -> Environment:
+    """The Jinja2 environment of ``services/templates`` (HTML autoescaped)."""
+    return Environment(loader=PackageLoader("services", "templates"), autoescape=select_autoescape(["j2"]),
+                       undefined=StrictUndefined, keep_trailing_newline=False)
 
 
 def render_html(res: rm.ReaderStudyResults, data: StudyData, tables: dict[str, pd.DataFrame],
                 figs: dict[str, go.Figure], csv_text: str, generated_at: datetime) -> str:
-    """The self-contained HTML document (plotly.js embedded once; no external resources)."""
+    """The self-contained HTML document (plotly.js embedded once; no external resources).
+
+    Rendered from ``services/templates/pilot_report.html.j2`` (Jinja2, every value escaped
+    except the tables and figures, which pandas and plotly write as HTML).
+    """
     lst = data.list
-    e = html.escape
-    fig_html = []
-    for i, (key, fig) in enumerate(figs.items()):
-        fig_html.append(fig.to_html(full_html=False, include_plotlyjs=i == 0, div_id=f"fig-{key}",
-                                    config={"displaylogo": False}))
+    fig_html = [Markup(fig.to_html(full_html=False, include_plotlyjs=i == 0, div_id=f"fig-{key}",
+                                   config={"displaylogo": False}))
+                for i, (key, fig) in enumerate(figs.items())]
     csv_uri = "data:text/csv;base64," + base64.b64encode(csv_text.encode("utf-8")).decode("ascii")
     mode = {"ai_after_unaided": "AI shown after an unaided read", "ai_at_once": "AI shown at once",
             "no_ai": "no AI"}.get(lst.mode, lst.mode)
-    lim = "".join(f"<li>{e(s)}</li>" for s in limitations(res, data))
-    d = res.auc_difference
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Pilot report: {e(lst.name)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
-        "table.t{border-collapse:collapse;margin:.5em 0 1.5em}table.t td,table.t th{border:1px solid #ccc;"
-        "padding:3px 8px;text-align:left}.note{color:#555}</style></head><body>",
-        f"<h1>Pilot report: {e(lst.name)}</h1>",
-        f"<p class='note'>LungReview {e(APP_VERSION)}, generated {e(generated_at.strftime('%Y-%m-%d %H:%M UTC'))}. "
-        f"{e(DISCLAIMER)}</p>",
-        f"<p>Model <b>{e(lst.model_id)}</b>; mode: <b>{e(mode)}</b>; reading order "
-        f"{'randomised per reader' if lst.randomise else 'the same for every reader'} (seed {lst.seed}).</p>",
-        "<h2>1. Participants</h2>", _table_html(tables["participants"], "participants"),
-        "<h2>2. Cases and reference standard</h2>",
-        f"<p>{res.n_cases} cases; {res.n_with_reference} with a reference standard, {res.n_malignant} of them "
-        "malignant.</p>", _table_html(tables["cases"], "cases"),
-        "<h2>3. Results</h2>",
-        "<h3>Malignant versus rest: sensitivity, specificity, accuracy, ROC AUC [95 % interval]</h3>",
-        _table_html(tables["accuracy"], "accuracy"),
-        "<h3>Reader-averaged ROC AUC, aided minus unaided</h3>", _table_html(tables["auc_difference"], "auc_difference"),
-        "<p class='note'>" + ("Interval: case bootstrap (no MRMC analysis; see Limitations)."
-                              if d["n_readers"] else "Needs readers with both unaided and aided reads.") + "</p>",
-        "<h3>Agreement with the AI (Cohen's kappa, three classes)</h3>", _table_html(tables["kappa"], "kappa"),
-        "<h3>Changes of mind, by whether the AI was right</h3>", _table_html(tables["changes"], "changes"),
-        "<h3>Automation bias</h3>", _table_html(tables["automation_bias"], "automation_bias"),
-        "<h3>Time per case</h3>", _table_html(tables["times"], "times"),
-        "<h2>4. Figures</h2>", *fig_html,
-        "<h2>5. Limitations</h2>", f"<ul>{lim}</ul>",
-        "<h2>6. Definitions</h2><ul>",
-        "<li>A read is positive when its finding is malignant; the truth is the reference standard (malignant "
-        "or not). Sensitivity = TP/(TP+FN), specificity = TN/(TN+FP), accuracy = (TP+TN)/n.</li>",
-        "<li>Malignancy rating for ROC AUC: malignant with confidence 4-5 = 5, malignant 1-3 = 4, benign = 3, "
-        "normal 1-3 = 2, normal 4-5 = 1. Pooled AUC = mean of the readers' AUCs.</li>",
-        "<li>A read is right when its finding equals the reference finding (three classes). Automation-bias "
-        "rate = cases read right unaided and wrong aided while the AI was wrong, over the cases where the AI "
-        "was wrong.</li>",
-        "<li>Time: unaided from opening the case to the unaided read; aided from the AI being shown to the "
-        "aided read. SUS: each reader's latest questionnaire (Brooke 1996).</li></ul>",
-        f"<h2>7. Data</h2><p><a download='reads_{e(lst.name)}.csv' href='{csv_uri}' id='reads-csv'>"
-        f"Every read as CSV</a> ({len(data.reads)} reads, superseded ones flagged).</p>",
-        "</body></html>",
-    ]
-    return "\n".join(parts)
+    return _templates().get_template("pilot_report.html.j2").render(
+        lst=lst, res=res, mode=mode, app_version=APP_VERSION, disclaimer=DISCLAIMER, generated_at=generated_at,
+        tables={k: _table_html(df, k) for k, df in tables.items()}, figures=fig_html,
+        limitations=limitations(res, data), csv_uri=csv_uri, n_reads=len(data.reads))
 
 
 def build_report(data: StudyData, *, n_boot: int = rm.N_BOOT, seed: int = rm.SEED,

@@ -23,8 +23,7 @@ import streamlit as st
 from core.config import WINDOW_PRESETS, Finding, WindowPreset
 from dashboard.components import READ_ROLES, SessionUser, flash, run_page
 from dashboard.resources import get_session_factory
-from db.schema import ReadingMode
-from services.reader_study import CaseStep, ReaderCase, ReaderStudyService
+from services.reader_study import CaseStep, ReaderCase, ReaderStudyService, ReadingMode
 
 OPENED_KEY = "mrl_opened"
 MODE_TEXT: dict[str, str] = {

@@ -373,7 +373,7 @@ def case_from_link() -> tuple[StudyRef, SeriesRef] | None:
         return None
     opened = _cache("_opened")
     if series_id not in opened:
-        from db.repository import NotFoundError
+        from services.database import NotFoundError
 
         try:
             got = get_reading_service().open_case(series_id)

@@ -19,8 +19,13 @@ import streamlit as st
 from core.config import Finding, Role
 from dashboard.components import SessionUser, flash, run_page
 from dashboard.resources import get_session_factory
-from db.schema import ReadingMode, ReferenceSource
-from services.reader_study import REFERENCE_CSV_COLUMNS, ImportResult, ReaderStudyService
+from services.reader_study import (
+    REFERENCE_CSV_COLUMNS,
+    ImportResult,
+    ReaderStudyService,
+    ReadingMode,
+    ReferenceSource,
+)
 
 #: Roles that open this page (the service checks again).
 COORDINATOR_PAGE_ROLES = frozenset({Role.COORDINATOR, Role.ADMIN})

@@ -11,7 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from db.repository import count_rows, worklist
-from services.analytics import current_reads
+from db.repository.analytics import current_reads
 from services.reading import NOT_APPLICABLE, read_upload
 from tests.dashboard.conftest import make_app, open_page, texts
 

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from db import repository as repo
+from db.repository import analytics as repo_analytics
 from db.schema import AuditEvent
 from services import analytics
 from tests.db.factories import new_inference, new_study, sha
@@ -71,8 +72,8 @@ class TestAgreementTable:
 
     def test_superseded_review_stays_in_the_table_but_only_the_newest_counts(self, factory, ten_cases):
         with factory() as s:
-            every = analytics.current_reads(s, include_superseded=True)
-            current = analytics.current_reads(s)
+            every = repo_analytics.current_reads(s, include_superseded=True)
+            current = repo_analytics.current_reads(s)
         assert len(every) == 11 and len(current) == 10
         old = every[every["finding"] == "malignant"].iloc[0]
         assert old["review_id"] not in set(current["review_id"])

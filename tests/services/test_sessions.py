@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from db import repository as repo
+from db.repository.auth_sessions import _utc
 from db.schema import AuditEvent, AuthSession, SessionEndReason
 from services import sessions as auth
 
@@ -97,10 +98,10 @@ class TestExpiry:
         token = start(factory, people["rad1"]).token
         resume(factory, token, T0 + timedelta(seconds=30))
         with factory.begin() as s:
-            assert auth._utc(s.scalar(select(AuthSession.last_seen_at))) == T0
+            assert _utc(s.scalar(select(AuthSession.last_seen_at))) == T0
         resume(factory, token, T0 + timedelta(seconds=61))
         with factory.begin() as s:
-            assert auth._utc(s.scalar(select(AuthSession.last_seen_at))) == T0 + timedelta(seconds=61)
+            assert _utc(s.scalar(select(AuthSession.last_seen_at))) == T0 + timedelta(seconds=61)
 
     def test_a_user_deactivated_after_sign_in_is_refused(self, factory, people):
         token = start(factory, people["rad1"]).token
