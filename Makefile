@@ -1,6 +1,6 @@
 # LungReview: two commands on a fresh machine with Python 3.11.
 #   make run   install into .venv and start the dashboard on http://127.0.0.1:8501
-#   make test  install into .venv (with test tools) and run the whole test suite
+#   make test  install into .venv (with test tools), check style and import contracts, run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -36,7 +36,9 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports --no-cache

@@ -4,10 +4,9 @@
         [--epochs-head N] [--epochs-fine N] [--fine-tune-from LAYER] [--max-minutes M] [--limit N]
     python -m models.transfer --calibration-report ID [ID ...]   (test-split ECE / log-loss before/after T)
 
-- Backbone: ``keras.applications.MobileNetV2(alpha=1.0, include_top=False, weights=...)``
-  (Sandler et al., "MobileNetV2: inverted residuals and linear bottlenecks", CVPR 2018), built
-  on the model's input tensor so its layers sit in the top-level graph and Grad-CAM reaches
-  ``out_relu``. ``weights`` is a local ``.weights.h5`` file (default: ``mobilenet_v2_1.00_160_no_top
+- Backbone: ``models.architectures.mobilenetv2`` (``keras.applications.MobileNetV2(alpha=1.0,
+  include_top=False, weights=...)``, Sandler et al., CVPR 2018), built on the model's input
+  tensor so its layers sit in the top-level graph and Grad-CAM reaches ``out_relu``. ``weights`` is a local ``.weights.h5`` file (default: ``mobilenet_v2_1.00_160_no_top
   .weights.h5`` in ``LUNGREVIEW_WEIGHTS_DIR``), ``"imagenet"`` (Keras download) or None.
 - Phase 1: global average pooling, dropout, softmax head trained with the backbone frozen;
   phase 2: the layers from ``--fine-tune-from`` (default ``block_13_expand``) on trainable at a
@@ -45,7 +44,6 @@ WEIGHTS_PROVENANCE = (
     "block_13_project hold Keras' ImageNet weights unchanged, block_13_project_BN to Conv_1_bn were "
     "fine-tuned on 19 Stanford Dogs breeds (see ../shared/weights/README.md)"
 )
-GRADCAM_LAYER = "out_relu"
 ECE_BINS = 15
 
 
@@ -68,49 +66,6 @@ def sha256_of(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def build_mobilenetv2(
-    spec: Any, num_classes: int = 3, weights: str | Path | None = None, dropout: float = 0.3, l2: float = 1e-4
-):
-    """MobileNetV2 backbone (flat graph) + global average pooling + dropout + softmax.
-
-    Args:
-        spec: :class:`core.preprocessing.PreprocessSpec` with ``channels == 3`` and
-            ``scaling == "mobilenet_v2"`` (inputs in [-1, 1], as ``mobilenet_v2.preprocess_input``).
-        num_classes: softmax width k.
-        weights: None (random), ``"imagenet"`` (download) or a path to a no-top weights file.
-        dropout, l2: head regularisation.
-
-    Returns:
-        uncompiled ``keras.Model`` float32 (b, size, size, 3) -> (b, k) probabilities, with the
-        backbone layers reachable by name (``out_relu`` for Grad-CAM).
-
-    Raises:
-        ValueError: wrong spec, or a weights path that does not exist.
-    """
-    import keras
-    from keras import layers, regularizers
-
-    if spec.channels != 3 or spec.scaling != "mobilenet_v2":
-        raise ValueError(
-            f"MobileNetV2 needs channels=3 and scaling='mobilenet_v2', got {spec.channels} / {spec.scaling!r}"
-        )
-    w: str | None = None
-    if weights is not None:
-        w = str(weights)
-        if w != "imagenet" and not Path(w).is_file():
-            raise ValueError(
-                f"weights file {w} not found; pass None, 'imagenet' or an existing .weights.h5 file"
-            )
-    inp = keras.Input(shape=spec.input_shape, name="image")
-    base = keras.applications.MobileNetV2(alpha=1.0, include_top=False, weights=w, input_tensor=inp)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
-    x = layers.Dropout(dropout, name="head_dropout")(x)
-    out = layers.Dense(
-        num_classes, activation="softmax", kernel_regularizer=regularizers.l2(l2), name="predictions"
-    )(x)
-    return keras.Model(inp, out, name="mobilenetv2_transfer")
 
 
 def intensity_jitter(x, seed: int = 0, contrast: float = 0.25, brightness: float = 0.15, gamma: float = 0.3):
@@ -240,7 +195,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     from core.datasets import default_manifest_path, file_sha256, read_manifest
     from core.preprocessing import PreprocessSpec
     from core.registry import ModelCard, git_commit, save_model, write_entry
-    from models.architectures import augmentation, count_params
+    from models.architectures import GRADCAM_LAYERS, augmentation, build_mobilenetv2, count_params
     from models.train import (
         INTENDED_USE,
         LIMITATIONS,
@@ -444,7 +399,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
         task="3class",
         class_names=tuple(CLASS_NAMES),
         preprocessing=spec,
-        gradcam_layer=GRADCAM_LAYER,
+        gradcam_layer=GRADCAM_LAYERS["mobilenetv2"],
         thresholds=thresholds,
         training=training,
         intended_use=INTENDED_USE,

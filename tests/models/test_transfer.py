@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from core.preprocessing import PreprocessSpec
+from models.architectures.mobilenetv2 import build_mobilenetv2
 from models.transfer import (
     WEIGHTS_FILE,
     apply_temperature,
-    build_mobilenetv2,
     default_weights,
     ece,
     fit_temperature,
