@@ -114,7 +114,7 @@ def untrained_resnet50() -> Any:
     """
     import keras
 
-    from core.config import CLASS_NAMES
+    from core.domain import CLASS_NAMES
     from core.preprocessing import PreprocessSpec
     from core.registry import LoadedModel, ModelCard
 
@@ -253,7 +253,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
-    from core.config import RUNTIMES
+    from core.settings import RUNTIMES
 
     parser = argparse.ArgumentParser(prog="python -m core.bench", description="Inference speed benchmark.")
     parser.add_argument("--model", default=None, help="registry model id (default: the default model)")
@@ -268,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args(argv)
 
-    from core.config import get_settings
     from core.registry import RegistryError, load_model
+    from core.settings import get_settings
 
     if args.untrained:
         loaded = untrained_resnet50()

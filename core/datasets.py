@@ -48,8 +48,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core.config import WINDOW_PRESETS, Finding, WindowPreset, get_settings
+from core.domain import WINDOW_PRESETS, Finding, WindowPreset
 from core.preprocessing import PreprocessSpec, preprocess
+from core.settings import get_settings
 from core.windowing import apply_window, hu_from_picture
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

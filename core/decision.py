@@ -1,5 +1,6 @@
 """The decision rule that turns class probabilities into a label, shared by evaluation,
-inference, the CLI and the dashboard. Its thresholds come from the model card."""
+inference, the CLI and the dashboard. Its thresholds come from the model card. Which class is the
+suspicious one is ``core.domain.suspicious_index``."""
 
 from __future__ import annotations
 
@@ -7,46 +8,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-#: Classes that count as the suspicious one, in order of preference (:func:`suspicious_index`).
-SUSPICIOUS: tuple[str, ...] = ("malignant", "cancer")
+from core.domain import SUSPICIOUS, suspicious_class, suspicious_index  # noqa: F401 - the rule lives in core.domain
 
 #: Classes checked first when they carry a threshold: the most severe first, so a slice that
 #: reaches the malignant threshold is called malignant even when another class is more probable.
 PRIORITY: tuple[str, ...] = ("malignant", "cancer", "benign")
-
-
-def suspicious_index(class_names: Sequence[str]) -> int:
-    """Index of the class a "suspicious" score, the malignant-versus-rest metrics and the
-    worklist's AI column are about.
-
-    Rule: ``"malignant"`` if it is a class, else ``"cancer"``, else the last class (the registry
-    convention: a binary model lists its positive class last).
-
-    Args:
-        class_names: the model's class names in output order (at least one).
-
-    Returns:
-        int index into ``class_names``.
-
-    Raises:
-        ValueError: ``class_names`` is empty.
-    """
-    names = [str(c) for c in class_names]
-    if not names:
-        raise ValueError("class_names is empty; a model card lists at least one class")
-    for name in SUSPICIOUS:
-        if name in names:
-            return names.index(name)
-    return len(names) - 1
-
-
-def suspicious_class(class_names: Sequence[str]) -> str:
-    """Name of the suspicious class: ``class_names[suspicious_index(class_names)]``.
-
-    Raises:
-        ValueError: ``class_names`` is empty.
-    """
-    return str(list(class_names)[suspicious_index(class_names)])
 
 
 def decide(

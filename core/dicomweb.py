@@ -35,8 +35,8 @@ from pydicom.dataset import Dataset
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from core.config import get_settings
 from core.imaging import ReadResult, read_uploads
+from core.settings import get_settings
 
 __all__ = [
     "NotCTError",

@@ -46,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from core.config import Finding, Window
-from core.decision import decide, suspicious_index
+from core.decision import decide
+from core.domain import OOD_LABEL, Finding, Window, series_is_ood, suspicious_index
 from core.explain import GradCam, normalize_cam
 from core.ood import check_series
 from core.preprocessing import Geometry, preprocess_with_geometry
@@ -64,7 +64,6 @@ BATCH_OPENVINO = 4
 #: Slices prepared (preprocessing + OOD rules, in two threads) before the model runs on them.
 CHUNK = 32
 #: Series label when most slices are out of distribution.
-OOD_LABEL = "out-of-distribution"
 
 
 class InferenceError(Exception):
@@ -175,7 +174,7 @@ class SeriesResult:
         most_suspicious_index: slice with the highest suspicious-class probability among the
             in-distribution slices (all slices if none is).
         series_score: mean suspicious probability of the top-k slices (module docstring), in [0, 1].
-        finding: the model's series label, a :class:`core.config.Finding`: ``decide`` on the
+        finding: the model's series label, a :class:`core.domain.Finding`: ``decide`` on the
             mean probability row of the top-k slices. Set also when ``is_ood``; it must not be
             read as a finding then.
         is_ood: True when more than half of the slices are out of distribution: the series as a
@@ -364,7 +363,7 @@ class Predictor:
     def __init__(self, loaded: Any, runtime: str | None = None) -> None:
         import tensorflow as tf
 
-        from core.config import RUNTIMES, get_settings
+        from core.settings import RUNTIMES, get_settings
 
         self.loaded = loaded
         self.card = loaded.card
@@ -402,8 +401,8 @@ class Predictor:
 
     def _try_openvino(self, required: bool) -> None:
         """Switch the probability path to OpenVINO if it agrees with Keras (``core/runtime.py``)."""
-        from core.config import get_settings
         from core.runtime import RuntimeUnavailable, openvino_runner
+        from core.settings import get_settings
 
         sha = self.card.sha256
         try:
@@ -500,8 +499,8 @@ class Predictor:
         body within ``AGREEMENT_ATOL`` times the largest activation (float32 rounding is relative),
         else Grad-CAM stays in TensorFlow. Cached like the probability model (key ``<id>-gradcam-...``).
         """
-        from core.config import get_settings
         from core.runtime import AGREEMENT_ATOL, RuntimeUnavailable, openvino_runner
+        from core.settings import get_settings
 
         body = gc.body_model
         probe = self.probe_batch()
@@ -594,7 +593,7 @@ class Predictor:
     ) -> SeriesResult:
         n = len(p)
         labels = self.decide(p)
-        series_ood = bool(ood.sum() * 2 > n)
+        series_ood = series_is_ood(ood)
         pool = np.flatnonzero(~ood) if (~ood).any() else np.arange(n)
         ranked = pool[np.argsort(-p[pool, self._suspicious], kind="stable")]
         top = ranked[: top_k(len(pool))]

@@ -87,7 +87,7 @@ def box_mass_fractions(predictor: Any, tcia_dir: str | Path, class_name: str | N
     Raises:
         ValueError: no annotated slice found.
     """
-    from core.config import WINDOW_PRESETS, WindowPreset
+    from core.domain import WINDOW_PRESETS, WindowPreset
     from core.imaging import read_paths
     from core.preprocessing import body_box
     from core.windowing import apply_window
@@ -153,9 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.tcia:
         parser.print_help()
         return 2
-    from core.config import get_settings
     from core.inference import Predictor
     from core.registry import RegistryError, load_model
+    from core.settings import get_settings
 
     try:
         predictor = Predictor(load_model(args.model))

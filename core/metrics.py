@@ -31,8 +31,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core.config import CLASS_NAMES
-from core.decision import decide, suspicious_index
+from core.decision import decide
+from core.domain import CLASS_NAMES, suspicious_index
 
 #: Metrics that get a bootstrap 95 % confidence interval, in report order.
 CI_METRICS: tuple[str, ...] = (

@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import WINDOW_PRESETS, WindowPreset
+from core.domain import WINDOW_PRESETS, WindowPreset
 from core.preprocessing import body_box
 from core.windowing import apply_window, window_to_uint8
 
@@ -304,8 +304,8 @@ def measure(data_dir: Any = None) -> dict[str, Any]:
     import pydicom.data
     from PIL import Image
 
-    from core.config import get_settings
     from core.imaging import ImagingError, read_paths, read_uploads
+    from core.settings import get_settings
 
     root = Path(data_dir) if data_dir is not None else get_settings().data_dir
     out: dict[str, Any] = {}

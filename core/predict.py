@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.config import WINDOW_PRESETS, Window, WindowPreset
+from core.domain import WINDOW_PRESETS, Window, WindowPreset
 
 #: CSV columns, in order; ``p_<class>`` columns follow the model's class names.
 BASE_COLUMNS = (
@@ -75,7 +75,7 @@ def score_inputs(
         predictor: a :class:`core.inference.Predictor`.
         inputs: paths of DICOM files, folders, ZIPs, JPGs or PNGs.
         out: text stream for the CSV (header first).
-        window: a :class:`core.config.WindowPreset` value overriding the card's window for DICOM.
+        window: a :class:`core.domain.WindowPreset` value overriding the card's window for DICOM.
         heatmaps: folder for Grad-CAM overlay PNGs (created), or None.
         log: stream for the per-series summary lines and problems (default stderr).
         progress: show a tqdm progress bar on stderr.

@@ -38,7 +38,7 @@ Definitions (each table below says which cases it uses):
   wrong->wrong, split by whether the AI label was right. Automation-bias rate = right->wrong
   with the AI wrong / cases where the AI was wrong (per reader; pooled: summed over readers).
 * Time per case: mean and median of the phase seconds per reader and phase.
-* SUS: each reader's latest SUS score (Brooke 1996; ``core.sus``); pooled = mean over readers.
+* SUS: each reader's latest SUS score (Brooke 1996; ``core.domain``); pooled = mean over readers.
 
 MRMC: no maintained Python implementation of the Obuchowski-Rockette or Dorfman-Berbaum-Metz
 analysis was found (the maintained ones are R packages: MRMCaov, RJafroc, iMRMC), so the
@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score, roc_auc_score, roc_curve
 
-from core.config import CLASS_NAMES, Finding
+from core.domain import CLASS_NAMES, Finding
 
 #: Label of the pooled row in every table's ``reader_id`` column.
 POOLED = "pooled"

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import RUNTIMES
+from core.settings import RUNTIMES
 
 log = logging.getLogger("lungreview.runtime")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import Role
+from core.domain import Role
 from dashboard.components import (
     ADMIN_ROLES,
     ALL_ROLES,

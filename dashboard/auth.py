@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
-from core.config import get_settings
+from core.settings import get_settings
 from dashboard.components import SessionUser, current_user, sign_in, sign_out
 from dashboard.resources import get_session_factory
 from services.sessions import SessionEndReason, end_session, resume_session, start_session

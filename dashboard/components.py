@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.config import APP_VERSION, DISCLAIMER, Role
+from core.domain import APP_VERSION, DISCLAIMER, Role
 from core.imaging import (
     ArchiveTooLargeError,
     FileProblem,

@@ -32,7 +32,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.config import get_settings
+from core.settings import get_settings
 
 log = logging.getLogger("lungreview.dashboard")
 

@@ -21,9 +21,10 @@ import numpy as np
 from PIL import Image
 
 from core.annotations import lesion_masks, read_lidc_xml, read_voc_folder
-from core.config import REPO_ROOT, WINDOW_PRESETS, WindowPreset
+from core.domain import WINDOW_PRESETS, WindowPreset
 from core.imaging import Series, read_series
 from core.lungs import count_lungs, lung_mask, lung_mask_series, lung_outline_rgba
+from core.settings import REPO_ROOT
 from core.windowing import window_to_uint8
 
 

@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import CLASS_NAMES, REPO_ROOT, get_settings
 from core.datasets import (
     DatasetError,
     build_split,
@@ -53,9 +52,10 @@ from core.datasets import (
     read_manifest,
     write_manifest,
 )
-from core.decision import suspicious_index
+from core.domain import CLASS_NAMES, suspicious_index
 from core.preprocessing import PreprocessSpec, preprocess
 from core.registry import git_commit
+from core.settings import REPO_ROOT, get_settings
 
 #: Default input spec per architecture: small grey inputs for the CNNs (CPU budget), the
 #: ImageNet-style 224 x 224 x 3 caffe-scaled input for ResNet-50 (the inference benchmark size).

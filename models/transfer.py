@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from core.config import CLASS_NAMES, REPO_ROOT
+from core.domain import CLASS_NAMES
+from core.settings import REPO_ROOT
 
 WEIGHTS_FILE = "mobilenet_v2_1.00_160_no_top.weights.h5"
 WEIGHTS_PROVENANCE = (
@@ -49,7 +50,7 @@ ECE_BINS = 15
 
 def weights_dir() -> Path:
     """Folder of pretrained starting weights: ``LUNGREVIEW_WEIGHTS_DIR``, default ``../shared/weights``."""
-    from core.config import load_settings
+    from core.settings import load_settings
 
     return load_settings().weights_dir
 
@@ -191,10 +192,10 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     import keras
     import tensorflow as tf
 
-    from core.config import get_settings
     from core.datasets import default_manifest_path, file_sha256, read_manifest
     from core.preprocessing import PreprocessSpec
     from core.registry import ModelCard, git_commit, save_model, write_entry
+    from core.settings import get_settings
     from models.architectures import GRADCAM_LAYERS, augmentation, build_mobilenetv2, count_params
     from models.train import (
         INTENDED_USE,
@@ -427,9 +428,9 @@ def calibration_report(model_id: str, registry_dir: str | Path | None = None, sp
     Raises:
         core.registry.RegistryError: unknown model.
     """
-    from core.config import get_settings
     from core.datasets import default_manifest_path, read_manifest
     from core.registry import load_model
+    from core.settings import get_settings
     from models.train import preprocess_paths
 
     loaded = load_model(model_id, registry_dir)

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import CLASS_NAMES, get_settings
 from core.datasets import DatasetError, default_manifest_path, read_manifest
+from core.domain import CLASS_NAMES
 from core.preprocessing import PreprocessSpec
+from core.settings import get_settings
 from models.train import limit_manifest, preprocess_paths
 
 #: The search space (KerasTuner ``Choice`` values).

@@ -22,8 +22,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import APP_VERSION, CLASS_NAMES, Role
-from core.decision import suspicious_index
+from core.domain import APP_VERSION, CLASS_NAMES, Role, suspicious_index
 from db import repository as repo
 from db.schema import AuditAction
 from services import analytics

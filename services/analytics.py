@@ -15,7 +15,7 @@ Statistics and their sources:
   agreement among many raters", Psychological Bulletin 76(5):378-382, 1971 (see
   :func:`fleiss_kappa`).
 * SUS summary: mean, median and a two-sided 95 % Student-t confidence interval of the mean
-  (``mean +- t(0.975, n-1) * sd / sqrt(n)``, ``scipy.stats.t``); SUS scores from ``core.sus``.
+  (``mean +- t(0.975, n-1) * sd / sqrt(n)``, ``scipy.stats.t``); SUS scores from ``core.domain``.
 
 Functions that show feedback results take an optional ``viewer``; when given, only leads,
 coordinators and admins may read them (``PermissionDenied`` otherwise). Exports contain
@@ -33,7 +33,7 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 from sqlalchemy.orm import Session
 
-from core.config import CLASS_NAMES, Role
+from core.domain import CLASS_NAMES, Role
 from db.repository import FEEDBACK_READER_ROLES, ValidationError, _require_role, _user, log_event
 from db.repository.analytics import audit_frame, current_reads, feedback_frame
 from db.schema import AuditAction
@@ -105,7 +105,7 @@ def reader_ai_confusion(s: Session, model_id: str, reader_id: int | None = None)
 
     Returns:
         int DataFrame 3 x 3, index ``reader: normal`` .. ``reader: malignant``, columns
-        ``AI: normal`` .. ``AI: malignant`` (class order ``core.config.CLASS_NAMES``); counts of
+        ``AI: normal`` .. ``AI: malignant`` (class order ``core.domain.CLASS_NAMES``); counts of
         current reviews (of ``reader_id`` only, when given). All zeros when there are none.
     """
     df = current_reads(s)

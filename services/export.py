@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy.orm import sessionmaker
 
-from core.config import WINDOW_PRESETS, WindowPreset
-from core.decision import suspicious_index
+from core.domain import NOT_APPLICABLE, WINDOW_PRESETS, WindowPreset, any_flagged, suspicious_index
 from core.imaging import Series, view
 from db import repository as repo
 from db.schema import AuditAction
@@ -116,7 +115,7 @@ def ai_result(series: Series, analysis: Any) -> AIResult:
 
     names = list(analysis.class_names)
     index = int(analysis.most_suspicious_index)
-    finding = "not applicable" if analysis.any_ood else analysis.finding.value
+    finding = NOT_APPLICABLE if any_flagged(analysis.ood) else analysis.finding.value
     probs = np.asarray(analysis.probabilities, dtype=float)[index]
     return AIResult(model_id=analysis.model_id, model_sha256=analysis.model_sha256, finding=str(finding),
                     probabilities={n: float(p) for n, p in zip(names, probs, strict=True)},

@@ -34,7 +34,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from core import reader_metrics as rm
-from core.config import APP_VERSION, CLASS_NAMES, DISCLAIMER
+from core.domain import APP_VERSION, CLASS_NAMES, DISCLAIMER
 from services.reader_study import ReaderStudyService, StudyData
 
 #: Colours of the two phases in every figure.

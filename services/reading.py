@@ -34,17 +34,24 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import Finding, Window, get_settings
-from core.decision import decide, suspicious_class, suspicious_index
+from core.decision import decide
+from core.domain import (
+    OOD_LABEL,
+    Finding,
+    Window,
+    any_flagged,
+    shown_label,
+    suspicious_class,
+    suspicious_index,
+)
 from core.imaging import FileProblem, ImageTooLargeError, ImagingError, ReadResult, read_uploads
+from core.settings import get_settings
 from db import repository as repo
 from db.schema import Inference
 
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-#: Display label of the series whose slices the out-of-distribution guard flagged.
-NOT_APPLICABLE = "not applicable (outside the training data)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,13 +106,13 @@ class Analysis:
 
     @property
     def any_ood(self) -> bool:
-        """True when the guard flagged any slice: the page shows "not applicable" then."""
-        return bool(np.any(self.ood))
+        """True when the guard flagged any slice (``core.domain.any_flagged``): shown "not applicable"."""
+        return any_flagged(self.ood)
 
     @property
     def label_text(self) -> str:
-        """The series label as shown: :data:`NOT_APPLICABLE` when any slice was flagged."""
-        return NOT_APPLICABLE if self.any_ood else self.finding.value
+        """The series label as shown (``core.domain.shown_label``): "not applicable ..." when any slice was flagged."""
+        return shown_label(self.finding.value, self.any_ood)
 
 
 @dataclass(frozen=True)
@@ -323,7 +330,7 @@ def _analysis(key: str, inf: Inference, thresholds: dict[str, float], reused: bo
     if "is_ood" in r:
         is_ood = bool(r["is_ood"])
     else:
-        is_ood = "out-of-distribution" in (r.get("series_label"), r.get("inference_series_label"))
+        is_ood = OOD_LABEL in (r.get("series_label"), r.get("inference_series_label"))
     pos = suspicious_index(names)
     return Analysis(
         key=key, study_id=inf.study_id, series_id=inf.series_id, inference_id=inf.id, model_id=inf.model_id,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_settings
+from core.settings import load_settings
 
 SHARED_DATASETS = Path(
     os.environ.get("LUNGREVIEW_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -43,7 +43,7 @@ def _var_outside_the_repository(tmp_path_factory):
     if os.environ.get("LUNGREVIEW_VAR_DIR"):
         yield
         return
-    from core import config
+    from core import settings as config
 
     os.environ["LUNGREVIEW_VAR_DIR"] = str(tmp_path_factory.mktemp("var"))
     config.get_settings.cache_clear()
@@ -76,7 +76,7 @@ def isolated_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("LUNGREVIEW_VAR_DIR", str(var))
     monkeypatch.setenv("LUNGREVIEW_DB_URL", f"sqlite:///{var / 'test.db'}")
     monkeypatch.setenv("LUNGREVIEW_STUDY_KEY", "test-secret")
-    from core import config
+    from core import settings as config
 
     config.get_settings.cache_clear()
     yield load_settings()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.config import get_settings
 from core.imaging.errors import ImageTooLargeError
+from core.settings import get_settings
 
 __all__ = ["PixelBudget"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.config import Role
+from core.domain import Role
 from dashboard.components import ADMIN_ROLES, SessionUser, flash, role_label, run_page
 from dashboard.resources import get_session_factory
 from services.accounts import change_account, create_account, list_accounts

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.sus import SUS_SCALE, SUS_STATEMENTS
+from core.domain import SUS_SCALE, SUS_STATEMENTS
 from dashboard.components import ALL_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
 from services.accounts import submit_feedback

@@ -1,7 +1,7 @@
 """Feedback results (coordinators, leads, admins): SUS by role, mean with 95 % interval, free text,
 and CSV exports of reviews, agreement, feedback (and the audit log for admins).
 
-SUS scores: Brooke 1996 (``core.sus``); the interval is the two-sided Student-t interval of the
+SUS scores: Brooke 1996 (``core.domain``); the interval is the two-sided Student-t interval of the
 mean (``services.analytics.sus_interval``).
 
 Browser: headings "SUS scores", "What users wrote", "Exports"; download buttons
@@ -17,7 +17,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.config import Role
+from core.domain import Role
 from dashboard.components import RESULTS_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
 from services.accounts import export_csv, feedback_results

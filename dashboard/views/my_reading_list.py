@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import WINDOW_PRESETS, Finding, WindowPreset
+from core.domain import WINDOW_PRESETS, Finding, WindowPreset
 from dashboard.components import READ_ROLES, SessionUser, flash, run_page
 from dashboard.resources import get_session_factory
 from services.reader_study import CaseStep, ReaderCase, ReaderStudyService, ReadingMode

@@ -30,9 +30,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.config import get_settings
 from core.dicomweb import PacsClient, PacsError, RetrievedSeries
 from core.imaging import ImagingError, Series
+from core.settings import get_settings
 from dashboard.components import SessionUser
 from dashboard.resources import get_session_factory, gradcam_heatmap
 from services import export

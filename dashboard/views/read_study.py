@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.config import WINDOW_PRESETS, Agreement, Finding, Window, WindowPreset, get_settings
-from core.decision import suspicious_class
+from core.domain import WINDOW_PRESETS, Agreement, Finding, Window, WindowPreset, suspicious_class
 from core.imaging import Series, view
 from core.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
+from core.settings import get_settings
 from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
 from dashboard.resources import get_reading_service, gradcam_heatmap, release_memory, shared_cache
 from dashboard.views import pacs

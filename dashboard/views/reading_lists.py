@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import Finding, Role
+from core.domain import Finding, Role
 from dashboard.components import SessionUser, flash, run_page
 from dashboard.resources import get_session_factory
 from services.reader_study import (

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.config import Agreement, Finding
+from core.domain import Agreement, Finding, shown_label
 from dashboard.components import ALL_ROLES, READ_ROLES, SessionUser, allowed, run_page, slice_score_figure
 from dashboard.resources import get_session_factory
 from services.accounts import study_results, worklist, worklist_choices
@@ -30,10 +30,8 @@ ALL = "All"
 
 
 def ai_label_text(label: str, ood: bool) -> str:
-    """The AI label as shown: "not applicable" when the out-of-distribution guard fired."""
-    if ood:
-        return f"not applicable (input outside the training data; model said {label})"
-    return str(label)
+    """The AI label as shown (``core.domain.shown_label``): "not applicable ..." when the guard fired."""
+    return shown_label(label, bool(ood), model_said=True)
 
 
 def filters(reader_names: dict[int, str], models: list[str]) -> dict:

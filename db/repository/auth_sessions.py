@@ -17,7 +17,7 @@ A session is valid while all of these hold (checked by :func:`check_session` on 
 
 A check that finds a session expired or idle ends it in the same transaction (``ended_reason``
 idle / expired / user-inactive), so a stale token is refused for good. Both limits come from
-``core.config.Settings`` (``LUNGREVIEW_SESSION_IDLE_MIN``, ``LUNGREVIEW_SESSION_MAX_HOURS``);
+``core.settings.Settings`` (``LUNGREVIEW_SESSION_IDLE_MIN``, ``LUNGREVIEW_SESSION_MAX_HOURS``);
 OWASP's Session Management Cheat Sheet ("Session Expiration") asks for both an idle and an
 absolute timeout (idle: 2-5 minutes for high-value applications, 15-30 for low-risk ones), and
 OWASP ASVS 4.0 requirement 3.3.2 for re-authentication at intervals even while a session is in
@@ -42,7 +42,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.config import Role, get_settings
+from core.domain import Role
+from core.settings import get_settings
 from db.repository.common import NotFoundError, PermissionDenied, ValidationError, log_event
 from db.schema import AuditAction, AuthSession, SessionEndReason, User, utc_now
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from core.config import Role
+from core.domain import Role
 from db.schema import AuditAction, AuditEvent, User
 
 

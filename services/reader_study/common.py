@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import Role
+from core.domain import Role
 from db.repository import (
     REVIEWER_ROLES,
     NotFoundError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from core.config import Finding
+from core.domain import Finding
 from db.repository import _choice, _require_role, _user, _whole, log_event
 from db.repository import reader_study as rows
 from db.schema import (

@@ -8,7 +8,7 @@ import io
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from core.config import Finding
+from core.domain import Finding
 from db.repository import NotFoundError, ValidationError, _choice, _require_role, _user, log_event
 from db.repository import reader_study as rows
 from db.schema import AuditAction, ReferenceSource, ReferenceStandard, User

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from core import datasets
-from core.config import REPO_ROOT
 from core.datasets import (
     DatasetError,
     catalogue,
@@ -22,6 +21,7 @@ from core.datasets import (
     thumbnails,
     write_manifest,
 )
+from core.settings import REPO_ROOT
 
 SHIPPED_MANIFEST = REPO_ROOT / "models" / "registry" / "splits" / "iqothnccd_seed42.csv"
 

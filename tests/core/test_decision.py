@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from core.decision import decide, suspicious_class, suspicious_index
+from core.decision import decide
+from core.domain import suspicious_class, suspicious_index
 
 NAMES = ("normal", "benign", "malignant")
 

@@ -12,7 +12,6 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from core.config import get_settings
 from core.dicomweb import (
     NotCTError,
     PacsAuthError,
@@ -23,6 +22,7 @@ from core.dicomweb import (
     patient_name_pattern,
 )
 from core.imaging import read_paths
+from core.settings import get_settings
 from tests.core.orthanc import orthanc, skip_or_fail_without_orthanc, start_orthanc  # noqa: F401
 
 DATA = get_settings().data_dir

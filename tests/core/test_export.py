@@ -16,8 +16,8 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 
-from core.config import WINDOW_PRESETS, WindowPreset, get_settings
 from core.dicomweb import PacsClient
+from core.domain import WINDOW_PRESETS, WindowPreset
 from core.explain import overlay
 from core.export import (
     BANNER,
@@ -32,6 +32,7 @@ from core.export import (
     zip_of,
 )
 from core.imaging import read_paths, view
+from core.settings import get_settings
 from tests.core.orthanc import orthanc  # noqa: F401
 
 DATA = get_settings().data_dir
@@ -231,7 +232,7 @@ def test_send_to_orthanc_and_find_the_new_series(case, orthanc):  # noqa: F811
 
 
 def test_uid_root_setting(case, monkeypatch):
-    from core import config
+    from core import settings as config
 
     _, _, _, _, source, rgb = case
     monkeypatch.setenv("LUNGREVIEW_UID_ROOT", "1.2.3.4")

@@ -21,7 +21,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import MPEG2MPML
 
 from core import imaging
-from core.config import REPO_ROOT, WINDOW_PRESETS, Window, WindowPreset
+from core.domain import WINDOW_PRESETS, Window, WindowPreset
 from core.imaging import (
     ArchiveTooLargeError,
     EmptyArchiveError,
@@ -41,6 +41,7 @@ from core.imaging import (
     view,
 )
 from core.imaging.assembly import natural_key
+from core.settings import REPO_ROOT
 from core.windowing import grey_from_picture, window_to_uint8
 from tests.factories.dicom import ADDRESS, BIRTH_DATE, COMMENT, PATIENT_ID, PATIENT_NAME, make_dicom
 
@@ -65,7 +66,7 @@ def bundled(name: str) -> Path:
 @pytest.fixture(scope="module")
 def module_settings(tmp_path_factory):
     """Fixed study-key secret and temporary var/ for module-scoped fixtures (built before tests)."""
-    from core import config
+    from core import settings as config
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LUNGREVIEW_VAR_DIR", str(tmp_path_factory.mktemp("var")))
@@ -84,7 +85,7 @@ def _settings(module_settings, isolated_settings):
 @pytest.fixture()
 def limits(monkeypatch):
     """Set LUNGREVIEW_* limits for one test: ``limits(MAX_PIXELS=100)``."""
-    from core import config
+    from core import settings as config
 
     def apply(**env):
         for key, value in env.items():
@@ -126,7 +127,7 @@ class TestStudyKeyFor:
         assert study_key_for("1.2.3.4") == key
 
     def test_depends_on_the_secret(self, monkeypatch):
-        from core import config
+        from core import settings as config
 
         before = study_key_for("1.2.3.4")
         monkeypatch.setenv("LUNGREVIEW_STUDY_KEY", "another-secret")

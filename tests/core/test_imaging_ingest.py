@@ -34,7 +34,7 @@ def _settings(isolated_settings):
 @pytest.fixture()
 def limits(monkeypatch):
     """Set LUNGREVIEW_* limits for one test: ``limits(MAX_UPLOAD_PIXELS=100)``."""
-    from core import config
+    from core import settings as config
 
     def apply(**env):
         for key, value in env.items():

@@ -32,7 +32,7 @@ def predictor(registry):
 
 @pytest.fixture()
 def cli_env(registry, isolated_settings, monkeypatch):
-    from core import config
+    from core import settings as config
 
     monkeypatch.setenv("LUNGREVIEW_REGISTRY_DIR", str(registry))
     config.get_settings.cache_clear()

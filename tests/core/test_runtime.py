@@ -122,7 +122,7 @@ class TestChoiceOfRuntime:
         np.testing.assert_allclose(pred.predict(x), pred.model.predict(x, verbose=0), atol=1e-5)
 
     def test_setting_picks_the_runtime(self, registry, isolated_settings, monkeypatch):
-        from core import config
+        from core import settings as config
 
         monkeypatch.setenv("LUNGREVIEW_RUNTIME", "tensorflow")
         config.get_settings.cache_clear()
@@ -135,7 +135,7 @@ class TestChoiceOfRuntime:
         with pytest.raises(InferenceError, match="unknown runtime"):
             Predictor(_load(registry), runtime="tensorrt")
         monkeypatch.setenv("LUNGREVIEW_RUNTIME", "onnx")
-        from core.config import load_settings
+        from core.settings import load_settings
 
         with pytest.raises(ValueError, match="LUNGREVIEW_RUNTIME must be one of"):
             load_settings()

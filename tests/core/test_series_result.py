@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from core.config import CLASS_NAMES, Finding
+from core.domain import CLASS_NAMES, Finding
 from core.inference import OOD_LABEL, SeriesResult
 
 

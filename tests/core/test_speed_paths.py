@@ -17,7 +17,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
 
-from core.config import WINDOW_PRESETS, Window, WindowPreset
+from core.domain import WINDOW_PRESETS, Window, WindowPreset
 from core.imaging import dicom as D
 from core.ood import MIN_HU_SPREAD, _spread_surely_wide, hu_slice_reasons
 from core.preprocessing import _window_into

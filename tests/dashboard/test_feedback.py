@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.sus import sus_score
+from core.domain import sus_score
 from dashboard.views.feedback import missing_answers
 from db.repository import PermissionDenied, add_feedback
 from services.analytics import export_frame

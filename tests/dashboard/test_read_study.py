@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 
 from db.repository import count_rows, worklist
 from db.repository.analytics import current_reads
-from services.reading import NOT_APPLICABLE, read_upload
+from services.reading import read_upload
 from tests.dashboard.conftest import make_app, open_page, texts
 
 
@@ -47,7 +47,7 @@ class TestPage:
         with factory.begin() as s:
             stored = worklist(s).iloc[0]
         ai = [m.value for m in at.metric if m.label == "AI result"]
-        assert ai == [NOT_APPLICABLE if stored["ood"] else stored["ai_label"]]
+        assert ai == ["not applicable (outside the training data)" if stored["ood"] else stored["ai_label"]]
         assert stored["ai_label"] in ("normal", "benign", "malignant")
         probs = next(d.value for d in at.dataframe if "probability" in d.value.columns)
         assert list(probs["class"]) == ["normal", "benign", "malignant"]

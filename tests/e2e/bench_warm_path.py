@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.config import REPO_ROOT
+from core.settings import REPO_ROOT
 from tests.e2e import conftest
 from tests.e2e.bench_data import iq_jpgs, make_series_zip
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import REPO_ROOT
+from core.settings import REPO_ROOT
 from tests.e2e.helpers import NetworkLog, free_port, streamlit_server
 
 CHROMIUM = os.environ.get("LUNGREVIEW_CHROMIUM", "/usr/bin/chromium")

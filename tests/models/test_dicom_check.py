@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import CLASS_NAMES, REPO_ROOT
+from core.domain import CLASS_NAMES
 from core.preprocessing import PreprocessSpec
+from core.settings import REPO_ROOT
 
 LIDC1 = REPO_ROOT.parent / "shared" / "datasets" / "lidc-idri" / "LIDC-IDRI-0001"
 

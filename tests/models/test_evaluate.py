@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.config import CLASS_NAMES
 from core.datasets import read_manifest, write_manifest
+from core.domain import CLASS_NAMES
 from core.preprocessing import PreprocessSpec
 from models.evaluate import EvaluationError, label_indices, main, predict_slices, select_slices
 
@@ -93,7 +93,7 @@ def tiny_registry(tmp_path_factory, tiny_data: Path) -> Path:
 @pytest.fixture()
 def data_settings(tiny_data: Path, monkeypatch):
     """Settings whose data directory holds the tiny dataset as 'iq-othnccd'."""
-    from core import config
+    from core import settings as config
 
     monkeypatch.setenv("LUNGREVIEW_DATA_DIR", str(tiny_data.parent))
     config.get_settings.cache_clear()

@@ -31,7 +31,7 @@ TUNING = train_mod.REPO_ROOT / "models" / "registry" / "tuning" / "basic_cnn_ran
 def tiny_run(tmp_path_factory):
     import os
 
-    from core import config
+    from core import settings as config
 
     tmp = tmp_path_factory.mktemp("train")
     old = os.environ.get("LUNGREVIEW_VAR_DIR")

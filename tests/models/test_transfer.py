@@ -97,7 +97,7 @@ def test_ece_of_perfectly_calibrated_bins_is_zero():
 
 
 def test_everything_under_models_stays_within_150_mib():
-    from core.config import REPO_ROOT
+    from core.settings import REPO_ROOT
 
     total = sum(
         f.stat().st_size

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from core.config import Finding, get_settings
+from core.domain import Finding
+from core.settings import get_settings
 from db.schema import AuditAction, AuditEvent
 from services import export
 from services.export import record_export

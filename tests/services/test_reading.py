@@ -15,14 +15,14 @@ import pytest
 from pydicom.data import get_testdata_file
 from sqlalchemy import select
 
-from core.config import CLASS_NAMES, Finding
+from core.domain import CLASS_NAMES, Finding
 from core.imaging import ImageTooLargeError, ImagingError, NotAnImageError, Series, Slice, Study
 from core.inference import InferenceError, SeriesResult
 from core.preprocessing import PreprocessSpec
 from core.registry import ModelCard
 from db import repository as repo
 from db.schema import AuditEvent, Inference
-from services.reading import NOT_APPLICABLE, Analysis, ReadingService, read_upload
+from services.reading import Analysis, ReadingService, read_upload
 from tests.db.factories import sha
 
 CARD = ModelCard(id="tiny", architecture="basic_cnn", task="3class", class_names=CLASS_NAMES,
@@ -204,7 +204,7 @@ class TestAnalyse:
         service = ReadingService(factory, CountingPredictor(ood=(0, 1)))
         study = make_study("mr")
         analysis = service.analyse(study, study.series[0], CARD, user_id=people["rad1"])
-        assert analysis.is_ood and analysis.any_ood and analysis.label_text == NOT_APPLICABLE
+        assert analysis.is_ood and analysis.any_ood and analysis.label_text == "not applicable (outside the training data)"
         assert analysis.finding is Finding.MALIGNANT
         with factory() as s:
             wl = repo.worklist(s)

@@ -29,7 +29,7 @@ def resume(factory, token: str, now: datetime) -> auth.SessionCheck:
 
 class TestPolicy:
     def test_from_settings_reads_the_two_environment_variables(self, isolated_settings, monkeypatch):
-        from core import config
+        from core import settings as config
 
         monkeypatch.setenv("LUNGREVIEW_SESSION_IDLE_MIN", "5")
         monkeypatch.setenv("LUNGREVIEW_SESSION_MAX_HOURS", "2")

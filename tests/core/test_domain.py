@@ -1,10 +1,10 @@
-"""Tests of core.sus: SUS scoring (Brooke 1996) against worked examples."""
+"""Tests of core.domain: SUS scoring (Brooke 1996) against worked examples."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.sus import SUS_STATEMENTS, SusError, sus_score, validate_answers
+from core.domain import SUS_STATEMENTS, SusError, sus_score, validate_answers
 
 
 class TestSusStatements:
