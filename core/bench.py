@@ -182,10 +182,7 @@ def run(
     x, geos = preprocess_with_geometry(hu, spec)
 
     def predict_gradcam() -> None:
-        from core.explain import normalize_cam
-
-        probs, cams = predictor.gradcam(x)
-        geos[0].to_slice(normalize_cam(cams[0, :, :, int(np.argmax(probs[0]))]))
+        predictor.explain_prepared(x, geos[0])
 
     out: dict[str, Any] = {
         "model_id": loaded.card.id,

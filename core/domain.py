@@ -157,7 +157,7 @@ def series_is_ood(ood: Sequence[bool] | np.ndarray) -> bool:
     """The series as a whole is out of distribution: MORE THAN HALF of its slices are flagged.
 
     Args:
-        ood: bool (n,) per-slice flags of ``core.ood.check_series``.
+        ood: bool (n,) per-slice flags of ``core.inference.ood.check_series``.
     """
     flags = np.asarray(ood, dtype=bool)
     return bool(flags.sum() * 2 > flags.size)

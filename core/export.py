@@ -268,7 +268,7 @@ def secondary_capture(source: Dataset, overlay_rgb: np.ndarray, model_id: str, *
         source: the source CT instance's header (with its Patient/Study modules and UIDs; pixel data
             not needed), e.g. from :func:`source_headers`.
         overlay_rgb: uint8 (y, x, 3): the windowed slice with the Grad-CAM overlay
-            (``core.explain.overlay``). The banner is added above it (:func:`burn_banner`).
+            (``core.inference.explain.overlay``). The banner is added above it (:func:`burn_banner`).
         model_id: the model's id, written into the banner and the series description.
         series_uid: SeriesInstanceUID to put it in (several slices in one series); default a new one.
         instance_number: InstanceNumber within that series.

@@ -4,7 +4,7 @@
 :func:`box_mass_fractions` for the Lung-PET-CT-Dx study (Li et al., TCIA,
 doi:10.7937/TCIA.2020.NNC20461) as JSON. Boxes are read from its Pascal VOC annotations
 (:func:`read_voc_boxes`); the heatmaps come from :meth:`core.inference.Predictor.explain`
-(:mod:`core.explain`).
+(:mod:`core.inference.explain`).
 """
 
 from __future__ import annotations

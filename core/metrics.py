@@ -31,8 +31,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core.decision import decide
 from core.domain import CLASS_NAMES, suspicious_index
+from core.inference.decision import decide
 
 #: Metrics that get a bootstrap 95 % confidence interval, in report order.
 CI_METRICS: tuple[str, ...] = (
@@ -105,7 +105,7 @@ def predict_labels(
 ) -> np.ndarray:
     """Class decisions from probabilities with the model's decision thresholds.
 
-    Delegates to ``core.decision.decide`` (a class with a threshold wins when its probability
+    Delegates to ``core.inference.decision.decide`` (a class with a threshold wins when its probability
     reaches it, malignant first; otherwise argmax).
 
     Args:
@@ -350,9 +350,9 @@ def evaluate_predictions(
 ) -> dict[str, Any]:
     """Every metric of the evaluation report, JSON-ready (NaN/undefined values are None).
 
-    Predictions come from ``core.decision.decide(proba, class_names, thresholds or {})``; ROC
+    Predictions come from ``core.inference.decision.decide(proba, class_names, thresholds or {})``; ROC
     AUC, ROC curves, ECE and Brier use the probabilities. "Malignant" means the class of
-    :func:`core.decision.suspicious_index` (``malignant``, else ``cancer``, else the last class)
+    :func:`core.inference.decision.suspicious_index` (``malignant``, else ``cancer``, else the last class)
     versus all others.
 
     Args:
@@ -457,6 +457,6 @@ def evaluate_predictions(
         "decision": {
             "thresholds": thr,
             "rule": "a class with a threshold wins when its probability reaches it "
-            "(malignant first); otherwise the most probable class (core.decision.decide)",
+            "(malignant first); otherwise the most probable class (core.inference.decision.decide)",
         },
     }

@@ -70,7 +70,7 @@ class ModelCard:
         class_names: output order of the softmax (3-class: normal, benign, malignant).
         preprocessing: the :class:`PreprocessSpec` the model was trained with.
         gradcam_layer: name of the layer Grad-CAM reads.
-        thresholds: ``{class name: probability}`` for :func:`core.decision.decide`, chosen on the
+        thresholds: ``{class name: probability}`` for :func:`core.inference.decision.decide`, chosen on the
             validation split.
         model_file: file name inside the entry (``"model.keras"``).
         sha256: hex sha256 of the model file.

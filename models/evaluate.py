@@ -42,7 +42,7 @@ import pandas as pd
 
 from core.config import REPO_ROOT, Finding, get_settings
 from core.datasets import DatasetError, catalogue, file_sha256, group_patients, load_hu, read_manifest
-from core.decision import suspicious_index
+from core.domain import suspicious_index
 from core.metrics import MetricsError, evaluate_predictions
 from core.preprocessing import PreprocessSpec, preprocess
 from core.registry import SPLIT_FILE as MANIFEST_FILE
@@ -67,7 +67,7 @@ def label_indices(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarr
 
     A 3-class model maps each label to its own class. A binary model whose class names are not
     findings (e.g. ``("no_cancer", "cancer")``) gets malignant -> its suspicious class (malignant, else cancer, else the last;
-    see :func:`core.decision.suspicious_index`) and normal/benign -> the other class.
+    see :func:`core.inference.decision.suspicious_index`) and normal/benign -> the other class.
 
     Args:
         labels: n dataset labels ("normal", "benign", "malignant").

@@ -177,14 +177,14 @@ def validation_metrics(
         y: int (n,) true class indices.
         proba: float (n, k) probabilities.
         class_names: k names.
-        thresholds: card thresholds for :func:`core.decision.decide`.
+        thresholds: card thresholds for :func:`core.inference.decision.decide`.
 
     Returns:
         JSON-able dict (scikit-learn metrics).
     """
     from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
-    from core.decision import decide
+    from core.inference.decision import decide
 
     labels = list(range(len(class_names)))
     out: dict[str, Any] = {"n": int(len(y))}
@@ -650,7 +650,7 @@ def select_default(registry_dir: str | Path | None = None) -> str:
     """Make the model with the best VALIDATION macro-F1 the registry default, and say so in its card.
 
     The score is ``training.validation.thresholded.macro_f1`` (the labels the dashboard shows:
-    :func:`core.decision.decide` with the card's thresholds); ties go to the smaller model file.
+    :func:`core.inference.decision.decide` with the card's thresholds); ties go to the smaller model file.
     Writes ``default.json`` (:func:`core.registry.set_default_model`) and
     ``training.default_selection`` in the chosen card (other cards lose that key;
     :func:`core.registry.update_card`). The test split is not used.

@@ -13,9 +13,9 @@
   10x lower learning rate, batch-norm layers kept in inference mode (Keras transfer-learning guide).
 - Augmentation: :func:`models.architectures.augmentation` plus :func:`intensity_jitter`.
 - Calibration: temperature scaling (Guo et al., "On calibration of modern neural networks",
-  ICML 2017): one T > 0 minimising the validation negative log-likelihood of
-  ``softmax(log p / T)``; stored in the card as ``training["calibration"]["temperature"]`` and
-  applied by :class:`core.inference.Predictor`. The malignant threshold is chosen on the
+  ICML 2017; ``core.inference.calibration``): one T > 0 minimising the validation negative
+  log-likelihood of ``softmax(log p / T)``; stored in the card as
+  ``training["calibration"]["temperature"]`` and applied by :class:`core.inference.Predictor`. The malignant threshold is chosen on the
   calibrated validation probabilities. ECE uses 15 equal-width confidence bins (Guo et al.).
 """
 
@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from core.domain import CLASS_NAMES
+from core.inference.calibration import calibrate, fit_temperature, log_loss
+from core.metrics import expected_calibration_error as ece
 from core.settings import REPO_ROOT
 
 WEIGHTS_FILE = "mobilenet_v2_1.00_160_no_top.weights.h5"
@@ -45,6 +47,7 @@ WEIGHTS_PROVENANCE = (
     "block_13_project hold Keras' ImageNet weights unchanged, block_13_project_BN to Conv_1_bn were "
     "fine-tuned on 19 Stanford Dogs breeds (see ../shared/weights/README.md)"
 )
+#: Confidence bins of the expected calibration error (Guo et al. 2017).
 ECE_BINS = 15
 
 
@@ -93,68 +96,6 @@ def intensity_jitter(x, seed: int = 0, contrast: float = 0.25, brightness: float
     c = tf.random.uniform((b, 1, 1, 1), -brightness, brightness, seed=seed + 2)
     u = (u - 0.5) * a + 0.5 + c
     return tf.clip_by_value(u * 2.0 - 1.0, -1.0, 1.0)
-
-
-# ------------------------------------------------------------------------------ calibration
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """``softmax(log p / T)`` row-wise: float (n, k) -> float32 (n, k); T = 1 returns ``p`` unchanged.
-
-    Raises:
-        ValueError: T not positive and finite.
-    """
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be positive and finite, got {temperature}")
-    p = np.asarray(probabilities, dtype=np.float64)
-    if temperature == 1.0:
-        return np.asarray(probabilities, dtype=np.float32)
-    z = np.log(np.clip(p, 1e-12, 1.0)) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def log_loss(probabilities: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log-likelihood (nats) of integer labels ``y`` (n,) under ``probabilities`` (n, k)."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64)[np.arange(len(y)), np.asarray(y)], 1e-12, 1.0)
-    return float(-np.log(p).mean())
-
-
-def ece(probabilities: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Expected calibration error (Guo et al. 2017): sum over equal-width confidence bins of
-    ``|bin| / n * |accuracy - mean confidence|``; confidence is the top probability."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    conf = p.max(axis=1)
-    correct = p.argmax(axis=1) == np.asarray(y)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(total)
-
-
-def fit_temperature(
-    probabilities: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
-) -> float:
-    """The temperature minimising :func:`log_loss` of :func:`apply_temperature` (bounded scalar search).
-
-    Args:
-        probabilities: float (n, k) validation probabilities.
-        y: int (n,) validation labels.
-
-    Returns:
-        T in ``bounds`` (1.0 when n == 0).
-    """
-    from scipy.optimize import minimize_scalar
-
-    if len(y) == 0:
-        return 1.0
-    res = minimize_scalar(
-        lambda t: log_loss(apply_temperature(probabilities, float(t)), y), bounds=bounds, method="bounded"
-    )
-    return float(res.x)
 
 
 # ------------------------------------------------------------------------------ training
@@ -324,7 +265,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
 
     p_raw = np.asarray(model.predict(x_va, batch_size=args.batch_size, verbose=0), dtype=np.float32)
     temperature = fit_temperature(p_raw, y_va)
-    p_va = apply_temperature(p_raw, temperature)
+    p_va = calibrate(p_raw, temperature)
     pos = CLASS_NAMES.index("malignant")
     threshold = math.floor(choose_threshold(p_va[:, pos], y_va == pos) * 1e6) / 1e6
     thresholds = {"malignant": threshold}
@@ -369,8 +310,8 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
             "temperature": round(temperature, 6),
             "val_log_loss_before": round(log_loss(p_raw, y_va), 4),
             "val_log_loss_after": round(log_loss(p_va, y_va), 4),
-            "val_ece15_before": round(ece(p_raw, y_va), 4),
-            "val_ece15_after": round(ece(p_va, y_va), 4),
+            "val_ece15_before": round(ece(y_va, p_raw, n_bins=ECE_BINS), 4),
+            "val_ece15_after": round(ece(y_va, p_va, n_bins=ECE_BINS), 4),
         },
         "epochs_run": len(history.get("loss", [])),
         "seconds": round(time.perf_counter() - t_start, 1),
@@ -440,14 +381,14 @@ def calibration_report(model_id: str, registry_dir: str | Path | None = None, sp
     x = preprocess_paths(get_settings().iq_othnccd_dir, list(rows["path"]), loaded.card.preprocessing)
     y = rows["label"].map({c: i for i, c in enumerate(loaded.card.class_names)}).to_numpy()
     p = np.asarray(loaded.model.predict(x, batch_size=32, verbose=0), dtype=np.float32)
-    q = apply_temperature(p, t)
+    q = calibrate(p, t)
     return {
         "model_id": model_id,
         "split": split,
         "temperature": t,
         "n": int(len(y)),
-        "ece15_before": round(ece(p, y), 4),
-        "ece15_after": round(ece(q, y), 4),
+        "ece15_before": round(ece(y, p, n_bins=ECE_BINS), 4),
+        "ece15_after": round(ece(y, q, n_bins=ECE_BINS), 4),
         "log_loss_before": round(log_loss(p, y), 4),
         "log_loss_after": round(log_loss(q, y), 4),
     }

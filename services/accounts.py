@@ -167,7 +167,7 @@ class StoredResult:
 
     Attributes:
         probabilities: float (n, k), slice order; ``class_names`` the k names.
-        suspicious_index: column of the suspicious class (``core.decision.suspicious_index``).
+        suspicious_index: column of the suspicious class (``core.inference.decision.suspicious_index``).
         ai_label: the model's Finding value; ood: the guard flagged the series (any slice).
     """
 

@@ -139,7 +139,7 @@ def overlay_picture(series: Series, index: int, heatmap: np.ndarray, alpha: floa
     Raises:
         ValueError: the heatmap's size differs from the slice's, or alpha is outside [0, 1].
     """
-    from core.explain import overlay
+    from core.inference.explain import overlay
 
     picture = view(series.slices[index].hu, WINDOW_PRESETS[WindowPreset.LUNG])
     return overlay(picture, np.asarray(heatmap, dtype=np.float32), alpha=float(alpha))

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.decision import decide
 from core.domain import (
     OOD_LABEL,
     Finding,
@@ -45,6 +44,7 @@ from core.domain import (
     suspicious_index,
 )
 from core.imaging import FileProblem, ImageTooLargeError, ImagingError, ReadResult, read_uploads
+from core.inference.decision import decide
 from core.settings import get_settings
 from db import repository as repo
 from db.schema import Inference
@@ -65,7 +65,7 @@ class Analysis:
         model_id, model_sha256: the registry entry that produced it.
         class_names: the model's output order (k names).
         probabilities: float32 (n, k) per-slice probabilities, slice order of the series.
-        labels: n per-slice labels (``core.decision.decide`` with the card's thresholds).
+        labels: n per-slice labels (``core.inference.decision.decide`` with the card's thresholds).
         finding: the model's series label (a Finding, also when the guard fired).
         is_ood: the series as a whole is out of distribution (more than half of its slices).
         ood: bool (n,) per-slice out-of-distribution flags. ood_reasons: n strings ("" = none).
@@ -101,7 +101,7 @@ class Analysis:
 
     @property
     def suspicious_index(self) -> int:
-        """Column of the suspicious class (``core.decision.suspicious_index``)."""
+        """Column of the suspicious class (``core.inference.decision.suspicious_index``)."""
         return suspicious_index(self.class_names)
 
     @property

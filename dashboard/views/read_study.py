@@ -283,7 +283,7 @@ def explanation_png(series: Series, analysis: Analysis, index: int, cls: str, pi
     (``dashboard.resources.gradcam_heatmap``); the PNG once per heatmap, opacity and ``view_key``
     (what made ``picture``: window, outline), both shared by all sessions.
     """
-    from core.explain import overlay, to_png
+    from core.inference.explain import overlay, to_png
 
     def make() -> bytes:
         with st.spinner(f"Computing Grad-CAM for slice {index + 1}..."):

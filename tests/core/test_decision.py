@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.decision import decide
 from core.domain import suspicious_class, suspicious_index
+from core.inference.decision import decide
 
 NAMES = ("normal", "benign", "malignant")
 

@@ -1,4 +1,4 @@
-"""Tests for core.explain: Grad-CAM (flat and nested), colour maps, overlay, PNG."""
+"""Tests for core.inference.explain: Grad-CAM (flat and nested), colour maps, overlay, PNG."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.explain import COLORMAPS, ExplainError, GradCam, colorize, normalize_cam, overlay, to_png
+from core.inference.explain import COLORMAPS, ExplainError, GradCam, colorize, normalize_cam, overlay, to_png
 from tests.factories.registry import TINY_SPEC
 
 

@@ -18,7 +18,6 @@ from dicomweb_client.session_utils import create_session_from_user_pass
 
 from core.dicomweb import PacsClient
 from core.domain import WINDOW_PRESETS, WindowPreset
-from core.explain import overlay
 from core.export import (
     BANNER,
     AIResult,
@@ -32,6 +31,7 @@ from core.export import (
     zip_of,
 )
 from core.imaging import read_paths, view
+from core.inference.explain import overlay
 from core.settings import get_settings
 from tests.core.orthanc import orthanc  # noqa: F401
 

@@ -9,10 +9,10 @@ import numpy as np
 import pydicom.data
 import pytest
 
-from core.decision import decide
 from core.domain import CLASS_NAMES, WINDOW_PRESETS, WindowPreset
 from core.imaging import read_paths
 from core.inference import OOD_LABEL, InferenceError, Predictor, fold_batch_norm, top_k
+from core.inference.decision import decide
 from core.preprocessing import preprocess
 from tests.factories.registry import TINY_SPEC, make_registry
 

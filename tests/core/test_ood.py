@@ -1,4 +1,4 @@
-"""Tests for core.ood: the out-of-distribution guard on real CT, non-CT DICOM and synthetic pictures."""
+"""Tests for core.inference.ood: the out-of-distribution guard on real CT, non-CT DICOM and synthetic pictures."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from core.imaging import read_paths, read_uploads
-from core.ood import check_series, hu_slice_reasons, picture_slice_reasons, tilt_degrees
+from core.inference.ood import check_series, hu_slice_reasons, picture_slice_reasons, tilt_degrees
 
 
 def _png(arr: np.ndarray, name: str = "x.png"):
@@ -144,14 +144,14 @@ class TestCheckSeriesIndices:
 
 class TestCli:
     def test_help_exits_before_measuring(self, capsys):
-        from core import ood
+        from core.inference import ood
 
         with pytest.raises(SystemExit) as exc:
             ood.main(["--help"])
         assert exc.value.code == 0 and "--data" in capsys.readouterr().out
 
     def test_missing_data_folder_is_one_line(self, tmp_path, capsys):
-        from core import ood
+        from core.inference import ood
 
         assert ood.main(["--data", str(tmp_path / "none")]) == 2
         err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Tests for core.predict: the batch CLI on DICOM, JPG, folders, ZIPs and bad inputs."""
+"""Tests for core.inference.predict: the batch CLI on DICOM, JPG, folders, ZIPs and bad inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pydicom.data
 import pytest
 
-from core.predict import columns, main, score_inputs
+from core.inference.predict import columns, main, score_inputs
 from tests.factories.registry import make_registry
 
 CT_SMALL = pydicom.data.get_testdata_file("CT_small.dcm")

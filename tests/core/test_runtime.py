@@ -1,4 +1,4 @@
-"""Tests for core.runtime and the Predictor's choice of runtime (OpenVINO or TensorFlow)."""
+"""Tests for core.inference.runtime and the Predictor's choice of runtime (OpenVINO or TensorFlow)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from core.inference import InferenceError, Predictor
+from core.inference.runtime import AGREEMENT_ATOL, RuntimeUnavailable, openvino_runner
 from core.preprocessing import preprocess
-from core.runtime import AGREEMENT_ATOL, RuntimeUnavailable, openvino_runner
 from tests.factories.registry import make_registry
 
 pytest.importorskip("openvino")
@@ -141,12 +141,12 @@ class TestChoiceOfRuntime:
             load_settings()
 
     def test_disagreeing_runtime_falls_back_to_tensorflow_on_auto(self, registry, var_dir, monkeypatch):
-        import core.runtime
+        import core.inference.runtime
 
         def refuse(*args, **kwargs):
             raise RuntimeUnavailable("OpenVINO cannot run this model: outputs differ from Keras by 3.00e-02")
 
-        monkeypatch.setattr(core.runtime, "openvino_runner", refuse)
+        monkeypatch.setattr(core.inference.runtime, "openvino_runner", refuse)
         pred = Predictor(_load(registry), runtime="auto")
         assert pred.runtime == "tensorflow" and "outputs differ" in pred.runtime_note
         with pytest.raises(InferenceError, match="LUNGREVIEW_RUNTIME=tensorflow"):

@@ -19,7 +19,7 @@ from pydicom.pixels import apply_modality_lut
 
 from core.domain import WINDOW_PRESETS, Window, WindowPreset
 from core.imaging import dicom as D
-from core.ood import MIN_HU_SPREAD, _spread_surely_wide, hu_slice_reasons
+from core.inference.ood import MIN_HU_SPREAD, _spread_surely_wide, hu_slice_reasons
 from core.preprocessing import _window_into
 from core.windowing import apply_window
 
@@ -131,7 +131,7 @@ def test_window_into_is_apply_window_bit_for_bit(window):
 
 def _reference_reasons(hu):
     """hu_slice_reasons as it was, with np.percentile always computed."""
-    from core.ood import _BODY_WINDOW, MIN_AIR_FRACTION, MIN_SOFT_FRACTION, _half
+    from core.inference.ood import _BODY_WINDOW, MIN_AIR_FRACTION, MIN_SOFT_FRACTION, _half
     from core.preprocessing import body_box
 
     a = _half(np.asarray(hu, dtype=np.float32))

@@ -8,7 +8,7 @@ Flow for a series (:meth:`Predictor.analyse_series`):
    first copied with its batch-norm layers folded into the preceding convolutions
    (:func:`fold_batch_norm`; same outputs within 1e-4, checked); the cached Keras model itself
    is not changed. The copy runs in OpenVINO when it is installed and agrees with the Keras
-   model within 1e-4 (:mod:`core.runtime`; about twice as fast on this CPU), else as a
+   model within 1e-4 (:mod:`core.inference.runtime`; about twice as fast on this CPU), else as a
    ``tf.function`` (fixed input signature, called directly: no ``model.predict`` overhead per
    call). Grad-CAM runs on the Keras copy; with OpenVINO its backbone (input to the Grad-CAM
    layer, no gradients needed there) runs in OpenVINO too when it agrees with Keras
@@ -16,23 +16,14 @@ Flow for a series (:meth:`Predictor.analyse_series`):
    slices: two threads prepare a chunk (preprocessing and the OOD rules; NumPy, SciPy and Pillow
    release the GIL), then the model runs on it with all cores to itself, so no thread competes
    with the runtime's and memory stays bounded by one chunk (measurements: docs/benchmarks.md);
-3. label each slice with :func:`core.decision.decide` and the card's thresholds;
-4. flag out-of-distribution slices with :func:`core.ood.check_series` (MR, X-ray, photo, blank...;
+3. label each slice with :func:`core.inference.decision.decide` and the card's thresholds;
+4. flag out-of-distribution slices with :func:`core.inference.ood.check_series` (MR, X-ray, photo, blank...;
    run with step 1 in the chunk's threads);
 5. aggregate to a series result (below).
 
-Series aggregation. A tumour shows on a few slices of a CT (a 2 cm nodule covers 2-3 slices of
-8 mm, about 20 of 1 mm), so the mean over all slices would dilute it to nothing in a 300-slice
-study. The series score is the mean of the top-k "suspicious" probabilities (the class of
-:func:`core.decision.suspicious_class`: malignant for the 3-class models) over the in-distribution slices, with ``k = max(1, round(n / 100))``: one
-slice for studies under 150 slices (the maximum: the most sensitive choice, as a screening aid
-should be), and a few for thick 300-slice studies, so that one noisy slice alone does not make
-the series malignant. The series label is :func:`core.decision.decide` on the mean probability
-row of those top-k slices (the card's thresholds). ``most_suspicious_index`` is the slice with
-the highest suspicious probability, where the viewer opens; the top slices are in
-``top_indices``. When more than half of the slices are OOD, the series result has
-``is_ood = True`` (its display label is :data:`OOD_LABEL`) and the score is computed over all
-slices but must not be read as a finding.
+Series aggregation: :mod:`core.inference.series`; temperature scaling:
+:mod:`core.inference.calibration`; Grad-CAM: :mod:`core.inference.explain` (the one entry point is
+:meth:`Predictor.explain` / :meth:`Predictor.explain_hu`).
 """
 
 from __future__ import annotations
@@ -41,15 +32,18 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from core.decision import decide
-from core.domain import OOD_LABEL, Finding, Window, series_is_ood, suspicious_index
-from core.explain import GradCam, normalize_cam
-from core.ood import check_series
+from core.domain import Finding, Window, series_is_ood, suspicious_index
+from core.inference.calibration import calibrate
+from core.inference.decision import decide
+from core.inference.errors import InferenceError
+from core.inference.explain import Explanation, GradCam, normalize_cam
+from core.inference.graph import fold_batch_norm
+from core.inference.ood import check_series
+from core.inference.series import SeriesResult, top_k
 from core.preprocessing import Geometry, preprocess_with_geometry
 
 log = logging.getLogger("lungreview.inference")
@@ -63,282 +57,9 @@ BATCH = 16
 BATCH_OPENVINO = 4
 #: Slices prepared (preprocessing + OOD rules, in two threads) before the model runs on them.
 CHUNK = 32
-#: Series label when most slices are out of distribution.
 
 
-class InferenceError(Exception):
-    """A model cannot be applied to this input; the message says what is wrong and what to do."""
 
-
-def fold_batch_norm(model: Any, check_atol: float = 1e-4) -> tuple[Any, int]:
-    """An inference copy of a functional model with each Conv2D -> BatchNormalization pair folded.
-
-    At inference a batch-norm layer is the affine map ``y = gamma (x - mu) / sqrt(var + eps) +
-    beta`` with fixed statistics (Ioffe & Szegedy 2015, section 3.1), so when it directly follows a
-    linear convolution it can be merged into it: ``W' = W s``, ``b' = (b - mu) s + beta`` with
-    ``s = gamma / sqrt(var + eps)`` per output channel (as in Jacob et al. 2018, "Quantization and
-    training of neural networks for efficient integer-arithmetic-only inference", section 3.2).
-    This removes one pass over every activation map per folded layer (53 in ResNet-50).
-
-    A pair is folded only when the Conv2D has no activation, feeds nothing but the BN, and the BN
-    normalises the last axis. The copy has new layers with the same names (Grad-CAM layers keep
-    their names); the given model is not changed. The copy is checked against the model on a
-    random batch: outputs must agree within ``check_atol``.
-
-    Args:
-        model: a built Keras functional model (e.g. from ``core.registry.load_model``).
-        check_atol: largest absolute difference of outputs accepted on the check batch.
-
-    Returns:
-        ``(copy, n_folded)``; ``(model, 0)`` when there is nothing to fold.
-
-    Raises:
-        InferenceError: the folded copy does not reproduce the model's outputs.
-    """
-    import keras
-
-    class _Identity(keras.layers.Layer):
-        """Stands in for a folded batch-norm layer (accepts the BN call's keyword arguments)."""
-
-        def call(self, x: Any, mask: Any = None, training: Any = None) -> Any:
-            return x
-
-    pairs: dict[str, Any] = {}
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
-            continue
-        axis = (
-            layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
-        )
-        if axis not in (-1, len(layer.input.shape) - 1):
-            continue
-        parents = layer._inbound_nodes[0].parent_nodes
-        prev = parents[0].operation if len(parents) == 1 else None
-        if (
-            isinstance(prev, keras.layers.Conv2D)
-            and type(prev) is keras.layers.Conv2D
-            and prev.activation is keras.activations.linear
-            and len(prev._outbound_nodes) == 1
-            and len(prev._inbound_nodes) == 1
-        ):
-            pairs[prev.name] = layer
-    if not pairs:
-        return model, 0
-    bn_names = {bn.name for bn in pairs.values()}
-
-    def clone(layer: Any) -> Any:
-        if layer.name in bn_names:
-            return _Identity(name=layer.name)
-        config = layer.get_config()
-        if layer.name in pairs:
-            config["use_bias"] = True
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    for layer in model.layers:
-        if layer.name in bn_names or not layer.weights:
-            continue
-        target = copy.get_layer(layer.name)
-        if layer.name in pairs:
-            bn = pairs[layer.name]
-            weights = layer.get_weights()
-            kernel = weights[0]
-            bias = weights[1] if layer.use_bias else np.zeros(kernel.shape[-1], kernel.dtype)
-            params = dict(zip([w.path.split("/")[-1] for w in bn.weights], bn.get_weights(), strict=True))
-            gamma = params.get("gamma", np.ones_like(params["moving_mean"]))
-            beta = params.get("beta", np.zeros_like(params["moving_mean"]))
-            scale = gamma / np.sqrt(params["moving_variance"] + bn.epsilon)
-            target.set_weights([kernel * scale, (bias - params["moving_mean"]) * scale + beta])
-        else:
-            target.set_weights(layer.get_weights())
-    rng = np.random.default_rng(0)
-    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    probe = rng.normal(0.0, 50.0, (2, *shape)).astype(np.float32)
-    diff = float(
-        np.max(np.abs(np.asarray(copy(probe, training=False)) - np.asarray(model(probe, training=False))))
-    )
-    if not diff <= check_atol:
-        raise InferenceError(f"batch-norm folding changed the outputs by {diff:.2e}; use the model unfolded")
-    return copy, len(pairs)
-
-
-@dataclass
-class SeriesResult:
-    """A model's read of one series.
-
-    Attributes:
-        model_id, model_sha256: the registry entry used.
-        class_names: the model's output order.
-        probabilities: float32 (n, k) per-slice class probabilities.
-        labels: n per-slice labels (``core.decision.decide`` with the card's thresholds).
-        most_suspicious_index: slice with the highest suspicious-class probability among the
-            in-distribution slices (all slices if none is).
-        series_score: mean suspicious probability of the top-k slices (module docstring), in [0, 1].
-        finding: the model's series label, a :class:`core.domain.Finding`: ``decide`` on the
-            mean probability row of the top-k slices. Set also when ``is_ood``; it must not be
-            read as a finding then.
-        is_ood: True when more than half of the slices are out of distribution: the series as a
-            whole is unlike the training data.
-        ood: bool (n,) out-of-distribution flags.
-        ood_reasons: n strings, the reasons each slice is OOD joined by "; " ("" when it is not).
-        latency_ms: wall time of the whole analysis (preprocess + predict + OOD), milliseconds.
-        top_indices: the top-k slice indices, most suspicious first.
-        suspicious_class: the class the score is about (e.g. "malignant").
-        window: ``(centre, width)`` in HU of the window the model input was made with.
-        runtime: what computed the probabilities, ``"openvino"`` or ``"tensorflow"``.
-        geometries: per-slice :class:`core.preprocessing.Geometry` (not serialised).
-    """
-
-    model_id: str
-    model_sha256: str
-    class_names: tuple[str, ...]
-    probabilities: np.ndarray
-    labels: list[str]
-    most_suspicious_index: int
-    series_score: float
-    finding: Finding
-    is_ood: bool
-    ood: np.ndarray
-    ood_reasons: list[str]
-    latency_ms: float
-    top_indices: list[int] = field(default_factory=list)
-    suspicious_class: str = "malignant"
-    window: tuple[float, float] = (0.0, 0.0)
-    runtime: str = ""
-    geometries: list[Geometry] = field(default_factory=list, repr=False)
-
-    @property
-    def series_label(self) -> str:
-        """Display label for text outputs (CSV, CLI): :data:`OOD_LABEL` when ``is_ood``, else ``finding``."""
-        return OOD_LABEL if self.is_ood else self.finding.value
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (lists and floats only; geometries left out).
-
-        ``finding`` and ``is_ood`` are the typed result; ``series_label`` is the display label
-        (:attr:`series_label`), written for readers of text outputs only.
-        """
-        return {
-            "model_id": self.model_id,
-            "model_sha256": self.model_sha256,
-            "class_names": list(self.class_names),
-            "probabilities": np.asarray(self.probabilities, dtype=float).round(6).tolist(),
-            "labels": list(self.labels),
-            "most_suspicious_index": int(self.most_suspicious_index),
-            "series_score": float(self.series_score),
-            "finding": self.finding.value,
-            "is_ood": bool(self.is_ood),
-            "series_label": self.series_label,
-            "ood": [bool(v) for v in self.ood],
-            "ood_reasons": list(self.ood_reasons),
-            "latency_ms": float(self.latency_ms),
-            "top_indices": [int(i) for i in self.top_indices],
-            "suspicious_class": self.suspicious_class,
-            "window": [float(self.window[0]), float(self.window[1])],
-            "runtime": self.runtime,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SeriesResult:
-        """The inverse of :meth:`to_dict`; also reads results stored before ``finding``/``is_ood``.
-
-        Earlier results held only ``series_label``, which was :data:`OOD_LABEL` when the series
-        was out of distribution (the dashboard also stored the sentinel as
-        ``inference_series_label`` next to a Finding ``series_label``). For those, ``is_ood`` is
-        True when either label is the sentinel, and ``finding`` is ``series_label`` when it is a
-        Finding value, else the class with the highest mean probability over ``top_indices``
-        (all slices when absent), the rule of this module without the card's thresholds.
-
-        Args:
-            data: a dict as written by :meth:`to_dict` (``probabilities`` a list of n lists of k
-                floats; ``ood`` a list of n booleans).
-
-        Returns:
-            SeriesResult with float32 ``probabilities`` (n, k), bool ``ood`` (n,), no geometries.
-
-        Raises:
-            ValueError: a required key is missing, or no Finding can be read or derived.
-        """
-        try:
-            names = tuple(str(c) for c in data["class_names"])
-            probs = np.asarray(data["probabilities"], dtype=np.float32).reshape(-1, len(names))
-            n = len(probs)
-            old_labels = {str(data.get("series_label", "")), str(data.get("inference_series_label", ""))}
-            is_ood = bool(data["is_ood"]) if "is_ood" in data else OOD_LABEL in old_labels
-            label = data.get("finding", data.get("series_label"))
-            if label not in {f.value for f in Finding}:
-                top = [int(i) for i in data.get("top_indices") or range(n)]
-                label = names[int(np.argmax(probs[top].mean(axis=0)))]
-            ood = data.get("ood", [is_ood] * n)
-            return cls(
-                model_id=str(data["model_id"]),
-                model_sha256=str(data["model_sha256"]),
-                class_names=names,
-                probabilities=probs,
-                labels=[str(x) for x in data["labels"]],
-                most_suspicious_index=int(data["most_suspicious_index"]),
-                series_score=float(data["series_score"]),
-                finding=Finding(label),
-                is_ood=is_ood,
-                ood=np.asarray(ood, dtype=bool).reshape(n),
-                ood_reasons=[str(x) for x in data.get("ood_reasons", [""] * n)],
-                latency_ms=float(data.get("latency_ms", 0.0)),
-                top_indices=[int(i) for i in data.get("top_indices", [])],
-                suspicious_class=str(data.get("suspicious_class", "malignant")),
-                window=(float(data.get("window", (0.0, 0.0))[0]), float(data.get("window", (0.0, 0.0))[1])),
-                runtime=str(data.get("runtime", "")),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a stored series result ({type(exc).__name__}: {exc})") from exc
-
-
-@dataclass
-class Explanation:
-    """Grad-CAM of one slice.
-
-    Attributes:
-        probabilities: float32 (k,) class probabilities of the slice (same forward pass).
-        class_name: the class the heatmap explains.
-        heatmap: float32 (y, x) in [0, 1] at the slice's resolution, aligned with the slice.
-        label: the slice's decided label (card thresholds).
-        slice_index: index of the slice in the series.
-        grid: float32 (h, w) in [0, 1], the heatmap on the target layer's grid.
-    """
-
-    probabilities: np.ndarray
-    class_name: str
-    heatmap: np.ndarray
-    label: str = ""
-    slice_index: int = 0
-    grid: np.ndarray | None = field(default=None, repr=False)
-
-
-def top_k(n: int) -> int:
-    """Number of slices averaged for the series score: ``max(1, round(n / 100))``."""
-    return max(1, int(round(n / 100)))
-
-
-def calibrate(probabilities: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Temperature scaling (Guo et al., ICML 2017) of softmax outputs: ``softmax(log p / T)``.
-
-    Args:
-        probabilities: float (n, k) rows summing to 1.
-        temperature: T > 0 from the model card; T = 1 returns the input unchanged (old cards).
-
-    Returns:
-        float32 (n, k).
-
-    Raises:
-        InferenceError: T not positive and finite.
-    """
-    if temperature == 1.0:
-        return probabilities
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise InferenceError(f"model card temperature must be positive, got {temperature}; re-register the model")
-    z = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 class Predictor:
@@ -347,7 +68,7 @@ class Predictor:
     Args:
         loaded: :class:`core.registry.LoadedModel` (sha256 already verified by ``load_model``).
         runtime: ``"auto"``, ``"openvino"`` or ``"tensorflow"`` for the probability path
-            (:mod:`core.runtime`); None = ``get_settings().runtime`` (``LUNGREVIEW_RUNTIME``).
+            (:mod:`core.inference.runtime`); None = ``get_settings().runtime`` (``LUNGREVIEW_RUNTIME``).
             Grad-CAM's gradients always come from the Keras model (its backbone may run in OpenVINO).
 
     Attributes:
@@ -401,7 +122,7 @@ class Predictor:
 
     def _try_openvino(self, required: bool) -> None:
         """Switch the probability path to OpenVINO if it agrees with Keras (``core/runtime.py``)."""
-        from core.runtime import RuntimeUnavailable, openvino_runner
+        from core.inference.runtime import RuntimeUnavailable, openvino_runner
         from core.settings import get_settings
 
         sha = self.card.sha256
@@ -476,7 +197,7 @@ class Predictor:
         return float((self.card.training or {}).get("calibration", {}).get("temperature", 1.0))
 
     def decide(self, probabilities: np.ndarray) -> list[str]:
-        """Labels of probability rows with the card's thresholds (:func:`core.decision.decide`)."""
+        """Labels of probability rows with the card's thresholds (:func:`core.inference.decision.decide`)."""
         idx = decide(probabilities, self.class_names, self.card.thresholds)
         return [self.class_names[i] for i in idx]
 
@@ -493,13 +214,13 @@ class Predictor:
     def _gradcam_body_on_openvino(self, gc: GradCam) -> None:
         """Run Grad-CAM's backbone (input -> target layer) in OpenVINO when it agrees with Keras.
 
-        The tape records only the head (:mod:`core.explain`), so the backbone's forward pass, most
+        The tape records only the head (:mod:`core.inference.explain`), so the backbone's forward pass, most
         of Grad-CAM's time, can come from the runtime that computes the probabilities. The
         OpenVINO copy is accepted when its activations on the probe batch agree with the Keras
         body within ``AGREEMENT_ATOL`` times the largest activation (float32 rounding is relative),
         else Grad-CAM stays in TensorFlow. Cached like the probability model (key ``<id>-gradcam-...``).
         """
-        from core.runtime import AGREEMENT_ATOL, RuntimeUnavailable, openvino_runner
+        from core.inference.runtime import AGREEMENT_ATOL, RuntimeUnavailable, openvino_runner
         from core.settings import get_settings
 
         body = gc.body_model
@@ -657,12 +378,32 @@ class Predictor:
     ) -> Explanation:
         """Grad-CAM of one slice given as HU, float (y, x); see :meth:`explain`."""
         x, geos = self.preprocess(np.asarray(hu), window)
+        return self.explain_prepared(x, geos[0], class_name, slice_index)
+
+    def explain_prepared(
+        self, x: np.ndarray, geometry: Geometry, class_name: str | None = None, slice_index: int = 0
+    ) -> Explanation:
+        """Grad-CAM of one slice already preprocessed (the body of :meth:`explain_hu`).
+
+        Args:
+            x: float32 (1, size, size, channels), ``core.preprocessing.preprocess_with_geometry``
+                of the slice with the card's spec. geometry: its :class:`~core.preprocessing.Geometry`.
+            class_name, slice_index: as in :meth:`explain`.
+
+        Returns:
+            :class:`Explanation` (heatmap at the slice's size, via ``geometry``).
+
+        Raises:
+            InferenceError: unknown class name.
+        """
+        if class_name is not None and class_name not in self.class_names:
+            raise InferenceError(f"unknown class {class_name!r}; this model knows {list(self.class_names)}")
         probs, cams = self.gradcam(x)
         probs = calibrate(np.asarray(probs, dtype=np.float32), self.temperature)
         label = self.decide(probs)[0]
         cls = class_name or label
         grid = normalize_cam(cams[0, :, :, self.class_names.index(cls)])
-        heat = np.clip(geos[0].to_slice(grid), 0.0, 1.0).astype(np.float32)
+        heat = np.clip(geometry.to_slice(grid), 0.0, 1.0).astype(np.float32)
         return Explanation(
             probabilities=probs[0],
             class_name=cls,

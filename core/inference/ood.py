@@ -42,7 +42,7 @@ IQ-OTH/NCCD export window, ``core.windowing.window_to_uint8``):
   estimated HU would be wrong anyway);
 - no body (as above, in the export window).
 
-``python -m core.ood`` measures the rules: false-positive rate on every IQ-OTH/NCCD slice and TCIA
+``python -m core.inference.ood`` measures the rules: false-positive rate on every IQ-OTH/NCCD slice and TCIA
 slice, detection rate on pydicom's non-CT test files and synthetic blank/noise/gradient images.
 
 An OOD slice still gets probabilities; :mod:`core.inference` marks it, leaves it out of the
@@ -359,7 +359,7 @@ def measure(data_dir: Any = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m core.ood [--data DIR]``: print :func:`measure` as JSON.
+    """``python -m core.inference.ood [--data DIR]``: print :func:`measure` as JSON.
 
     Returns:
         0 on success, 2 when the datasets folder does not exist.
@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pathlib import Path
 
     parser = argparse.ArgumentParser(
-        prog="python -m core.ood",
+        prog="python -m core.inference.ood",
         description="Measure the out-of-distribution guard: false positives on real CT, detections on non-CT.",
     )
     parser.add_argument("--data", type=Path, default=None, help="datasets folder (default: LUNGREVIEW_DATA_DIR)")

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m core.predict [--model ID] [--window PRESET] [--heatmaps DIR] [--out FILE.csv] INPUT...
+    python -m core.inference.predict [--model ID] [--window PRESET] [--heatmaps DIR] [--out FILE.csv] INPUT...
 
 An INPUT is a DICOM file, a folder, a ZIP, a JPG or a PNG (read with :func:`core.imaging.read_paths`,
 each input on its own so one bad input does not stop the others). Every slice gets a row with
@@ -85,8 +85,8 @@ def score_inputs(
     """
     from tqdm import tqdm
 
-    from core.explain import overlay, to_png
     from core.imaging import ImagingError, read_paths, view
+    from core.inference.explain import overlay, to_png
 
     log = log or sys.stderr
     writer = csv.DictWriter(out, fieldnames=columns(predictor.class_names), extrasaction="ignore")
@@ -169,7 +169,7 @@ def score_inputs(
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
-        prog="python -m core.predict",
+        prog="python -m core.inference.predict",
         description="Score CT slices with a registered model; one CSV row per slice. Research use only.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM file, folder, ZIP, JPG or PNG")

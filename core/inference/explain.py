@@ -31,6 +31,7 @@ How much heatmap mass falls inside annotated tumour boxes is measured by :mod:`c
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,27 @@ def _turbo_lut() -> np.ndarray:
 
 
 COLORMAPS: dict[str, np.ndarray] = {"jet": _jet_lut(), "turbo": _turbo_lut()}
+
+
+@dataclass
+class Explanation:
+    """Grad-CAM of one slice.
+
+    Attributes:
+        probabilities: float32 (k,) class probabilities of the slice (same forward pass).
+        class_name: the class the heatmap explains.
+        heatmap: float32 (y, x) in [0, 1] at the slice's resolution, aligned with the slice.
+        label: the slice's decided label (card thresholds).
+        slice_index: index of the slice in the series.
+        grid: float32 (h, w) in [0, 1], the heatmap on the target layer's grid.
+    """
+
+    probabilities: np.ndarray
+    class_name: str
+    heatmap: np.ndarray
+    label: str = ""
+    slice_index: int = 0
+    grid: np.ndarray | None = field(default=None, repr=False)
 
 
 class ExplainError(Exception):
