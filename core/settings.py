@@ -7,7 +7,7 @@ folder that holds ``core/``).
 
 The PACS credentials (``LUNGREVIEW_DICOMWEB_USER`` / ``LUNGREVIEW_DICOMWEB_PASSWORD``) are
 deliberately not settings: the dashboard reads them from the environment or
-``.streamlit/secrets.toml`` and hands them to ``core.dicomweb.PacsClient`` only, so no settings
+``.streamlit/secrets.toml`` and hands them to ``core.pacs.dicomweb.PacsClient`` only, so no settings
 object, database row or log line holds them.
 """
 

@@ -1,9 +1,9 @@
 """DICOM export of an AI result: build the objects, download them or send them to the PACS, audit each.
 
-What the export does (the objects themselves are built by ``core.export`` on highdicom):
+What the export does (the objects themselves are built by ``core.pacs.export`` on highdicom):
 
 * :func:`ai_result` maps the shown analysis (``services.reading.Analysis``) to the export's
-  ``core.export.AIResult``: model id and sha256, the series finding ("not applicable" when the
+  ``core.pacs.export.AIResult``: model id and sha256, the series finding ("not applicable" when the
   out-of-distribution guard flagged a slice), the probabilities of the most suspicious slice.
 * :func:`upload_headers` / :func:`headers_of_series` find the pixel-free source headers of the
   series' instances (the study's real identity, needed to answer into that study): read from an
@@ -15,7 +15,7 @@ What the export does (the objects themselves are built by ``core.export`` on hig
   transaction). The audit detail says what was exported and where to, never a patient
   identifier or a UID of the study (pseudonymous study rows are referenced by id).
 
-``core.export`` imports highdicom (about 1-2 s), so it is imported inside the functions that
+``core.pacs.export`` imports highdicom (about 1-2 s), so it is imported inside the functions that
 build objects: reading a study costs nothing extra until an export is wanted. No Streamlit here;
 the page gathers input, calls :class:`DicomExports`, renders.
 """
@@ -38,7 +38,7 @@ from db.schema import AuditAction
 if TYPE_CHECKING:  # highdicom: loaded when an export is built
     from pydicom.dataset import Dataset
 
-    from core.export import AIResult, ReaderRead
+    from core.pacs.export import AIResult, ReaderRead
 
 #: Where an export went.
 DESTINATIONS = ("download", "pacs")
@@ -83,9 +83,9 @@ def upload_headers(items: Iterable[tuple[str, bytes]]) -> dict[str, Dataset]:
         items: (file name, bytes) pairs as the upload widget gives them (DICOM files, ZIPs).
 
     Returns:
-        ``core.export.source_headers`` of the files (other files are skipped).
+        ``core.pacs.export.source_headers`` of the files (other files are skipped).
     """
-    from core.export import source_headers
+    from core.pacs.export import source_headers
 
     return source_headers(list(items))
 
@@ -108,10 +108,10 @@ def ai_result(series: Series, analysis: Any) -> AIResult:
             most suspicious slice, model id and sha256, series finding and score).
 
     Returns:
-        ``core.export.AIResult``: finding "not applicable" when any slice was flagged out of
+        ``core.pacs.export.AIResult``: finding "not applicable" when any slice was flagged out of
         distribution, else the model's series finding; probabilities of the most suspicious slice.
     """
-    from core.export import AIResult
+    from core.pacs.export import AIResult
 
     names = list(analysis.class_names)
     index = int(analysis.most_suspicious_index)
@@ -126,7 +126,7 @@ def ai_result(series: Series, analysis: Any) -> AIResult:
 
 def reader_read(finding: str | None, agreement: str | None, reader: str) -> ReaderRead | None:
     """The reader's saved read as the SR states it; None when finding or agreement is missing."""
-    from core.export import ReaderRead
+    from core.pacs.export import ReaderRead
 
     if not finding or not agreement:
         return None
@@ -212,9 +212,9 @@ class DicomExports:
             The :class:`ExportBundle`, also kept for :meth:`prepared`.
 
         Raises:
-            core.export.ExportError: a header is missing, or the objects cannot be built.
+            core.pacs.export.ExportError: a header is missing, or the objects cannot be built.
         """
-        from core.export import ExportError, secondary_capture, structured_report, zip_of
+        from core.pacs.export import ExportError, secondary_capture, structured_report, zip_of
 
         try:
             ai = ai_result(series, analysis)
@@ -247,13 +247,13 @@ class DicomExports:
         """Send the bundle to the PACS (STOW-RS), record it, and say what was sent.
 
         Args:
-            client: ``core.dicomweb.PacsClient`` of the configured PACS.
+            client: ``core.pacs.dicomweb.PacsClient`` of the configured PACS.
 
         Returns:
             The message to show ("Sent to the PACS: ..."); also kept for :meth:`last_sent`.
 
         Raises:
-            core.dicomweb.PacsError: the PACS refused or could not be reached (nothing recorded).
+            core.pacs.dicomweb.PacsError: the PACS refused or could not be reached (nothing recorded).
         """
         sc, sr = bundle.secondary_capture, bundle.structured_report
         stored = client.store([sc, sr])

@@ -18,7 +18,7 @@ What the PACS returns from a search, and the pixel-free headers of a retrieved o
 (the study's real identity, needed to send results back into that study), live in
 ``st.session_state`` for the browser session only; the database keeps pseudonymous keys, as for
 uploads. Credentials come from the environment or ``.streamlit/secrets.toml`` and are passed to
-``core.dicomweb.PacsClient`` only.
+``core.pacs.dicomweb.PacsClient`` only.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.dicomweb import PacsClient, PacsError, RetrievedSeries
 from core.imaging import ImagingError, Series
+from core.pacs.dicomweb import PacsClient, PacsError, RetrievedSeries
 from core.settings import get_settings
 from dashboard.components import SessionUser
 from dashboard.resources import get_session_factory, gradcam_heatmap
@@ -226,7 +226,7 @@ def export_section(user: SessionUser, series: Series, analysis: Analysis) -> Non
                        "(a new report; anything sent before stays in the PACS).")
         if not st.button("Prepare DICOM export", key="export_prepare"):
             return
-        from core.export import ExportError  # highdicom: ~1 s once, when an export is wanted
+        from core.pacs.export import ExportError  # highdicom: ~1 s once, when an export is wanted
 
         try:
             with st.spinner("Preparing the DICOM objects..."):

@@ -1,4 +1,4 @@
-"""core.dicomweb against a real Orthanc (tests/core/orthanc.py) holding the shared TCIA and LIDC studies."""
+"""core.pacs.dicomweb against a real Orthanc (tests/core/orthanc.py) holding the shared TCIA and LIDC studies."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from core.dicomweb import (
+from core.imaging import read_paths
+from core.pacs.dicomweb import (
     NotCTError,
     PacsAuthError,
     PacsClient,
@@ -21,7 +22,6 @@ from core.dicomweb import (
     StudyNotFoundError,
     patient_name_pattern,
 )
-from core.imaging import read_paths
 from core.settings import get_settings
 from tests.core.orthanc import orthanc, skip_or_fail_without_orthanc, start_orthanc  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""core.export: SC and SR of an AI result from the shared TCIA study, checked by pydicom, dciodvfy and Orthanc."""
+"""core.pacs.export: SC and SR of an AI result from the shared TCIA study, checked by pydicom, dciodvfy and Orthanc."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 
-from core.dicomweb import PacsClient
 from core.domain import WINDOW_PRESETS, WindowPreset
-from core.export import (
+from core.imaging import read_paths, view
+from core.inference.explain import overlay
+from core.pacs.dicomweb import PacsClient
+from core.pacs.export import (
     BANNER,
     AIResult,
     ExportError,
@@ -30,8 +32,6 @@ from core.export import (
     to_bytes,
     zip_of,
 )
-from core.imaging import read_paths, view
-from core.inference.explain import overlay
 from core.settings import get_settings
 from tests.core.orthanc import orthanc  # noqa: F401
 

@@ -8,7 +8,7 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from core.dicomweb import PacsClient
+from core.pacs.dicomweb import PacsClient
 from core.settings import get_settings
 from db.schema import AuditAction, AuditEvent
 from tests.core.orthanc import orthanc  # noqa: F401

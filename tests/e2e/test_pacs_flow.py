@@ -16,7 +16,7 @@ import zipfile
 import pydicom
 import pytest
 
-from core.dicomweb import PacsClient
+from core.pacs.dicomweb import PacsClient
 from core.registry import default_model_id
 from tests.core.orthanc import orthanc  # noqa: F401
 from tests.e2e.helpers import LONG, create_admin, nav, radio, text_input, wait_for_ai_result, wait_idle

@@ -117,7 +117,7 @@ def test_a_changed_read_gives_a_new_sr_naming_the_one_sent_before(tcia, factory,
 
 @needs_tcia
 def test_a_missing_header_is_an_export_error(tcia):
-    from core.export import ExportError
+    from core.pacs.export import ExportError
 
     series, headers = tcia
     partial = {uid: h for uid, h in headers.items() if uid != series.slices[0].sop_instance_uid}

@@ -19,7 +19,7 @@ Identity of the source. The objects must go back into the same study in the PACS
 the source study's real Patient and Study modules and reference the real SOP Instance UIDs.
 ``core.imaging`` de-identifies what it keeps, so this module takes pixel-free pydicom headers of
 the source instances instead: :func:`source_headers` reads them from the bytes of an upload, and
-``core.dicomweb.PacsClient.retrieve_series`` returns them with the retrieved series. The caller
+``core.pacs.dicomweb.PacsClient.retrieve_series`` returns them with the retrieved series. The caller
 holds them in memory for the session; nothing here writes them anywhere but into the exported
 objects.
 

@@ -10,7 +10,7 @@ What the PACS returns from a search (patient name and id, accession number, UIDs
 reader's eyes in the running session only: this module stores nothing and logs no identifier or
 credential. The pixel-free headers of the retrieved instances are handed back in memory
 (:attr:`RetrievedSeries.headers`) because an export to the same PACS needs the study's real
-identity (see :mod:`core.export`).
+identity (see :mod:`core.pacs.export`).
 
 Every failure is a :class:`PacsError` subclass whose message says what went wrong and what to do:
 :class:`PacsUnreachableError`, :class:`PacsAuthError`, :class:`StudyNotFoundError`,
@@ -145,7 +145,7 @@ class RetrievedSeries:
     Attributes:
         result: what :func:`core.imaging.read_uploads` made of the retrieved instances.
         headers: pixel-free pydicom headers of the instances keyed by SOPInstanceUID, held in memory
-            for an export back to the PACS (:mod:`core.export`); never to be stored.
+            for an export back to the PACS (:mod:`core.pacs.export`); never to be stored.
         n_bytes: total size of the retrieved instances, bytes (Part 10 encoding).
     """
 
@@ -449,7 +449,7 @@ class PacsClient:
         """STOW-RS store of DICOM instances (PS3.18 10.5).
 
         Args:
-            datasets: complete instances (with file meta), e.g. from :mod:`core.export`.
+            datasets: complete instances (with file meta), e.g. from :mod:`core.pacs.export`.
 
         Returns:
             The SOPInstanceUIDs the server reports as stored (ReferencedSOPSequence).
