@@ -11,7 +11,7 @@ For one model (or every registered model with ``--all``):
    :func:`core.preprocessing.preprocess` and the card's spec (the function training and the
    dashboard use);
 4. predict in batches, timing the batched predict calls;
-5. report :func:`core.metrics.evaluate_predictions` (bootstrap CIs over patient groups) plus
+5. report :func:`core.stats.metrics.evaluate_predictions` (bootstrap CIs over patient groups) plus
    latency and model size, as one JSON object.
 
 Command line::
@@ -43,7 +43,6 @@ import pandas as pd
 from core.config import REPO_ROOT, Finding, get_settings
 from core.datasets import DatasetError, catalogue, file_sha256, group_patients, load_hu, read_manifest
 from core.domain import suspicious_index
-from core.metrics import MetricsError, evaluate_predictions
 from core.preprocessing import PreprocessSpec, preprocess
 from core.registry import SPLIT_FILE as MANIFEST_FILE
 from core.registry import (
@@ -54,6 +53,7 @@ from core.registry import (
     load_model,
     write_evaluation,
 )
+from core.stats.metrics import MetricsError, evaluate_predictions
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
 
@@ -261,13 +261,13 @@ def evaluate_model(
     Returns:
         JSON-ready dict: ``model_id``, ``model_sha256``, ``architecture``, ``task``, ``data``
         (where the slices came from), ``split``, every key of
-        :func:`core.metrics.evaluate_predictions`, ``latency_ms_per_slice`` (batched predict
+        :func:`core.stats.metrics.evaluate_predictions`, ``latency_ms_per_slice`` (batched predict
         wall time / n, ms), ``batch_size``, ``model_size_bytes``, ``evaluated_at`` (UTC ISO
         8601), ``git_commit``.
 
     Raises:
         core.registry.RegistryError: the model is missing or its file fails the sha256 check.
-        EvaluationError, core.datasets.DatasetError, core.metrics.MetricsError: see the message.
+        EvaluationError, core.datasets.DatasetError, core.stats.metrics.MetricsError: see the message.
     """
     loaded = load_model(model_id, registry_dir=registry_dir)
     card = loaded.card

@@ -37,8 +37,8 @@ import numpy as np
 
 from core.domain import CLASS_NAMES
 from core.inference.calibration import calibrate, fit_temperature, log_loss
-from core.metrics import expected_calibration_error as ece
 from core.settings import REPO_ROOT
+from core.stats.metrics import expected_calibration_error as ece
 
 WEIGHTS_FILE = "mobilenet_v2_1.00_160_no_top.weights.h5"
 WEIGHTS_PROVENANCE = (

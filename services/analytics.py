@@ -9,13 +9,10 @@ inference the reader was shown; agreement "per model" groups by that inference's
 
 Statistics and their sources:
 
-* Cohen's kappa (Cohen 1960), unweighted and linearly weighted with the order
-  normal < benign < malignant (Cohen 1968), via ``sklearn.metrics.cohen_kappa_score``.
-* Fleiss' kappa for several readers on the same studies: Fleiss JL, "Measuring nominal scale
-  agreement among many raters", Psychological Bulletin 76(5):378-382, 1971 (see
-  :func:`fleiss_kappa`).
-* SUS summary: mean, median and a two-sided 95 % Student-t confidence interval of the mean
-  (``mean +- t(0.975, n-1) * sd / sqrt(n)``, ``scipy.stats.t``); SUS scores from ``core.domain``.
+* Cohen's kappa, unweighted and linearly weighted with the order normal < benign < malignant,
+  and Fleiss' kappa for several readers on the same studies: ``core.stats.agreement``.
+* SUS summary: mean, median and the Student-t interval of the mean (``core.stats.sus``); SUS
+  scores from ``core.domain``.
 
 Functions that show feedback results take an optional ``viewer``; when given, only leads,
 coordinators and admins may read them (``PermissionDenied`` otherwise). Exports contain
@@ -24,41 +21,19 @@ pseudonymous study keys and user ids only.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
-from scipy import stats
-from sklearn.metrics import cohen_kappa_score, confusion_matrix
+from sklearn.metrics import confusion_matrix
 from sqlalchemy.orm import Session
 
 from core.domain import CLASS_NAMES, Role
+from core.stats.agreement import cohen_kappa, fleiss_kappa
+from core.stats.sus import sus_interval
 from db.repository import FEEDBACK_READER_ROLES, ValidationError, _require_role, _user, log_event
 from db.repository.analytics import audit_frame, current_reads, feedback_frame
 from db.schema import AuditAction
 
 EXPORT_KINDS: tuple[str, ...] = ("reviews", "agreement", "feedback", "audit")
-
-def kappa_pair(reader: Sequence[str], ai: Sequence[str], weights: str | None = None) -> float:
-    """Cohen's kappa between two reads of the same cases (Cohen 1960; weighted: Cohen 1968).
-
-    Args:
-        reader, ai: equal-length sequences of Finding values.
-        weights: None (unweighted) or "linear" (disagreement weight |i - j| with normal=0,
-            benign=1, malignant=2).
-
-    Returns:
-        float kappa in [-1, 1]; NaN when fewer than 2 cases or chance agreement is 1 (both
-        raters used one and the same class only), where kappa is undefined.
-    """
-    if len(reader) < 2:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # RuntimeWarning / UndefinedMetricWarning: NaN below
-        k = cohen_kappa_score(list(reader), list(ai), labels=list(CLASS_NAMES), weights=weights)
-    return float(k) if np.isfinite(k) else float("nan")
-
 
 def _agreement_rows(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     rows = []
@@ -69,8 +44,8 @@ def _agreement_rows(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             **dict(zip(keys, key, strict=True)),
             "n_cases": len(g),
             "percent_agreement": float(100.0 * same.mean()),
-            "kappa": kappa_pair(g["finding"].tolist(), g["ai_label"].tolist()),
-            "kappa_linear": kappa_pair(g["finding"].tolist(), g["ai_label"].tolist(), weights="linear"),
+            "kappa": cohen_kappa(g["finding"].tolist(), g["ai_label"].tolist()),
+            "kappa_linear": cohen_kappa(g["finding"].tolist(), g["ai_label"].tolist(), weights="linear"),
             "reader_said_agree": int((g["agreement"] == "agree").sum()),
         })
     cols = keys + ["n_cases", "percent_agreement", "kappa", "kappa_linear", "reader_said_agree"]
@@ -120,39 +95,6 @@ def reader_ai_confusion(s: Session, model_id: str, reader_id: int | None = None)
     return pd.DataFrame(m, index=[f"reader: {c}" for c in labels], columns=[f"AI: {c}" for c in labels])
 
 
-def fleiss_kappa(counts: np.ndarray) -> float:
-    """Fleiss' kappa for N subjects each rated by the same number n of raters into k classes.
-
-    Fleiss 1971 (Psychol Bull 76:378-382), equations as usually written: with n_ij the number of
-    raters who put subject i in class j,
-    ``p_j = sum_i n_ij / (N n)``, ``P_i = (sum_j n_ij^2 - n) / (n (n - 1))``,
-    ``P_bar = mean_i P_i``, ``P_e = sum_j p_j^2``, ``kappa = (P_bar - P_e) / (1 - P_e)``.
-
-    Args:
-        counts: int array (N, k), N >= 1; every row sums to the same n >= 2.
-
-    Returns:
-        float kappa (1 = perfect agreement, 0 = chance); NaN if P_e == 1 (one class only).
-
-    Raises:
-        ValidationError: not 2-D, negative counts, rows with different sums or n < 2.
-    """
-    c = np.asarray(counts, dtype=float)
-    if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 2 or np.any(c < 0):
-        raise ValidationError("Fleiss' kappa needs a table of non-negative counts, subjects x classes.")
-    n_per = c.sum(axis=1)
-    n = n_per[0]
-    if not np.all(n_per == n) or n < 2:
-        raise ValidationError("Fleiss' kappa needs the same number (at least 2) of raters for every subject.")
-    p_j = c.sum(axis=0) / (c.shape[0] * n)
-    p_i = (np.square(c).sum(axis=1) - n) / (n * (n - 1))
-    p_bar = p_i.mean()
-    p_e = np.square(p_j).sum()
-    if np.isclose(p_e, 1.0):
-        return float("nan")
-    return float((p_bar - p_e) / (1.0 - p_e))
-
-
 def fleiss_kappa_table(s: Session) -> pd.DataFrame:
     """Fleiss' kappa among readers who read the same studies (current reviews only).
 
@@ -180,21 +122,6 @@ def fleiss_kappa_table(s: Session) -> pd.DataFrame:
 def _check_viewer(s: Session, viewer, what: str) -> None:
     if viewer is not None:
         _require_role(_user(s, viewer, "viewer"), FEEDBACK_READER_ROLES, what)
-
-
-def sus_interval(scores: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Two-sided Student-t confidence interval of the mean SUS score.
-
-    ``mean +- t((1 + level) / 2, n - 1) * sd / sqrt(n)`` with the sample sd (ddof=1).
-
-    Returns:
-        (low, high); (NaN, NaN) for fewer than 2 scores. Not clipped to 0-100.
-    """
-    x = np.asarray(scores, dtype=float)
-    if x.size < 2:
-        return float("nan"), float("nan")
-    half = stats.t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
-    return float(x.mean() - half), float(x.mean() + half)
 
 
 def sus_summary(s: Session, *, viewer=None) -> pd.DataFrame:

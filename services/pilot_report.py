@@ -1,7 +1,7 @@
 """The pilot report of a reading list: a self-contained HTML file and a CSV of every read.
 
 Laid out like a reader-study report: participants, cases and reference standard, results
-tables (``core.reader_metrics``), figures (plotly, the plotly.js library embedded once with
+tables (``core.stats.reader_metrics``), figures (plotly, the plotly.js library embedded once with
 ``include_plotlyjs=True`` so the file opens offline), limitations, and definitions. The page is
 the Jinja2 template ``services/templates/pilot_report.html.j2``. The CSV of
 every read (superseded ones too, flagged ``current``) is also embedded in the HTML as a
@@ -33,8 +33,8 @@ from markupsafe import Markup
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from core import reader_metrics as rm
 from core.domain import APP_VERSION, CLASS_NAMES, DISCLAIMER
+from core.stats import reader_metrics as rm
 from services.reader_study import ReaderStudyService, StudyData
 
 #: Colours of the two phases in every figure.
@@ -262,7 +262,7 @@ def build_report(data: StudyData, *, n_boot: int = rm.N_BOOT, seed: int = rm.SEE
 
     Args:
         data: from ``ReaderStudyService.study_data``.
-        n_boot, seed: bootstrap replicates and seed (``core.reader_metrics``).
+        n_boot, seed: bootstrap replicates and seed (``core.stats.reader_metrics``).
         generated_at: time printed in the report (default now, UTC).
 
     Returns:

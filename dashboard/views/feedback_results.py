@@ -2,7 +2,7 @@
 and CSV exports of reviews, agreement, feedback (and the audit log for admins).
 
 SUS scores: Brooke 1996 (``core.domain``); the interval is the two-sided Student-t interval of the
-mean (``services.analytics.sus_interval``).
+mean (``core.stats.sus.sus_interval``).
 
 Browser: headings "SUS scores", "What users wrote", "Exports"; download buttons
 "Download reviews (CSV)", "Download agreement (CSV)", "Download feedback (CSV)" and, for admins,

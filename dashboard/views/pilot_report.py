@@ -1,6 +1,6 @@
 """Pilot report (coordinators, leads, admins): the reader study's results, figures and downloads.
 
-Numbers come from ``services.pilot_report.build_report`` (``core.reader_metrics``): sensitivity,
+Numbers come from ``services.pilot_report.build_report`` (``core.stats.reader_metrics``): sensitivity,
 specificity, accuracy and ROC AUC unaided and aided with 95 % case-bootstrap intervals, Cohen's
 kappa with the AI, changes of mind and the automation-bias rate, time per case, SUS.
 

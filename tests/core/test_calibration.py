@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.inference.calibration import CalibrationError, calibrate, fit_temperature, log_loss
-from core.metrics import expected_calibration_error
+from core.stats.metrics import expected_calibration_error
 
 
 def _overconfident(n=600, k=3, seed=0):

@@ -1,4 +1,4 @@
-"""Tests for core.metrics: hand-computed small cases, calibration, bootstrap CIs, binary models."""
+"""Tests for core.stats.metrics: hand-computed small cases, calibration, bootstrap CIs, binary models."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
-from core.metrics import (
+from core.stats.metrics import (
     CI_METRICS,
     MAX_ROC_POINTS,
     MetricsError,

@@ -1,4 +1,4 @@
-"""Tests of core.reader_metrics against the hand-worked pilot in tests/core/reader_study_pilot.py."""
+"""Tests of core.stats.reader_metrics against the hand-worked pilot in tests/core/reader_study_pilot.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import reader_metrics as rm
+from core.stats import reader_metrics as rm
 from tests.core import reader_study_pilot as pilot
 
 READER_IDS = {"r1": 1, "r2": 2, "r3": 3}

@@ -100,9 +100,9 @@ def tiny_registry(tmp_path_factory, iq_dir) -> Path:
 
     from core.domain import CLASS_NAMES
     from core.inference import Predictor
-    from core.metrics import evaluate_predictions
     from core.preprocessing import PreprocessSpec
     from core.registry import load_model
+    from core.stats.metrics import evaluate_predictions
     from tests.factories.registry import TinyModel, make_registry
 
     reg = make_registry(

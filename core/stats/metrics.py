@@ -33,6 +33,7 @@ from sklearn.metrics import (
 
 from core.domain import CLASS_NAMES, suspicious_index
 from core.inference.decision import decide
+from core.stats.bootstrap import group_counts, grouped_rows, independent_replicates, percentile_interval
 
 #: Metrics that get a bootstrap 95 % confidence interval, in report order.
 CI_METRICS: tuple[str, ...] = (
@@ -307,35 +308,29 @@ def _bootstrap(
     n_boot: int,
     seed: int,
 ) -> tuple[dict[str, list[float | None]], dict[str, int]]:
-    """Percentile 95 % CIs by resampling groups (or slices) with replacement.
+    """Percentile 95 % CIs (``core.stats.bootstrap``): whole groups resampled when ``groups`` is
+    given (slices of one patient are not independent), else slices by ``scipy.stats.bootstrap``.
 
     Replicates where a metric is undefined (e.g. no malignant slice drawn, or a class absent
     for the one-vs-rest AUC) are skipped for that metric; the counts used are returned.
     """
-    rng = np.random.default_rng(seed)
-    if groups is not None:
+
+    def metrics(idx: np.ndarray) -> np.ndarray:
+        got = _fast_metrics(y[idx], pred[idx], p[idx], k, pos)
+        return np.array([got[m] for m in CI_METRICS], dtype=float)
+
+    if groups is None:
+        reps = independent_replicates(metrics, y.size, n_boot, seed)
+    else:
         uniq, inverse = np.unique(groups, return_inverse=True)
         members = [np.flatnonzero(inverse == g) for g in range(uniq.size)]
-    else:
-        members = None
-    values: dict[str, list[float]] = {m: [] for m in CI_METRICS}
-    for _ in range(n_boot):
-        if members is None:
-            idx = rng.integers(0, y.size, size=y.size)
-        else:
-            pick = rng.integers(0, len(members), size=len(members))
-            idx = np.concatenate([members[g] for g in pick])
-        for name, value in _fast_metrics(y[idx], pred[idx], p[idx], k, pos).items():
-            if not math.isnan(value):
-                values[name].append(value)
+        reps = np.stack([metrics(grouped_rows(c, members)) for c in group_counts(uniq.size, n_boot, seed)], axis=1)
     ci: dict[str, list[float | None]] = {}
     used: dict[str, int] = {}
-    for name in CI_METRICS:
-        vals = np.asarray(values[name])
-        used[name] = int(vals.size)
-        ci[name] = (
-            [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if vals.size else [None, None]
-        )
+    for row, name in zip(reps, CI_METRICS, strict=True):
+        used[name] = int(np.isfinite(row).sum())
+        lo, hi = percentile_interval(row, 0.95)
+        ci[name] = [lo, hi] if used[name] else [None, None]
     return ci, used
 
 

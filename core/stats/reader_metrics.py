@@ -27,12 +27,12 @@ Definitions (each table below says which cases it uses):
   AUCs (ratings of different readers are not on one scale; the reader-averaged AUC of MRMC
   analyses, Obuchowski & Rockette 1995).
 * 95 % intervals: percentile bootstrap over CASES (Efron & Tibshirani 1993): each replicate
-  draws the analysed cases with replacement (counts from ``numpy.random.default_rng(seed)
-  .multinomial``) and weights every reader's read of a case by its count, so one draw serves
-  all readers (reads of one case are correlated). Replicates where a value is undefined (no
+  draws the analysed cases with replacement (``core.stats.bootstrap.group_counts``, the grouped
+  resampler) and weights every reader's read of a case by its count, so one draw serves all
+  readers (reads of one case are correlated). Replicates where a value is undefined (no
   malignant case drawn) are dropped for that value.
 * Cohen's kappa (Cohen 1960) of the reads with the AI label, three classes, unweighted,
-  ``sklearn.metrics.cohen_kappa_score``; over every read (a reference is not needed).
+  ``core.stats.agreement.cohen_kappa``; over every read (a reference is not needed).
 * Changes of mind: on cases with both reads and a reference; a read is RIGHT when its finding
   equals the reference finding (three classes). wrong->right, right->wrong, right->right,
   wrong->wrong, split by whether the AI label was right. Automation-bias rate = right->wrong
@@ -52,9 +52,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score, roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from core.domain import CLASS_NAMES, Finding
+from core.stats.agreement import cohen_kappa
+from core.stats.bootstrap import group_counts, percentile_interval
 
 #: Label of the pooled row in every table's ``reader_id`` column.
 POOLED = "pooled"
@@ -123,14 +125,6 @@ def _readers(df: pd.DataFrame) -> list:
     return sorted(df["reader_id"].unique().tolist())
 
 
-def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(v, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return float(lo), float(hi)
-
-
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
@@ -177,10 +171,7 @@ def accuracy_table(reads: pd.DataFrame, cases: pd.DataFrame, *, n_boot: int = N_
     df = df[df["has_reference"]]
     case_ids = sorted(df["case_id"].unique().tolist())
     index = {c: i for i, c in enumerate(case_ids)}
-    rng = np.random.default_rng(seed)
-    n = len(case_ids)
-    weights = (rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) if n and n_boot
-               else np.zeros((0, n)))
+    weights = group_counts(len(case_ids), n_boot, seed)
     rows: list[dict] = []
     for phase in PHASES:
         ph = df[df["phase"] == phase]
@@ -246,7 +237,7 @@ def _row(reader, phase: str, t: np.ndarray, c: np.ndarray, w: np.ndarray, auc: f
     row = {"reader_id": reader, "phase": phase, "n_reads": int(t.size), "n_malignant": int(t.sum()),
            "tp": tp, "fn": fn, "tn": tn, "fp": fp}
     for m in INTERVAL_METRICS:
-        lo, hi = _interval(boot[m], level)
+        lo, hi = percentile_interval(boot[m], level)
         row.update({m: point[m], f"{m}_low": lo, f"{m}_high": hi})
     return row
 
@@ -270,8 +261,7 @@ def auc_difference(reads: pd.DataFrame, cases: pd.DataFrame, *, n_boot: int = N_
         return {"n_readers": 0, "auc_unaided": nan, "auc_aided": nan, "difference": nan, "low": nan, "high": nan}
     case_ids = sorted(df["case_id"].unique().tolist())
     index = {c: i for i, c in enumerate(case_ids)}
-    n = len(case_ids)
-    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    weights = group_counts(len(case_ids), n_boot, seed)
     point, boot = {}, {}
     for phase in PHASES:
         pts, bs = [], []
@@ -282,7 +272,7 @@ def auc_difference(reads: pd.DataFrame, cases: pd.DataFrame, *, n_boot: int = N_
             bs.append(_weighted_auc(weights[:, g["case_id"].map(index).to_numpy()], t, rt))
         point[phase] = float(np.mean(pts))
         boot[phase] = np.mean(np.stack(bs), axis=0)
-    lo, hi = _interval(boot["aided"] - boot["unaided"], level)
+    lo, hi = percentile_interval(boot["aided"] - boot["unaided"], level)
     return {"n_readers": len(both), "auc_unaided": point["unaided"], "auc_aided": point["aided"],
             "difference": point["aided"] - point["unaided"], "low": lo, "high": hi}
 
@@ -307,15 +297,6 @@ def roc_points(reads: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
-def _kappa(a: list[str], b: list[str]) -> float:
-    if len(a) < 2:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        k = cohen_kappa_score(a, b, labels=list(CLASS_NAMES))
-    return float(k) if np.isfinite(k) else float("nan")
-
-
 def kappa_table(reads: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
     """Cohen's kappa of each reader's reads with the AI label, per phase, and pooled.
 
@@ -336,7 +317,7 @@ def kappa_table(reads: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
             a, b = g["finding"].tolist(), g["ai_label"].tolist()
             rows.append({"reader_id": reader, "phase": phase, "n_reads": len(a),
                          "percent_agreement": 100.0 * float(np.mean(np.array(a) == np.array(b))),
-                         "kappa": _kappa(a, b)})
+                         "kappa": cohen_kappa(a, b)})
     return _pooled_last(pd.DataFrame(rows, columns=["reader_id", "phase", "n_reads", "percent_agreement", "kappa"]))
 
 
