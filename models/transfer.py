@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import math
 import shutil
 import sys
@@ -61,15 +60,6 @@ def weights_dir() -> Path:
 def default_weights() -> Path:
     """The default MobileNetV2 no-top weights file (may not exist on a given machine)."""
     return weights_dir() / WEIGHTS_FILE
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def intensity_jitter(x, seed: int = 0, contrast: float = 0.25, brightness: float = 0.15, gamma: float = 0.3):
@@ -133,11 +123,11 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     import keras
     import tensorflow as tf
 
-    from core.datasets import default_manifest_path, file_sha256, read_manifest
     from core.preprocessing import PreprocessSpec
-    from core.registry import ModelCard, git_commit, save_model, write_entry
+    from core.registry import ModelCard, file_sha256, git_commit, save_model, write_entry
     from core.settings import get_settings
     from models.architectures import GRADCAM_LAYERS, augmentation, build_mobilenetv2, count_params
+    from models.data import default_manifest_path, read_manifest
     from models.train import (
         INTENDED_USE,
         LIMITATIONS,
@@ -159,7 +149,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     manifest_path = default_manifest_path(42)
     if not manifest_path.is_file():
         raise TrainingError(
-            f"split manifest {manifest_path} not found; create it with python -m core.datasets --out"
+            f"split manifest {manifest_path} not found; create it with python -m models.data --out"
         )
     manifest = read_manifest(manifest_path)
     if args.limit:
@@ -280,7 +270,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     else:
         start_weights = {
             "file": Path(weights).name,
-            "sha256": sha256_of(weights),
+            "sha256": file_sha256(weights),
             "provenance": WEIGHTS_PROVENANCE if Path(weights).name == WEIGHTS_FILE else "local weights file",
         }
     training = {
@@ -290,7 +280,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
         if manifest_path.is_relative_to(REPO_ROOT)
         else str(manifest_path),
         "split_sha256": file_sha256(manifest_path),
-        "split_grouping": "core.datasets.group_patients (pseudo-patients), split_by_group seed 42",
+        "split_grouping": "models.data.group_patients (pseudo-patients), split_by_group seed 42",
         "n_slices": {"train": int(len(x_tr)), "val": int(len(x_va))},
         "limit": args.limit,
         "starting_weights": start_weights,
@@ -369,9 +359,9 @@ def calibration_report(model_id: str, registry_dir: str | Path | None = None, sp
     Raises:
         core.registry.RegistryError: unknown model.
     """
-    from core.datasets import default_manifest_path, read_manifest
     from core.registry import load_model
     from core.settings import get_settings
+    from models.data import default_manifest_path, read_manifest
     from models.train import preprocess_paths
 
     loaded = load_model(model_id, registry_dir)

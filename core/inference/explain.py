@@ -25,7 +25,7 @@ so the activations are connected to the outer input (no "graph disconnected", no
 Heatmaps are scaled per slice to [0, 1] by their maximum (an all-zero map stays all zero, never
 NaN) and put back on the slice with :meth:`core.preprocessing.Geometry.to_slice`.
 
-How much heatmap mass falls inside annotated tumour boxes is measured by :mod:`core.localization`.
+How much heatmap mass falls inside annotated tumour boxes is measured by :mod:`models.evaluation.localization`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The probabilities a radiologist sees may come from OpenVINO (Intel's inference runtime, CPU
 plugin) instead of TensorFlow, because it runs the same float32 models faster on CPUs (figures:
-README.md, Speed; ``python -m core.bench``). Grad-CAM's gradients come from the Keras model
+README.md, Speed; ``python -m models.evaluation.bench``). Grad-CAM's gradients come from the Keras model
 (:mod:`core.inference.explain`), which an exported graph cannot give; only the backbone's forward pass up
 to the Grad-CAM layer, which needs no gradient, may run here (``Predictor.gradcam``).
 

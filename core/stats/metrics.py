@@ -1,6 +1,6 @@
 """Classification metrics for model evaluation: one JSON-ready dict per test set.
 
-Everything a model card, the evaluation CLI (``models.evaluate``) and the dashboard's Compare page
+Everything a model card, the evaluation CLI (``models.evaluation.evaluate``) and the dashboard's Compare page
 report comes from :func:`evaluate_predictions`. The metric maths is scikit-learn's
 (``accuracy_score``, ``precision_recall_fscore_support``, ``f1_score``, ``recall_score``,
 ``roc_auc_score``, ``roc_curve``, ``confusion_matrix``, ``brier_score_loss``); this module adds

@@ -78,7 +78,7 @@ def test_lung_pet_ct_two_lungs_and_tumour_centre_touches_mask():
 
 @needs_iq
 def test_iq_othnccd_export_gives_a_lung_mask():
-    from core.datasets import load_hu
+    from models.data import load_hu
 
     (hu,) = load_hu(IQ, ["Normal cases/Normal case (372).jpg"])
     assert is_clamped_export(hu)

@@ -39,7 +39,7 @@ def test_dicom_check_on_a_shared_lidc_study_writes_every_key(tmp_path):
 
     from core.registry import ModelCard, read_dicom_check, save_model, write_entry
     from models.architectures import GRADCAM_LAYERS, build_model
-    from models.dicom_check import LESION_RULE, main_for
+    from models.evaluation.dicom_check import LESION_RULE, main_for
 
     keras.utils.set_random_seed(0)
     spec = PreprocessSpec(size=32)
@@ -81,7 +81,7 @@ def test_dicom_check_on_a_shared_lidc_study_writes_every_key(tmp_path):
 
 
 def test_missing_studies_are_a_clear_error(tmp_path, capsys):
-    from models.dicom_check import main_for
+    from models.evaluation.dicom_check import main_for
 
     assert main_for(tmp_path, "anything", False, tmp_path) == 2
     assert "error" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Tests for models.evaluate: end to end on a tiny Keras model over 12 real IQ-OTH/NCCD slices."""
+"""Tests for models.evaluation.evaluate: end to end on a tiny Keras model over 12 real IQ-OTH/NCCD slices."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.datasets import read_manifest, write_manifest
 from core.domain import CLASS_NAMES
 from core.preprocessing import PreprocessSpec
-from models.evaluate import EvaluationError, label_indices, main, predict_slices, select_slices
+from models.data import read_manifest, write_manifest
+from models.evaluation.evaluate import EvaluationError, label_indices, main, predict_slices, select_slices
 
 SIZE = 32
 PER_CLASS = 4

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.datasets import file_sha256
 from models import train as train_mod
+from models.data import file_sha256
 from models.train import (
     TrainingError,
     TrainOptions,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from core.preprocessing import PreprocessSpec
+from core.registry import file_sha256
 from models.architectures.mobilenetv2 import build_mobilenetv2
 from models.transfer import (
     WEIGHTS_FILE,
     default_weights,
-    sha256_of,
 )
 
 SPEC = PreprocessSpec(size=64, channels=3, scaling="mobilenet_v2")
@@ -39,7 +39,7 @@ def test_backbone_loads_from_a_weights_file_the_test_writes(tmp_path):
 def test_backbone_loads_the_shared_file():
     path = default_weights()
     assert path.name == WEIGHTS_FILE
-    assert sha256_of(path) == "b5c304ecf01494f614fd05d36a075cb14f45d054af9af5ef17092bbf870e8e2f"
+    assert file_sha256(path) == "b5c304ecf01494f614fd05d36a075cb14f45d054af9af5ef17092bbf870e8e2f"
     model = build_mobilenetv2(PreprocessSpec(size=160, channels=3, scaling="mobilenet_v2"), weights=path)
     random = build_mobilenetv2(PreprocessSpec(size=160, channels=3, scaling="mobilenet_v2"), weights=None)
     assert not np.allclose(_backbone_conv(model), _backbone_conv(random))

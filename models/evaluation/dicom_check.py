@@ -1,7 +1,7 @@
 """A check of a model on annotated DICOM studies: does P(malignant) rise on the lesion slices, and
 does Grad-CAM look inside the lungs and at the lesion?
 
-    python -m models.evaluate --model ID --dicom DIR      (DIR: the shared ``datasets`` folder)
+    python -m models.evaluation.evaluate --model ID --dicom DIR      (DIR: the shared ``datasets`` folder)
 
 Per series (LIDC-IDRI with its XML; Lung-PET-CT-Dx with its box folder):
 
@@ -172,7 +172,7 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def main_for(datasets: Path, model_id: str | None, every: bool, registry_dir: Path | None) -> int:
-    """``models.evaluate --dicom``: run the check for one model (None: the default) or every model,
+    """``models.evaluation.evaluate --dicom``: run the check for one model (None: the default) or every model,
     print it, write each ``dicom_check.json`` through :func:`core.registry.write_dicom_check`.
 
     Returns:

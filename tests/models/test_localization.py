@@ -1,4 +1,4 @@
-"""Tests for core.localization: VOC boxes, heatmap mass in boxes, the TCIA measurement and its CLI."""
+"""Tests for models.evaluation.localization: VOC boxes, heatmap mass in boxes, the TCIA measurement and its CLI."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core import localization
-from core.localization import box_mass_fractions, mass_in_boxes, read_voc_boxes
+from models.evaluation.localization import box_mass_fractions, mass_in_boxes, read_voc_boxes
 from tests.factories.registry import make_registry
 
 

@@ -1,6 +1,6 @@
 """Grad-CAM localisation on annotated studies: how much heatmap mass falls in the tumour boxes.
 
-``python -m core.localization --tcia [--model ID] [--class-name NAME]`` prints
+``python -m models.evaluation.localization --tcia [--model ID] [--class-name NAME]`` prints
 :func:`box_mass_fractions` for the Lung-PET-CT-Dx study (Li et al., TCIA,
 doi:10.7937/TCIA.2020.NNC20461) as JSON. Boxes are read from its Pascal VOC annotations
 (:func:`read_voc_boxes`); the heatmaps come from :meth:`core.inference.Predictor.explain`
@@ -144,8 +144,8 @@ def box_mass_fractions(predictor: Any, tcia_dir: str | Path, class_name: str | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m core.localization --tcia [--model ID]``: print :func:`box_mass_fractions` as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m core.localization", description=__doc__.split("\n\n")[0])
+    """``python -m models.evaluation.localization --tcia [--model ID]``: print :func:`box_mass_fractions` as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m models.evaluation.localization", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tcia", action="store_true", help="measure heatmap mass in the TCIA tumour boxes")
     parser.add_argument("--model", default=None, help="registry model id (default: the default model)")
     parser.add_argument("--class-name", default=None, help="class whose heatmap is measured")

@@ -5,9 +5,9 @@ For one model (or every registered model with ``--all``):
 1. load it from the registry (:func:`core.registry.load_model`, which checks the sha256);
 2. take the slices: by default the model's own split manifest (``<entry>/split.csv``, test split)
    over the IQ-OTH/NCCD folder in the settings' data directory; or, with ``--data DIR``, every
-   slice of any class-folder dataset (catalogued with :func:`core.datasets.catalogue` and grouped
-   into pseudo-patients with :func:`core.datasets.group_patients`);
-3. read HU with :func:`core.datasets.load_hu` and preprocess with
+   slice of any class-folder dataset (catalogued with :func:`models.data.catalogue` and grouped
+   into pseudo-patients with :func:`models.data.group_patients`);
+3. read HU with :func:`models.data.load_hu` and preprocess with
    :func:`core.preprocessing.preprocess` and the card's spec (the function training and the
    dashboard use);
 4. predict in batches, timing the batched predict calls;
@@ -16,9 +16,9 @@ For one model (or every registered model with ``--all``):
 
 Command line::
 
-    python -m models.evaluate --model ID [--data DIR] [--split test|val|all] [--out FILE]
+    python -m models.evaluation.evaluate --model ID [--data DIR] [--split test|val|all] [--out FILE]
                               [--batch-size N] [--n-boot N] [--registry DIR] [--argmax]
-    python -m models.evaluate --all      # writes models/registry/<id>/evaluation.json for each
+    python -m models.evaluation.evaluate --all      # writes models/registry/<id>/evaluation.json for each
 
 ``--all`` writes ``models/registry/<id>/evaluation.json`` through
 :func:`core.registry.write_evaluation`; :func:`core.registry.read_evaluation` and the dashboard
@@ -41,7 +41,6 @@ import numpy as np
 import pandas as pd
 
 from core.config import REPO_ROOT, Finding, get_settings
-from core.datasets import DatasetError, catalogue, file_sha256, group_patients, load_hu, read_manifest
 from core.domain import suspicious_index
 from core.preprocessing import PreprocessSpec, preprocess
 from core.registry import SPLIT_FILE as MANIFEST_FILE
@@ -54,6 +53,7 @@ from core.registry import (
     write_evaluation,
 )
 from core.stats.metrics import MetricsError, evaluate_predictions
+from models.data import DatasetError, catalogue, file_sha256, group_patients, load_hu, read_manifest
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
 
@@ -120,7 +120,7 @@ def select_slices(
 
     Raises:
         EvaluationError: no manifest, a sha256 mismatch, or an empty selection.
-        DatasetError: the dataset or manifest cannot be read (from core.datasets).
+        DatasetError: the dataset or manifest cannot be read (from models.data).
     """
     if split not in SPLIT_CHOICES:
         raise EvaluationError(f"split must be one of {SPLIT_CHOICES}, got {split!r}")
@@ -131,7 +131,7 @@ def select_slices(
             "kind": "folder",
             "root": _relative(root),
             "split": "all",
-            "grouping": "core.datasets.group_patients",
+            "grouping": "models.data.group_patients",
         }
         return root, df, source
 
@@ -267,7 +267,7 @@ def evaluate_model(
 
     Raises:
         core.registry.RegistryError: the model is missing or its file fails the sha256 check.
-        EvaluationError, core.datasets.DatasetError, core.stats.metrics.MetricsError: see the message.
+        EvaluationError, models.data.DatasetError, core.stats.metrics.MetricsError: see the message.
     """
     loaded = load_model(model_id, registry_dir=registry_dir)
     card = loaded.card
@@ -332,7 +332,7 @@ def headline(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; see the module docstring. Exit 0 on success, 2 on a user-facing error."""
-    ap = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m models.evaluation.evaluate", description=__doc__.splitlines()[0])
     which = ap.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="registry model id ('default' for the default model)")
     which.add_argument("--all", action="store_true", help="evaluate every model; write each evaluation.json")
@@ -349,11 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         default=None,
         help="instead of the test split: the DICOM check on annotated studies under DIR "
-        "(models/dicom_check.py); writes dicom_check.json beside evaluation.json",
+        "(models/evaluation/dicom_check.py); writes dicom_check.json beside evaluation.json",
     )
     args = ap.parse_args(argv)
     if args.dicom is not None:
-        from models.dicom_check import main_for
+        from models.evaluation.dicom_check import main_for
 
         return main_for(args.dicom, None if args.all or args.model == "default" else args.model, args.all, args.registry)
     if args.all and args.out:

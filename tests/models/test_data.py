@@ -1,4 +1,4 @@
-"""Tests for core.datasets: catalogue, pseudo-patient grouping and leak-free splits on the real data."""
+"""Tests for models.data: catalogue, pseudo-patient grouping and leak-free splits on the real data."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import datasets
-from core.datasets import (
+from core.settings import REPO_ROOT
+from models import data as datasets
+from models.data import (
     DatasetError,
     catalogue,
     group_patients,
@@ -21,7 +22,6 @@ from core.datasets import (
     thumbnails,
     write_manifest,
 )
-from core.settings import REPO_ROOT
 
 SHIPPED_MANIFEST = REPO_ROOT / "models" / "registry" / "splits" / "iqothnccd_seed42.csv"
 

@@ -1,4 +1,4 @@
-"""Speed benchmark of the inference path on this machine: ``python -m core.bench [--model ID] [--json]``.
+"""Speed benchmark of the inference path on this machine: ``python -m models.evaluation.bench [--model ID] [--json]``.
 
 Measured in one run, on the TCIA study under the data directory (Lung-PET-CT-Dx, 2 x 30 slices of
 512 x 512):
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     from core.settings import RUNTIMES
 
-    parser = argparse.ArgumentParser(prog="python -m core.bench", description="Inference speed benchmark.")
+    parser = argparse.ArgumentParser(prog="python -m models.evaluation.bench", description="Inference speed benchmark.")
     parser.add_argument("--model", default=None, help="registry model id (default: the default model)")
     parser.add_argument(
         "--untrained", choices=["resnet50"], default=None, help="benchmark an untrained model"

@@ -1,6 +1,6 @@
 """Measure the lung-field masks of :mod:`core.lungs` on the shared data and draw a contact sheet.
 
-    python -m models.lung_check [--datasets DIR] [--sheet PNG] [--iq-limit N]
+    python -m models.evaluation.lung_check [--datasets DIR] [--sheet PNG] [--iq-limit N]
 
 Prints, per DICOM series (LIDC-IDRI nodule outlines, Lung-PET-CT-Dx tumour boxes), the fraction of
 lesion pixels inside the series mask (:func:`core.lungs.lung_mask_series`) and inside the
@@ -68,7 +68,7 @@ def _tile(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.lung_check", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m models.evaluation.lung_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default=str(REPO_ROOT.parent / "shared" / "datasets"))
     ap.add_argument("--sheet", default=str(REPO_ROOT / "var" / "lung_check.png"))
     ap.add_argument("--iq-limit", type=int, default=None, help="at most N IQ-OTH/NCCD slices (every k-th)")
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for z in picks:
             tiles.append(_tile(vol[z], m3[z], lesion[z], lung_win))
 
-    from core.datasets import catalogue, load_hu
+    from models.data import catalogue, load_hu
 
     iq = datasets / "iq-othnccd"
     df = catalogue(iq)

@@ -7,12 +7,12 @@ image leaks neighbouring and duplicate slices into the test set. This module the
 
 1. catalogues the files (:func:`catalogue`),
 2. groups them into pseudo-patients (:func:`group_patients`): runs of consecutive numbers whose
-   neighbours look alike, merged (union-find) with their exact and near duplicates across the
+   neighbours look alike, merged (connected components) with their exact and near duplicates across the
    whole dataset, classes included,
 3. splits by group, stratified by the group's label (:func:`split_by_group`), and writes the split
    manifest that every model card references (:func:`write_manifest`, :func:`read_manifest`).
 
-Grouping constants (calibrated on the 903-slice copy with ``python -m core.datasets --calibrate``;
+Grouping constants (calibrated on the 903-slice copy with ``python -m models.data --calibrate``;
 the distributions are printed there and summarised in the constants' comments):
 
 * neighbour test: Pearson correlation of 48x48 grey thumbnails of the WHOLE exported picture
@@ -31,7 +31,7 @@ the distributions are printed there and summarised in the constants' comments):
   patients' slices at the same level: on this data, a third of the distance-4 pairs correlate
   below 0.5), across all files and classes.
 
-Command line: ``python -m core.datasets [--data DIR] [--seed N] [--out FILE] [--calibrate]``.
+Command line: ``python -m models.data [--data DIR] [--seed N] [--out FILE] [--calibrate]``.
 """
 
 from __future__ import annotations
@@ -47,9 +47,12 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from core.domain import WINDOW_PRESETS, Finding, WindowPreset
 from core.preprocessing import PreprocessSpec, preprocess
+from core.registry import file_sha256  # noqa: F401 - also the manifests' hash for train and evaluate
 from core.settings import get_settings
 from core.windowing import apply_window, hu_from_picture
 
@@ -257,22 +260,6 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else (1.0 if np.allclose(a, b) else 0.0)
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)
-
-
 def neighbour_correlations(df: pd.DataFrame, thumbs: np.ndarray) -> pd.DataFrame:
     """Correlation of each slice with the previous one of its class in number order.
 
@@ -347,7 +334,8 @@ def group_patients(
 
     Within each class, slices are walked in number order; a new run starts when the number jumps
     by more than ``max_gap`` (or is missing) or the thumbnail correlation with the previous slice
-    is below ``min_correlation`` (whole-picture thumbnails). Runs are then merged (union-find) with
+    is below ``min_correlation`` (whole-picture thumbnails). Runs are then merged (the connected
+    components of the graph of all links, ``scipy.sparse.csgraph.connected_components``) with
     every exact duplicate (same sha256) and near duplicate (:func:`near_duplicate_pairs`) anywhere
     in the dataset,
     across classes too, so no duplicate can end up in two splits.
@@ -373,18 +361,19 @@ def group_patients(
                 "group_patients needs the dataset folder: pass root= or use catalogue()'s output"
             )
         thumbs = thumbnails(root, list(df["path"]))
-    uf = _UnionFind(len(df))
+    edges: list[tuple[int, int]] = []
     nb = neighbour_correlations(df, thumbs.canvas)
     for row, r in nb.iterrows():
         if pd.notna(r["gap"]) and int(r["gap"]) <= max_gap and r["corr"] >= min_correlation:
-            uf.union(int(row), int(r["prev"]))
+            edges.append((int(row), int(r["prev"])))
     for _, part in df.groupby("sha256"):
         idx = list(part.index)
-        for k in idx[1:]:
-            uf.union(idx[0], k)
-    for i, j in near_duplicate_pairs(thumbs.cropped, max_hamming):
-        uf.union(int(i), int(j))
-    roots = [uf.find(i) for i in range(len(df))]
+        edges.extend((idx[0], k) for k in idx[1:])
+    edges.extend((int(i), int(j)) for i, j in near_duplicate_pairs(thumbs.cropped, max_hamming))
+    n = len(df)
+    pairs = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, roots = connected_components(graph, directed=False)
     names: dict[int, str] = {}
     for r in roots:
         if r not in names:
@@ -487,7 +476,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(
-            f"split manifest {path} not found; create it with python -m core.datasets --out {path}"
+            f"split manifest {path} not found; create it with python -m models.data --out {path}"
         )
     df = pd.read_csv(path, dtype={"path": str, "label": str, "sha256": str, "group": str, "split": str})
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
@@ -498,15 +487,6 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise DatasetError(f"{path} has unknown split names {sorted(bad)}; expected {SPLITS}")
     df["number"] = df["number"].astype("Int64")
     return df
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_manifest_path(seed: int = 42) -> Path:
@@ -552,7 +532,7 @@ def _calibrate(df: pd.DataFrame, thumbs: Thumbnails) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: build the split and print group count and class balance per split."""
-    ap = argparse.ArgumentParser(prog="python -m core.datasets", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m models.data", description=__doc__.splitlines()[0])
     ap.add_argument(
         "--data", type=Path, default=None, help="class-folder dataset (default: settings' IQ-OTH/NCCD)"
     )

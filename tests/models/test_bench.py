@@ -1,4 +1,4 @@
-"""Tests for core.bench: one quick run on a tiny model gives every measurement and the target checks."""
+"""Tests for models.evaluation.bench: one quick run on a tiny model gives every measurement and the target checks."""
 
 from __future__ import annotations
 
