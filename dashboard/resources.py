@@ -26,11 +26,11 @@ import contextlib
 import logging
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import streamlit as st
+from cachetools import LRUCache
 
 from core.settings import get_settings
 
@@ -119,7 +119,8 @@ def clear_all() -> None:
 
 
 class SharedLRU:
-    """A thread-safe least-recently-used cache of at most ``max_items`` values.
+    """A thread-safe least-recently-used cache of at most ``max_items`` values
+    (``cachetools.LRUCache`` behind a lock).
 
     Args:
         max_items: how many values are kept (> 0); the least recently used go first.
@@ -127,20 +128,17 @@ class SharedLRU:
 
     def __init__(self, max_items: int) -> None:
         self.max_items = max(1, int(max_items))
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._items: LRUCache[Hashable, Any] = LRUCache(self.max_items)
         self._lock = threading.Lock()
 
     def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """The value of ``key``, made by ``make()`` (outside the lock) when it is not held."""
         with self._lock:
             if key in self._items:
-                self._items.move_to_end(key)
                 return self._items[key]
         value = make()
         with self._lock:
             self._items[key] = value
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
         return value
 
     def values(self) -> list[Any]:

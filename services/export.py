@@ -22,12 +22,12 @@ the page gathers input, calls :class:`DicomExports`, renders.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from cachetools import LRUCache
 from sqlalchemy.orm import sessionmaker
 
 from core.domain import NOT_APPLICABLE, WINDOW_PRESETS, WindowPreset, any_flagged, suspicious_index
@@ -171,12 +171,12 @@ class DicomExports:
     session. Thread-unsafe by design (one session runs one script at a time).
 
     Args:
-        max_bundles: prepared exports kept (least recently prepared go first).
+        max_bundles: prepared exports kept (least recently used go first).
     """
 
     def __init__(self, max_bundles: int = MAX_BUNDLES) -> None:
         self.max_bundles = max(1, int(max_bundles))
-        self._bundles: OrderedDict[tuple, ExportBundle] = OrderedDict()
+        self._bundles: LRUCache[tuple, ExportBundle] = LRUCache(self.max_bundles)
         self._last_sr: dict[str, Any] = {}
         self._sent: tuple[str, str] | None = None
 
@@ -228,8 +228,6 @@ class DicomExports:
         bundle = ExportBundle(key=self.key(analysis, index, read), secondary_capture=sc, structured_report=sr,
                               zipped=zip_of([sc, sr]))
         self._bundles[bundle.key] = bundle
-        while len(self._bundles) > self.max_bundles:
-            self._bundles.popitem(last=False)
         return bundle
 
     def downloaded(self, factory: sessionmaker, bundle: ExportBundle, analysis: Any, *, user_id: int) -> int:

@@ -24,11 +24,11 @@ uploads. Credentials come from the environment or ``.streamlit/secrets.toml`` an
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+from cachetools import LRUCache
 
 from core.imaging import ImagingError, Series
 from core.pacs.dicomweb import PacsClient, PacsError, RetrievedSeries
@@ -66,11 +66,9 @@ def client() -> PacsClient:
                       _secret("LUNGREVIEW_DICOMWEB_PASSWORD"))
 
 
-def _cache(name: str, size: int) -> OrderedDict:
-    cache = st.session_state.setdefault(name, OrderedDict())
-    while len(cache) > size:
-        cache.popitem(last=False)
-    return cache
+def _cache(name: str, size: int) -> LRUCache:
+    """This browser session's least-recently-used cache ``name`` of at most ``size`` entries."""
+    return st.session_state.setdefault(name, LRUCache(size))
 
 
 # ------------------------------------------------------------------------------------- source
@@ -181,7 +179,6 @@ def headers_for(series: Series) -> dict[str, Any] | None:
     cache = _cache("_upload_headers", 1)
     if ident not in cache:
         cache[ident] = export.upload_headers((f.name, f.getvalue()) for f in files)
-        _cache("_upload_headers", 1)
     return export.headers_of_series(cache[ident], series)
 
 

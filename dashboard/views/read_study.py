@@ -28,11 +28,11 @@ IQ-OTH/NCCD export); checkboxes "Show Grad-CAM heatmap" and "Show lung outline",
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+from cachetools import LRUCache
 
 from core.domain import WINDOW_PRESETS, Agreement, Finding, Window, WindowPreset, suspicious_class
 from core.imaging import Series, view
@@ -100,9 +100,10 @@ def ood_summary(analysis: Analysis) -> str:
 
 
 # ------------------------------------------------------------------------------------ widgets
-def _cache(name: str) -> OrderedDict:
+def _cache(name: str, size: int) -> LRUCache:
+    """This browser session's least-recently-used cache ``name`` of at most ``size`` entries."""
     if name not in st.session_state:
-        st.session_state[name] = OrderedDict()
+        st.session_state[name] = LRUCache(size)
     return st.session_state[name]
 
 
@@ -344,14 +345,12 @@ def _staged_upload() -> StagedUpload | None:
     if not files:
         return None
     ident = _upload_ident(files)
-    staged = _cache("_staged")
+    staged = _cache("_staged", 2)
     if ident not in staged:
         items = [(f.name, f.getvalue()) for f in files]
         with st.spinner(f"Reading {len(items)} file(s)..."):
             staged[ident] = stage(read_upload(items, limit))
         del items
-        while len(staged) > 2:
-            staged.popitem(last=False)
         release_memory()  # the read's temporary copies (file bytes, datasets, HU) back to the system
     return staged[ident]
 
@@ -371,7 +370,7 @@ def case_from_link() -> tuple[StudyRef, SeriesRef] | None:
     except ValueError:
         st.warning(f"The address names case {raw!r}, which is not a case number; open a case from the worklist.")
         return None
-    opened = _cache("_opened")
+    opened = _cache("_opened", 4)
     if series_id not in opened:
         from services.database import NotFoundError
 
@@ -385,8 +384,6 @@ def case_from_link() -> tuple[StudyRef, SeriesRef] | None:
                        "recently used series up to its size limit); upload the study's files again.")
             return None
         opened[series_id] = got
-        while len(opened) > 4:
-            opened.popitem(last=False)
     return opened[series_id]
 
 
@@ -442,7 +439,7 @@ def body(user: SessionUser) -> None:
     if card is None:
         return
     key = analysis_key(study, series, card)
-    analyses = _cache("_analyses")
+    analyses = _cache("_analyses", 8)
     service = get_reading_service()
     if key not in analyses:
         stored = service.stored_analysis(study, series, card)
@@ -456,8 +453,6 @@ def body(user: SessionUser) -> None:
             analyses[key] = service.analyse(study, series, card, user_id=user.id, progress=_progress_callback(bar))
             status.update(label=f"Analysed {len(series.slices)} slice(s) with {card.id}", state="complete",
                           expanded=False)
-        while len(analyses) > 8:
-            analyses.popitem(last=False)
         release_memory()
         st.query_params["case"] = str(analyses[key].series_id)
         st.rerun()  # show the result without the finished button and status box

@@ -146,6 +146,7 @@ class TestPage:
 def _pixel_bytes(value, seen=None) -> int:
     """Bytes of numpy arrays reachable from a session-state value (containers and dataclasses)."""
     import dataclasses
+    from collections.abc import Mapping
 
     seen = set() if seen is None else seen
     if id(value) in seen:
@@ -153,7 +154,7 @@ def _pixel_bytes(value, seen=None) -> int:
     seen.add(id(value))
     if isinstance(value, np.ndarray):
         return value.nbytes
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # dicts and the pages' cachetools caches
         return sum(_pixel_bytes(k, seen) + _pixel_bytes(v, seen) for k, v in value.items())
     if isinstance(value, (list, tuple, set, frozenset)):
         return sum(_pixel_bytes(v, seen) for v in value)
