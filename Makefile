@@ -15,8 +15,8 @@ $(BIN)/python:
 OPT_OUT = $(BIN)/opt_in_out --opt_out >/dev/null
 
 # The project itself is installed editable and without dependencies (requirements*.txt pin them):
-# it puts core, db, models and dashboard on the path (no sys.path edits) and adds the console
-# scripts (lungreview-predict, lungreview-train, ...; see pyproject.toml).
+# it puts core, db, services, models and dashboard on the path (no sys.path edits) and adds the
+# one console script, `lungreview SUBCOMMAND` (lungreview.py; `lungreview --help` lists them).
 INSTALL_SELF = $(BIN)/python -m pip install --quiet --no-deps -e .
 
 $(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python

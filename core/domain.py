@@ -21,7 +21,9 @@ from numbers import Integral
 
 import numpy as np
 
-APP_VERSION = "0.1.0"
+from core import __version__
+
+APP_VERSION = __version__
 DISCLAIMER = (
     "LungReview is a research tool. It is not a medical device and must not be used for diagnosis: "
     "every AI output is a suggestion for a qualified radiologist to check."

@@ -114,7 +114,7 @@ def body(user: SessionUser) -> None:
     for card in cards:
         e = read_evaluation(card.id)
         if e is None:
-            st.warning(f"{card.id}: not evaluated yet (no evaluation.json; run python -m models.evaluation.evaluate).")
+            st.warning(f"{card.id}: not evaluated yet (no evaluation.json; run lungreview evaluate).")
         else:
             evaluations[card.id] = e
     st.caption("Registered models: " + ", ".join(c.id for c in cards))
@@ -138,7 +138,7 @@ def body(user: SessionUser) -> None:
         st.header("Latency and size")
         st.caption("Latency: batched Keras/TensorFlow predict while the model was evaluated (the reference "
                    "for the metrics above). The dashboard serves probabilities with OpenVINO when it matches "
-                   "Keras within 1e-4, about twice as fast for ResNet-50; `python -m models.evaluation.bench --model ID` "
+                   "Keras within 1e-4, about twice as fast for ResNet-50; `lungreview bench --model ID` "
                    "measures both on this machine.")
         ls = pd.DataFrame({"model": list(evaluations),
                            "latency (ms / slice)": [e.get("latency_ms_per_slice") for e in evaluations.values()],
