@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core import bench
+from models.evaluation import bench
 from tests.factories.registry import make_registry
 
 

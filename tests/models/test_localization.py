@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import localization
+from models.evaluation import localization
 from models.evaluation.localization import box_mass_fractions, mass_in_boxes, read_voc_boxes
 from tests.factories.registry import make_registry
 
