@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("models.evaluation.evaluate:main", "metrics of a model on its test split (evaluation.json)"),
     "localization": ("models.evaluation.localization:main", "Grad-CAM mass inside the TCIA tumour boxes"),
     "lung-check": ("models.evaluation.lung_check:main", "lung-field masks against the lesion outlines"),
-    "bench": ("models.evaluation.bench:main", "latency and throughput of the inference path"),
+    "bench": ("benchmarks.inference:main", "latency and throughput of the inference path"),
     "pilot-report": ("services.pilot_report:main", "reader-study pilot report (HTML) and CSV of every read"),
     "mrmc": ("core.stats.mrmc_cli:main", "multi-reader multi-case analysis of a reader study"),
 }

@@ -92,14 +92,10 @@ class Window:
 
 #: Standard CT display windows (centre/width in HU), as in common radiology practice
 #: (e.g. Radiopaedia "Windowing (CT)"): lung 1500/-600, mediastinum 350/50, bone 2000/500.
-#: IQ_OTHNCCD is the window the IQ-OTH/NCCD JPGs appear to have been exported with. They are not
-#: a plain linear window: 92 % of pixels are grey 0-7 and the rest 122-255, nothing in between,
-#: so the export maps the window to [128, 255] and all below it to black (floor 128/255).
-#: Centre and width were estimated with ``core.windowing.estimate_export_window`` from every
-#: third JPG against the B40f series of the Lung-PET-CT-Dx study (HU): best C 0 / W 260 HU
-#: (neighbours C -20..0, W 240..300 fit within 0.3 grey levels; mean quantile error 5 grey
-#: levels). The dataset's description states W 350-1200, C 50-600; the best fit inside that
-#: range (C 600 / W 360) is twice as far off (10.5 grey levels).
+#: IQ_OTHNCCD is the window the IQ-OTH/NCCD JPGs appear to have been exported with: not a plain
+#: linear window, the export maps the window to grey [128, 255] and all below it to black (floor
+#: 128/255); centre and width estimated with ``core.windowing.estimate_export_window`` against a
+#: CT series of the Lung-PET-CT-Dx study (the estimate and its fit: docs/models.md).
 WINDOW_PRESETS: dict[WindowPreset, Window] = {
     WindowPreset.LUNG: Window(center=-600.0, width=1500.0),
     WindowPreset.MEDIASTINUM: Window(center=50.0, width=350.0),

@@ -3,7 +3,7 @@
 A stored series is one HDF5 file ``<root>/<key>.h5`` (written and read with h5py) holding
 
 * datasets ``hu/00000``, ``hu/00001``, ...: each slice's HU, (y, x), uncompressed
-  (:data:`COMPRESSION`; why: README "Study store"). They are stored as int16
+  (:data:`COMPRESSION`; why: docs/operations.md, "Study store"). They are stored as int16
   when every value of the series is a whole number in [-32768, 32767] (true of CT decoded
   through the modality LUT with an integer slope and intercept, DICOM PS3.3 C.11.1), which is
   lossless; else as float32 (e.g. HU estimated from picture grey values). Loaded back as
@@ -72,8 +72,8 @@ FORMAT_VERSION = 1
 DROPPED_SLICE_FIELDS: frozenset[str] = frozenset({"sop_instance_uid"})
 
 #: HDF5 filter of the HU datasets: None. Staging a series happens while the reader waits for the
-#: upload, and gzip level 1 with shuffle took 17 times as long to write and 6 times as long to read
-#: as no filter, for half the size (README "Study store"); files written with a filter still read.
+#: upload, and compression (gzip with shuffle) halves the size at many times the time to write and
+#: read (figures: docs/operations.md, "Study store"); files written with a filter still read.
 COMPRESSION: str | None = None
 
 #: File name suffix of a stored series.

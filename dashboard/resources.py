@@ -13,7 +13,7 @@
 * :func:`warm_default_model`: loads and warms the default model in a background thread, started
   by the first page view after the server starts.
 * :func:`keep_keras_state`: stops Streamlit from clearing the Keras session after every script
-  run (which cost 1.1-1.9 s per run and a new trace of Grad-CAM, see README "Speed").
+  run (a second or more per run and a new trace of Grad-CAM; docs/benchmarks.md, "The warm path").
 
 Keys include the database URL and the registry folder, so tests that point the settings at a
 temporary database or registry get their own resources; :func:`clear_all` empties the caches
@@ -257,9 +257,9 @@ def keep_keras_state() -> bool:
     Streamlit's script runner calls ``keras.backend.clear_session()`` after every script run
     when Keras is imported (``streamlit/runtime/scriptrunner/script_runner.py``,
     ``_clean_problem_modules``, Streamlit 1.67), meant for scripts that build a model per run.
-    LungReview loads each model once (:func:`get_predictor`), so the clearing only cost time:
-    1.1-1.9 s per run on the 2-core machine, and the next Grad-CAM was traced again (0.3-0.45 s
-    instead of 0.03 s). This replaces that private function with
+    LungReview loads each model once (:func:`get_predictor`), so the clearing only costs time:
+    every run pays for it, and the next Grad-CAM is traced again (docs/benchmarks.md, "The warm
+    path"). This replaces that private function with
     :func:`_clean_problem_modules_keeping_keras` (matplotlib figures are still closed).
 
     Returns:

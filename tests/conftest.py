@@ -59,7 +59,7 @@ def _restore_main_module():
     Streamlit's script runner (AppTest included) installs the page script as ``sys.modules["__main__"]``
     and leaves it there. A later test that starts processes with multiprocessing's "spawn" would
     then make every child run ``dashboard/app.py`` as ``__mp_main__`` (TensorFlow and all; the
-    figures are in README "Tests").
+    figures are in docs/testing.md).
     """
     import sys
 

@@ -8,7 +8,7 @@ Flow for a series (:meth:`Predictor.analyse_series`):
    first copied with its batch-norm layers folded into the preceding convolutions
    (:func:`fold_batch_norm`; same outputs within 1e-4, checked); the cached Keras model itself
    is not changed. The copy runs in OpenVINO when it is installed and agrees with the Keras
-   model within 1e-4 (:mod:`core.inference.runtime`; about twice as fast on this CPU), else as a
+   model within 1e-4 (:mod:`core.inference.runtime`; faster on CPUs, docs/benchmarks.md), else as a
    ``tf.function`` (fixed input signature, called directly: no ``model.predict`` overhead per
    call). Grad-CAM runs on the Keras copy; with OpenVINO its backbone (input to the Grad-CAM
    layer, no gradients needed there) runs in OpenVINO too when it agrees with Keras
@@ -48,12 +48,11 @@ from core.preprocessing import Geometry, preprocess_with_geometry
 
 log = logging.getLogger("lungreview.inference")
 
-#: Slices per model call with TensorFlow: 16 keeps a 224-px ResNet-50 batch under ~0.5 GB of
-#: activations (TF's per-slice time falls up to batch 16-32 here).
+#: Slices per model call with TensorFlow: 16 keeps a 224-px ResNet-50 batch's activations at a
+#: fraction of a GB, where TensorFlow's time per slice has mostly stopped falling (docs/benchmarks.md).
 BATCH = 16
 #: Slices per model call with OpenVINO: 4, the smallest batch at which ResNet-50's time per slice
-#: stops falling on the 2-core machine (docs/benchmarks.md); smaller batches keep memory and
-#: progress steps small.
+#: stops falling (docs/benchmarks.md); smaller batches keep memory and progress steps small.
 BATCH_OPENVINO = 4
 #: Slices prepared (preprocessing + OOD rules, in two threads) before the model runs on them.
 CHUNK = 32

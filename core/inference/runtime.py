@@ -2,7 +2,7 @@
 
 The probabilities a radiologist sees may come from OpenVINO (Intel's inference runtime, CPU
 plugin) instead of TensorFlow, because it runs the same float32 models faster on CPUs (figures:
-README.md, Speed; ``python -m models.evaluation.bench``). Grad-CAM's gradients come from the Keras model
+docs/benchmarks.md; ``lungreview bench``). Grad-CAM's gradients come from the Keras model
 (:mod:`core.inference.explain`), which an exported graph cannot give; only the backbone's forward pass up
 to the Grad-CAM layer, which needs no gradient, may run here (``Predictor.gradcam``).
 
@@ -51,7 +51,7 @@ __all__ = ["AGREEMENT_ATOL", "RUNTIMES", "OpenVinoRunner", "RuntimeUnavailable",
 #: tenth of the last digit the dashboard shows (probabilities to 3 decimals), so an accepted
 #: runtime changes a shown value by at most one in that digit, and a decided label only for a
 #: probability within 1e-4 of a card threshold. float32 rounding differences stay far below it
-#: (at most 5e-6 on the shipped models, README.md Speed); bfloat16 goes far above it.
+#: (docs/benchmarks.md); bfloat16 goes far above it.
 AGREEMENT_ATOL = 1e-4
 
 

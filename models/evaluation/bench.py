@@ -1,4 +1,5 @@
-"""Speed benchmark of the inference path on this machine: ``python -m models.evaluation.bench [--model ID] [--json]``.
+"""Speed benchmark of the inference path on this machine (the command line is ``lungreview bench``,
+``benchmarks/inference.py``).
 
 Measured in one run, on the TCIA study under the data directory (Lung-PET-CT-Dx, 2 x 30 slices of
 512 x 512):
@@ -19,24 +20,21 @@ The load average (``os.getloadavg``) before and after is reported: other jobs on
 slow every number down. ``--untrained resnet50`` benchmarks an untrained 224-px ResNet-50
 (``keras.applications.ResNet50(weights=None)``, the backbone of ``models.architectures``'
 ``resnet50``; speed does not depend on the weights) when no trained entry exists. Measured
-results are in README.md (Speed) and docs/benchmarks.md.
+results are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-#: Speed targets of the ResNet-50 model on the 2-core machine: one slice within 30 ms, at least
+#: Speed targets of the ResNet-50 model: one slice within 30 ms, at least
 #: 4x the naive ``model.predict`` path, Grad-CAM at most 3x a prediction, 35 slices/s for a study.
 FLOORS = {
     "predict_p50_ms_max": 30.0,
@@ -44,7 +42,7 @@ FLOORS = {
     "gradcam_over_predict_max": 3.0,
     "series_slices_per_s_min": 35.0,
 }
-#: Speed targets of the default model (``basic_cnn_v1``, 128 px) on the 2-core machine: one
+#: Speed targets of the default model (``basic_cnn_v1``, 128 px): one
 #: 512 x 512 DICOM file to HU and one slice's preprocessing each under 2 ms, Grad-CAM (with the
 #: heatmap mapped back onto the slice) at most 3x a prediction, 100 slices/s for the study from
 #: the files to the probabilities.
@@ -246,57 +244,3 @@ def run(
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
     }
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (see the module docstring)."""
-    from core.settings import RUNTIMES
-
-    parser = argparse.ArgumentParser(prog="python -m models.evaluation.bench", description="Inference speed benchmark.")
-    parser.add_argument("--model", default=None, help="registry model id (default: the default model)")
-    parser.add_argument(
-        "--untrained", choices=["resnet50"], default=None, help="benchmark an untrained model"
-    )
-    parser.add_argument("--repeats", type=int, default=30, help="timed runs per single-slice measurement")
-    parser.add_argument("--series-repeats", type=int, default=5, help="timed runs of the 60-slice study")
-    parser.add_argument(
-        "--runtime", choices=RUNTIMES, default=None, help="default: LUNGREVIEW_RUNTIME"
-    )
-    parser.add_argument("--json", action="store_true", help="print only the JSON")
-    args = parser.parse_args(argv)
-
-    from core.registry import RegistryError, load_model
-    from core.settings import get_settings
-
-    if args.untrained:
-        loaded = untrained_resnet50()
-    else:
-        try:
-            loaded = load_model(args.model)
-        except RegistryError as exc:
-            print(f"error: {exc} (or use --untrained resnet50)", file=sys.stderr)
-            return 2
-    from core.inference import InferenceError
-
-    try:
-        result = run(loaded, get_settings().tcia_dir, args.repeats, args.series_repeats, runtime=args.runtime)
-    except (InferenceError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not args.json:
-        s = result["single_slice"]
-        print(
-            f"{result['model_id']}: decode p50 {s['decode']['p50_ms']} ms, preprocess p50 "
-            f"{s['preprocess']['p50_ms']} ms, predict p50 {s['predict']['p50_ms']} ms, +Grad-CAM "
-            f"{s['predict_gradcam']['p50_ms']} ms, naive {s['naive_predict']['p50_ms']} ms, series "
-            f"{result['series']['slices_per_s_median']} slices/s (model alone "
-            f"{result['series']['model_only_slices_per_s_median']}), runtime {result['runtime']}, "
-            f"load {result['machine']['load_avg_before']}; floors met: {result['meets_floors']}",
-            file=sys.stderr,
-        )
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,20 @@
-"""Tests of core.domain: SUS scoring (Brooke 1996) against worked examples."""
+"""Tests of core.domain: the out-of-distribution rule and label; SUS scoring (Brooke 1996) against worked examples."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from core.domain import SUS_STATEMENTS, SusError, sus_score, validate_answers
+from core.domain import (
+    NOT_APPLICABLE,
+    SUS_STATEMENTS,
+    SusError,
+    any_flagged,
+    series_is_ood,
+    shown_label,
+    sus_score,
+    validate_answers,
+)
 
 
 class TestSusStatements:
@@ -70,3 +80,16 @@ class TestValidateAnswers:
     def test_error_is_a_value_error(self):
         with pytest.raises(ValueError):
             validate_answers([])
+
+
+class TestOutOfDistributionRule:
+    def test_a_series_is_out_of_distribution_when_more_than_half_of_its_slices_are(self):
+        assert not series_is_ood([True, False]) and series_is_ood([True, True, False])
+        assert not series_is_ood([]) and not series_is_ood(np.zeros(5, bool))
+
+    def test_one_flagged_slice_makes_the_result_not_applicable(self):
+        assert any_flagged([False, True, False]) and not any_flagged([False, False]) and any_flagged(True)
+        assert shown_label("malignant", False) == "malignant"
+        assert shown_label("malignant", True) == f"{NOT_APPLICABLE} (outside the training data)"
+        assert shown_label("benign", True, model_said=True) == (
+            "not applicable (outside the training data; model said benign)")

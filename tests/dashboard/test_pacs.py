@@ -11,7 +11,7 @@ from sqlalchemy import select
 from core.pacs.dicomweb import PacsClient
 from core.settings import get_settings
 from db.schema import AuditAction, AuditEvent
-from tests.core.orthanc import orthanc  # noqa: F401
+from tests.core.pacs.orthanc import orthanc  # noqa: F401
 from tests.dashboard.conftest import make_app, open_page, texts
 
 SERIES_DIR = next(iter(sorted((get_settings().data_dir / "lung-pet-ct-dx").glob("Lung_Dx-*/*/*B40f*"))), None)
@@ -165,7 +165,7 @@ def test_study_deleted_between_search_and_retrieval(pacs_env, users, factory):
 
 def test_pacs_stopped_before_retrieval(registry_env, users, factory, tmp_path, monkeypatch):
     from core import settings as config
-    from tests.core.orthanc import skip_or_fail_without_orthanc, start_orthanc
+    from tests.core.pacs.orthanc import skip_or_fail_without_orthanc, start_orthanc
 
     skip_or_fail_without_orthanc()
     server = start_orthanc(tmp_path / "orthanc")

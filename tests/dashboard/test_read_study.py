@@ -72,7 +72,7 @@ class TestPage:
         row = reads.iloc[0]
         assert (row["finding"], row["agreement"], row["confidence"], row["heatmap_helpful"]) == ("benign", "partly",
                                                                                                  4, 2)
-        assert row["model_id"] == "tiny_a" and row["seconds_to_decision"] >= 0
+        assert row["model_id"] == "tiny_a"
 
         again = open_page(make_app(users["admin"]), "read_study.py")
         again = _upload(again, jpgs)

@@ -13,7 +13,7 @@ from db import repository as repo
 from db.repository import analytics as repo_analytics
 from db.schema import AuditEvent
 from services import analytics
-from tests.core.test_agreement import CASES, KAPPA, KAPPA_LINEAR
+from tests.core.stats.test_agreement import CASES, KAPPA, KAPPA_LINEAR
 from tests.db.factories import new_inference, new_study, sha
 
 CONFUSION = [[3, 1, 0], [1, 2, 1], [0, 0, 2]]

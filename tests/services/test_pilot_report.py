@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from services import pilot_report as pr
-from tests.core import reader_study_pilot as pilot
+from tests.core.stats import reader_study_pilot as pilot
 from tests.db.pilot_factory import run_pilot
 
 N_BOOT = 300

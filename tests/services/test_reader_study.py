@@ -17,7 +17,7 @@ from db.schema import (
 )
 from db.session import downgrade, upgrade
 from services import reader_study as rs
-from tests.core import reader_study_pilot as pilot
+from tests.core.stats import reader_study_pilot as pilot
 from tests.db.pilot_factory import MODEL, Clock, make_cases, run_pilot
 
 READER_STUDY_TABLES = {"reading_lists", "reading_list_cases", "reading_list_readers", "reference_standards",

@@ -266,6 +266,14 @@ class TestSaveRead:
                                                              (second.review_id, "malignant")]
             assert [r.id for r in repo.current_reviews(s)] == [second.review_id]
 
+    def test_a_clock_that_went_back_gives_zero_seconds_not_a_negative_time(self, service, people):
+        study = make_study("rc")
+        analysis = service.analyse(study, study.series[0], CARD, user_id=people["rad1"])
+        saved = service.save_read(analysis.inference_id, reader_id=people["rad1"], finding="normal",
+                                  agreement="agree", confidence=2, heatmap_helpful=None, comment="",
+                                  opened_at=200.0, now=150.0)
+        assert saved.seconds_to_decision == 0.0
+
     def test_reads_of_two_series_do_not_supersede_each_other(self, service, people):
         study = make_study("rr", sizes=(2, 2))
         a = service.analyse(study, study.series[0], CARD, user_id=people["rad1"])

@@ -2,13 +2,13 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python -m tests.core.fuzz_report [N] [--seed S] [--heavy] [--no-memory]
+    .venv/bin/python -m benchmarks.fuzz_report [N] [--seed S] [--heavy] [--no-memory]
 
 Prints, as JSON: cases by outcome kind (read, read-with-problems, refused, escaped), the count of each
 finding (``escaped:<exception>``, ``slice-not-2d-finite``, ``unplain-message``, ``good-file-lost``,
 ``duplicate-counted-twice``, ``truncated-called-report``, ``install-a-decoder-hint``, ``slow>10s``,
 ``memory>2GiB``), the slowest case and the largest traced memory peak. ``--heavy`` adds the
-denial-of-service inputs of ``tests.core.fuzz_inputs.HEAVY`` (``--heavy-only``: only them), each stopped
+denial-of-service inputs of ``tests.core.imaging.fuzz_inputs.HEAVY`` (``--heavy-only``: only them), each stopped
 after ``--alarm`` seconds (default 120; a reader that catches every exception records it as a slow case).
 """
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("LUNGREVIEW_STUDY_KEY", "fuzz")
     warnings.simplefilter("ignore")  # pydicom warns about every invalid value it meets
     logging.disable(logging.CRITICAL)  # and logs every failed decode with a traceback
-    from tests.core.fuzz_inputs import HEAVY, generate, heavy_case, run_case
+    from tests.core.imaging.fuzz_inputs import HEAVY, generate, heavy_case, run_case
 
     rng = random.Random(args.seed)
     kinds: Counter[str] = Counter()

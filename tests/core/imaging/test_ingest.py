@@ -22,7 +22,7 @@ from core.imaging import (
     NotAnImageError,
     read_uploads,
 )
-from tests.core.fuzz_inputs import UNPLAIN, heavy, make_zip, patch_png_size, png_bytes
+from tests.core.imaging.fuzz_inputs import UNPLAIN, heavy, make_zip, patch_png_size, png_bytes
 from tests.factories.dicom import make_dicom
 
 
@@ -247,7 +247,7 @@ class TestLimits:
     def test_many_pictures_in_a_tiny_zip_hit_the_upload_pixel_budget(self, limits):
         limits(MAX_UPLOAD_PIXELS=3 * 1000 * 1000)
         png = png_bytes(np.zeros((1000, 1000), np.uint8))
-        from tests.core.fuzz_inputs import add_png_text
+        from tests.core.imaging.fuzz_inputs import add_png_text
 
         data = make_zip([(f"p{i}.png", add_png_text(png, str(i).encode())) for i in range(6)])
         result = read_uploads([("pictures.zip", data)])

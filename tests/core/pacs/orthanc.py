@@ -6,7 +6,7 @@ tests skip, unless ``LUNGREVIEW_REQUIRE_PACS=1`` (set by .ci/run), where they fa
 Each server gets its own configuration (a temporary storage and index folder, the DICOMweb
 plugin on, remote access off, HTTP basic authentication on with one test user), so nothing of
 the system-wide Orthanc (``/etc/orthanc``) is used or touched. Import the fixtures into a test
-module with ``from tests.core.orthanc import orthanc  # noqa: F401``.
+module with ``from tests.core.pacs.orthanc import orthanc  # noqa: F401``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Run from the repository root with the venv's python (not a pytest test; pytest does not collect
 it)::
 
-    python -m tests.e2e.bench_warm_path [--json] [--port N] [--jpgs 4] [--moves 6]
+    python -m benchmarks.warm_path [--json] [--port N] [--jpgs 4] [--moves 6]
 
 It starts ``streamlit run dashboard/app.py`` itself as the browser tests do
 (``tests.e2e.helpers.streamlit_server``: a temporary var/ folder and SQLite database, nothing
@@ -20,7 +20,7 @@ a. ``first_jpg_s``: the first analysis after the server started (the model is lo
    Aim <= 6 s.
 b. ``warm_jpg_s``: the same for further JPGs (the next ones in sorted order), each a new upload
    from a fresh page load in the same server. Aim <= 1.0 s for the median; each is printed.
-c. ``series_128_s``: the same for a ZIP of one 128-slice DICOM series (tests/e2e/bench_data.py:
+c. ``series_128_s``: the same for a ZIP of one 128-slice DICOM series (benchmarks/data.py:
    the 60 TCIA slices repeated with new UIDs and positions). Aim <= 4 s.
 d. ``slice_move_s``: on that series, pressing ArrowRight (or ArrowLeft at the end) on the focused
    "Slice" slider until the caption "Slice K of N" of the slice image shows the new K AND the
@@ -48,9 +48,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.data import iq_jpgs, make_series_zip
 from core.settings import REPO_ROOT
 from tests.e2e import conftest
-from tests.e2e.bench_data import iq_jpgs, make_series_zip
 
 ADMIN = ("bench-admin", "Bench Admin", "bench-pass-1234")
 LONG = 300_000  # ms: the first run imports TensorFlow and loads the model on 2 busy cores

@@ -2,12 +2,12 @@
 
 Run from the repository root with the venv's python (not a pytest test)::
 
-    python -m tests.e2e.bench_memory [--json] [--port N] [--slices 300] [--tabs 3]
+    python -m benchmarks.memory [--json] [--port N] [--slices 300] [--tabs 3]
 
-Starts the server as tests/e2e/bench_warm_path.py does (conftest's ``app_server``: temporary
+Starts the server as benchmarks/warm_path.py does (conftest's ``app_server``: temporary
 var/ and SQLite database), creates the first admin, and opens THREE browser contexts (three
 Streamlit sessions, each signed in, each left open on its result). Each uploads its own ZIP of
-one 300-slice DICOM series (tests/e2e/bench_data.py: the TCIA slices repeated; study k has its
+one 300-slice DICOM series (benchmarks/data.py: the TCIA slices repeated; study k has its
 own Study/Series/SOP UIDs, so its bytes and content hash differ and it is analysed anew), clicks
 "Analyse with AI" and waits for the Grad-CAM image. The server's resident memory (RSS: the
 ``streamlit run`` process and all its descendants, from psutil when installed, else
@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e.bench_data import make_series_zip
-from tests.e2e.bench_warm_path import (
+from benchmarks.data import make_series_zip
+from benchmarks.warm_path import (
     chromium,
     commit,
     create_first_admin,

@@ -1,4 +1,4 @@
-"""Tests of core.stats.reader_metrics against the hand-worked pilot in tests/core/reader_study_pilot.py."""
+"""Tests of core.stats.reader_metrics against the hand-worked pilot in tests/core/stats/reader_study_pilot.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from core.stats import reader_metrics as rm
-from tests.core import reader_study_pilot as pilot
+from tests.core.stats import reader_study_pilot as pilot
 
 READER_IDS = {"r1": 1, "r2": 2, "r3": 3}
 NAMES = {v: k for k, v in READER_IDS.items()} | {rm.POOLED: "pooled"}

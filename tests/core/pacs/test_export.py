@@ -33,7 +33,7 @@ from core.pacs.export import (
     zip_of,
 )
 from core.settings import get_settings
-from tests.core.orthanc import orthanc  # noqa: F401
+from tests.core.pacs.orthanc import orthanc  # noqa: F401
 
 DATA = get_settings().data_dir
 SERIES_DIR = next(iter(sorted((DATA / "lung-pet-ct-dx").glob("Lung_Dx-*/*/*B40f*"))), None)

@@ -5,7 +5,7 @@ correct reader must do with them (which good files must still be read, which fil
 Seeds are real files (pydicom's bundled test files, one slice of each shared TCIA series, IQ-OTH/NCCD
 JPGs) and synthetic ones (``tests.factories.dicom``); heavy inputs (bombs, floods) are built once
 and cached. Only the public API of ``core.imaging`` is used, so the same generator measures any
-version of the reader (see ``tests/core/fuzz_report.py``).
+version of the reader (see ``benchmarks/fuzz_report.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pydicom.uid import (
 from tests.factories.dicom import make_dicom
 
 SHARED = Path(
-    os.environ.get("LUNGREVIEW_DATA_DIR") or Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+    os.environ.get("LUNGREVIEW_DATA_DIR") or Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
 )
 BUNDLED = (
     "CT_small.dcm",

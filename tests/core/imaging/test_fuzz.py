@@ -1,6 +1,6 @@
 """Property-based fuzzing of the upload entry point ``core.imaging.read_uploads``.
 
-Inputs come from the seeded generators of ``tests/core/fuzz_inputs.py`` (truncations, bit flips, header
+Inputs come from the seeded generators of ``tests/core/imaging/fuzz_inputs.py`` (truncations, bit flips, header
 field and VR mutations, pixel data shorter or longer than declared, damaged/nested/traversal ZIPs,
 decompression-bomb and 16-bit/palette pictures, mixed good and bad files, duplicates), driven by
 hypothesis with ``derandomize=True`` so that CI runs the same 2,000 cases every time; the denial-of-
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.core.fuzz_inputs import HEAVY, generate, heavy_case, run_case
+from tests.core.imaging.fuzz_inputs import HEAVY, generate, heavy_case, run_case
 
 pytestmark = pytest.mark.fuzz
 

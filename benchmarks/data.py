@@ -1,4 +1,4 @@
-"""Inputs for the measurement scripts (bench_warm_path, bench_memory): real slices, made bigger.
+"""Inputs for the measurement scripts (benchmarks.warm_path, benchmarks.memory): real slices, made bigger.
 
 Not a test module (pytest does not collect it). The JPGs are real IQ-OTH/NCCD slices, picked by
 sorted file name; the DICOM ZIPs are the real TCIA Lung-PET-CT-Dx study of patient Lung_Dx-A0002

@@ -1,4 +1,4 @@
-"""core.pacs.dicomweb against a real Orthanc (tests/core/orthanc.py) holding the shared TCIA and LIDC studies."""
+"""core.pacs.dicomweb against a real Orthanc (tests/core/pacs/orthanc.py) holding the shared TCIA and LIDC studies."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from core.pacs.dicomweb import (
     patient_name_pattern,
 )
 from core.settings import get_settings
-from tests.core.orthanc import orthanc, skip_or_fail_without_orthanc, start_orthanc  # noqa: F401
+from tests.core.pacs.orthanc import orthanc, skip_or_fail_without_orthanc, start_orthanc  # noqa: F401
 
 DATA = get_settings().data_dir
 TCIA_STUDY = DATA / "lung-pet-ct-dx" / "Lung_Dx-A0002"
