@@ -1,6 +1,6 @@
 # LungReview: two commands on a fresh machine with Python 3.11.
 #   make run   install into .venv and start the dashboard on http://127.0.0.1:8501
-#   make test  install into .venv (with test tools) and run the whole test suite
+#   make test  install into .venv (with test tools), check style and import contracts, run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -15,8 +15,8 @@ $(BIN)/python:
 OPT_OUT = $(BIN)/opt_in_out --opt_out >/dev/null
 
 # The project itself is installed editable and without dependencies (requirements*.txt pin them):
-# it puts core, db, models and dashboard on the path (no sys.path edits) and adds the console
-# scripts (lungreview-predict, lungreview-train, ...; see pyproject.toml).
+# it puts core, db, services, models and dashboard on the path (no sys.path edits) and adds the
+# one console script, `lungreview SUBCOMMAND` (lungreview.py; `lungreview --help` lists them).
 INSTALL_SELF = $(BIN)/python -m pip install --quiet --no-deps -e .
 
 $(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
@@ -36,7 +36,9 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports --no-cache

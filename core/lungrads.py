@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from core.config import LungRads, NoduleDecision, NoduleType
+from core.domain import LungRads, NoduleDecision, NoduleType
 
 __all__ = ["CAVEAT", "SOLID_THRESHOLDS_MM", "LungRadsInputError", "LungRadsSuggestion", "ReadNodule",
            "mean_diameter_for_lungrads", "suggest_lungrads"]

@@ -5,7 +5,7 @@ Layout (``registry_dir`` = ``get_settings().registry_dir`` unless given)::
     <registry>/default.json            {"default": "<model id>"}
     <registry>/<id>/model.keras        Keras 3 archive (weights possibly stored as float16, below)
     <registry>/<id>/card.json          ModelCard.to_dict(): id, architecture, preprocessing, ...
-    <registry>/<id>/evaluation.json    models.evaluate output (written by the evaluation step)
+    <registry>/<id>/evaluation.json    models.evaluation.evaluate output (written by the evaluation step)
     <registry>/<id>/history.json       per-epoch training history
     <registry>/<id>/split.csv          copy of the split manifest the model was trained on
 
@@ -24,6 +24,7 @@ trainer and recorded in the card (``training.weights_storage``).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from core.config import REPO_ROOT, get_settings
-from core.datasets import file_sha256
 from core.preprocessing import PreprocessSpec
 
 MODEL_FILE = "model.keras"
@@ -70,7 +70,7 @@ class ModelCard:
         class_names: output order of the softmax (3-class: normal, benign, malignant).
         preprocessing: the :class:`PreprocessSpec` the model was trained with.
         gradcam_layer: name of the layer Grad-CAM reads.
-        thresholds: ``{class name: probability}`` for :func:`core.decision.decide`, chosen on the
+        thresholds: ``{class name: probability}`` for :func:`core.inference.decision.decide`, chosen on the
             validation split.
         model_file: file name inside the entry (``"model.keras"``).
         sha256: hex sha256 of the model file.
@@ -138,6 +138,15 @@ class LoadedModel:
     def spec(self) -> PreprocessSpec:
         """The preprocessing spec the model expects."""
         return self.card.preprocessing
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest (64 lowercase hex characters) of a file's bytes, read in 1 MiB chunks (FIPS 180-4)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _registry(registry_dir: str | Path | None) -> Path:
@@ -291,7 +300,7 @@ def _read_json(model_id: str, name: str, registry_dir: str | Path | None) -> dic
 
 
 def read_evaluation(model_id: str, registry_dir: str | Path | None = None) -> dict | None:
-    """``evaluation.json`` of an entry (output of models.evaluate), or None if not written yet.
+    """``evaluation.json`` of an entry (output of models.evaluation.evaluate), or None if not written yet.
 
     Raises:
         RegistryError: the file exists but is not valid JSON.
@@ -465,7 +474,7 @@ DICOM_CHECK_FILE = "dicom_check.json"
 
 
 def write_dicom_check(model_id: str, report: dict, registry_dir: str | Path | None = None) -> Path:
-    """Write ``dicom_check.json`` (output of ``models.evaluate --dicom``) beside ``evaluation.json``.
+    """Write ``dicom_check.json`` (output of ``models.evaluation.evaluate --dicom``) beside ``evaluation.json``.
 
     Args:
         model_id: an existing registry entry.

@@ -3,7 +3,7 @@
 A stored series is one HDF5 file ``<root>/<key>.h5`` (written and read with h5py) holding
 
 * datasets ``hu/00000``, ``hu/00001``, ...: each slice's HU, (y, x), uncompressed
-  (:data:`COMPRESSION`; why: README "Study store"). They are stored as int16
+  (:data:`COMPRESSION`; why: docs/operations.md, "Study store"). They are stored as int16
   when every value of the series is a whole number in [-32768, 32767] (true of CT decoded
   through the modality LUT with an integer slope and intercept, DICOM PS3.3 C.11.1), which is
   lossless; else as float32 (e.g. HU estimated from picture grey values). Loaded back as
@@ -52,7 +52,6 @@ import re
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +60,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from cachetools import LRUCache
 
 from core.config import Window, get_settings
 from core.imaging import Series, Slice
@@ -72,8 +72,8 @@ FORMAT_VERSION = 1
 DROPPED_SLICE_FIELDS: frozenset[str] = frozenset({"sop_instance_uid"})
 
 #: HDF5 filter of the HU datasets: None. Staging a series happens while the reader waits for the
-#: upload, and gzip level 1 with shuffle took 17 times as long to write and 6 times as long to read
-#: as no filter, for half the size (README "Study store"); files written with a filter still read.
+#: upload, and compression (gzip with shuffle) halves the size at many times the time to write and
+#: read (figures: docs/operations.md, "Study store"); files written with a filter still read.
 COMPRESSION: str | None = None
 
 #: File name suffix of a stored series.
@@ -386,7 +386,8 @@ class SeriesStore:
 
 
 class MemoryCache:
-    """A thread-safe in-memory cache of decoded series, least recently used evicted first.
+    """A thread-safe in-memory cache of decoded series, least recently used evicted first
+    (``cachetools.LRUCache`` sized by :func:`series_bytes`, behind a lock).
 
     Args:
         max_bytes: cap in bytes on the HU arrays held (:func:`series_bytes`), > 0. The series
@@ -400,28 +401,23 @@ class MemoryCache:
         if int(max_bytes) <= 0:
             raise StoreError(f"The series cache's cap must be positive, got {max_bytes} bytes.")
         self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[str, tuple[Series, int]] = OrderedDict()
+        # an item over the cap counts as exactly the cap: it evicts everything else and stays
+        self._items: LRUCache[str, tuple[Series, int]] = LRUCache(
+            self.max_bytes, getsizeof=lambda item: min(item[1], self.max_bytes))
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Series | None:
         """The series held under ``key`` (now the most recently used), or None."""
         with self._lock:
             item = self._items.get(key)
-            if item is None:
-                return None
-            self._items.move_to_end(key)
-            return item[0]
+            return None if item is None else item[0]
 
     def put(self, key: str, series: Series) -> None:
         """Hold ``series`` under ``key``, then evict the least recently used down to the cap."""
         size = series_bytes(series)
         with self._lock:
+            self._items.pop(key, None)
             self._items[key] = (series, size)
-            self._items.move_to_end(key)
-            total = sum(n for _, n in self._items.values())
-            while total > self.max_bytes and len(self._items) > 1:
-                _, (_, n) = self._items.popitem(last=False)
-                total -= n
 
     def discard(self, key: str) -> None:
         """Forget ``key`` (no error when it is not held)."""

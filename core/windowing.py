@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.config import Window
+from core.domain import Window
 
 
 def apply_window(hu: np.ndarray, window: Window) -> np.ndarray:
@@ -17,7 +17,7 @@ def apply_window(hu: np.ndarray, window: Window) -> np.ndarray:
     Follows the LINEAR VOI LUT function of DICOM PS3.3 C.11.2.1.2.1 with output range [0, 1]:
     values at or below ``c - 0.5 - (w - 1) / 2`` become 0, values above ``c - 0.5 + (w - 1) / 2``
     become 1, and in between ``((x - (c - 0.5)) / (w - 1) + 0.5)``. When ``window.floor`` is
-    above 0 (an export that maps the window to [floor, 1], see :class:`core.config.Window`),
+    above 0 (an export that maps the window to [floor, 1], see :class:`core.domain.Window`),
     in-window values are ``floor + (1 - floor) * linear`` and values at or below the lower edge
     stay 0.
 
@@ -158,7 +158,7 @@ def estimate_export_window(
     (``floor + (1 - floor) * linear``) and the mean absolute difference between 80 quantiles
     (1st to 99.5th percentile) of those and of the export's in-window grey values is taken; the
     smallest wins. The reference must show similar anatomy (a chest CT in HU). This is how
-    ``WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD]`` was set (see ``core.config``).
+    ``WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD]`` was set (see ``core.domain``).
 
     Args:
         reference_hu: float array of any shape, HU of reference CT slices.

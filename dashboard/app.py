@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import Role
+from core.domain import Role
 from dashboard.components import (
     ADMIN_ROLES,
     ALL_ROLES,
@@ -50,7 +50,7 @@ PAGES: tuple[tuple[str, str, str, str, frozenset[Role], str], ...] = (
 def _sign_out_clicked(user_id: int) -> None:
     from dashboard.auth import forget_sign_in
     from dashboard.resources import get_session_factory
-    from db.services import record_sign_out
+    from services.accounts import record_sign_out
 
     with error_boundary("sign-out"):
         record_sign_out(get_session_factory(), user_id)
@@ -64,7 +64,7 @@ def main() -> None:
     st.set_page_config(page_title="LungReview", page_icon=":material/pulmonology:", layout="wide")
     from dashboard.auth import restore_or_check, write_pending_cookie
     from dashboard.resources import get_session_factory, keep_keras_state, warm_default_model
-    from db.services import list_accounts
+    from services.accounts import list_accounts
 
     keep_keras_state()  # Streamlit would clear the Keras session after every run (1-2 s each)
     warm_default_model()  # once per process: the first analysis then finds the model loaded and warm

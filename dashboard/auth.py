@@ -1,6 +1,6 @@
 """The sign-in cookie: a sign-in survives a reload and a new tab, and ends with its server-side session.
 
-How it works (the rules themselves live in ``db.auth_sessions``):
+How it works (the rules themselves live in ``services.sessions``):
 
 * After a password sign-in, :func:`remember_sign_in` starts a server-side session and keeps
   its token in this Streamlit session only; :func:`write_pending_cookie` then hands it to the
@@ -8,7 +8,7 @@ How it works (the rules themselves live in ``db.auth_sessions``):
   the app is served over HTTPS, expiring with the session's absolute lifetime).
 * On a reload or in a new tab Streamlit starts a new session; :func:`restore_or_check` reads
   the cookie with Streamlit's own ``st.context.cookies`` (sent with the page's WebSocket
-  request) and, if ``db.auth_sessions.resume_session`` accepts it, signs the user in again.
+  request) and, if ``services.sessions.resume_session`` accepts it, signs the user in again.
 * On every run of a signed-in session the token is checked again, so sign-out, the idle
   timeout, the absolute lifetime, an admin's "end sessions" and a deactivation end the sign-in
   at the next click in every tab. :func:`forget_sign_in` (sign-out) ends the session on the
@@ -28,11 +28,10 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
-from core.config import get_settings
+from core.settings import get_settings
 from dashboard.components import SessionUser, current_user, sign_in, sign_out
 from dashboard.resources import get_session_factory
-from db.auth_sessions import end_session, resume_session, start_session
-from db.schema import SessionEndReason
+from services.sessions import SessionEndReason, end_session, resume_session, start_session
 
 log = logging.getLogger("lungreview.dashboard")
 

@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.config import APP_VERSION, DISCLAIMER, Role
+from core.domain import APP_VERSION, DISCLAIMER, Role
 from core.imaging import (
     ArchiveTooLargeError,
     FileProblem,
@@ -27,8 +27,7 @@ from core.imaging import (
     UnsupportedTransferSyntaxError,
 )
 from core.registry import ModelIntegrityError, ModelNotFoundError, RegistryError
-from db.repository import NotFoundError, PermissionDenied, RepositoryError, ValidationError
-from db.session import DatabaseError
+from services.database import DatabaseError, NotFoundError, PermissionDenied, RepositoryError, ValidationError
 
 log = logging.getLogger("lungreview.dashboard")
 
@@ -54,7 +53,7 @@ class SessionUser:
 
     @classmethod
     def from_row(cls, user) -> SessionUser:
-        """From anything with ``id``, ``username``, ``display_name``, ``role`` (``db.services.Account``)."""
+        """From anything with ``id``, ``username``, ``display_name``, ``role`` (``services.accounts.Account``)."""
         return cls(id=int(user.id), username=user.username, display_name=user.display_name, role=str(user.role))
 
 

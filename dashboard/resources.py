@@ -5,7 +5,7 @@
 * :func:`get_predictor`: one ``core.inference.Predictor`` per registry folder, model id and model
   sha256, loaded with ``core.registry.load_model`` (sha256 checked before deserialising).
   TensorFlow is imported only here, lazily, on the first analysis.
-* :func:`get_reading_service`: the ``db.reading.ReadingService`` over these (not cached: it
+* :func:`get_reading_service`: the ``services.reading.ReadingService`` over these (not cached: it
   holds nothing but the cached factories and :func:`get_predictor`).
 * :func:`shared_cache`: bounded least-recently-used caches shared by every browser session
   (Grad-CAM heatmaps, overlay PNGs, lung masks), so tabs on the same case share them and memory
@@ -13,7 +13,7 @@
 * :func:`warm_default_model`: loads and warms the default model in a background thread, started
   by the first page view after the server starts.
 * :func:`keep_keras_state`: stops Streamlit from clearing the Keras session after every script
-  run (which cost 1.1-1.9 s per run and a new trace of Grad-CAM, see README "Speed").
+  run (a second or more per run and a new trace of Grad-CAM; docs/benchmarks.md, "The warm path").
 
 Keys include the database URL and the registry folder, so tests that point the settings at a
 temporary database or registry get their own resources; :func:`clear_all` empties the caches
@@ -26,30 +26,30 @@ import contextlib
 import logging
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import streamlit as st
+from cachetools import LRUCache
 
-from core.config import get_settings
+from core.settings import get_settings
 
 log = logging.getLogger("lungreview.dashboard")
 
 
 @st.cache_resource(show_spinner=False)
 def _engine(url: str):
-    from db.session import make_engine
+    from services.database import open_engine
 
     log.info("opening database %s", url.split("@")[-1])
-    return make_engine(url)
+    return open_engine(url)
 
 
 @st.cache_resource(show_spinner=False)
 def _factory(url: str, read_only: bool):
-    from db.session import make_session_factory
+    from services.database import session_factory
 
-    return make_session_factory(_engine(url), read_only=read_only)
+    return session_factory(_engine(url), read_only=read_only)
 
 
 def get_engine():
@@ -62,7 +62,7 @@ def get_engine():
 
 
 def get_session_factory(read_only: bool = False):
-    """A ``sessionmaker`` bound to :func:`get_engine`; use ``with factory.begin() as s:``.
+    """A ``sessionmaker`` bound to :func:`get_engine`, for the services (pages never open a session).
 
     Args:
         read_only: True for pages that only read (deferred BEGIN on SQLite; never write with it).
@@ -100,7 +100,7 @@ def get_predictor(model_id: str) -> Any:
 
 
 def get_reading_service():
-    """The reading service (``db.reading.ReadingService``) on the cached database and models.
+    """The reading service (``services.reading.ReadingService``) on the cached database and models.
 
     Writes go through :func:`get_session_factory`, reads through its read-only twin; models are
     loaded by :func:`get_predictor` only when a series must really be analysed.
@@ -108,7 +108,7 @@ def get_reading_service():
     Raises:
         db.session.DatabaseError: the database cannot be opened or migrated.
     """
-    from db.reading import ReadingService
+    from services.reading import ReadingService
 
     return ReadingService(get_session_factory(), get_predictor, read_factory=get_session_factory(read_only=True))
 
@@ -119,7 +119,8 @@ def clear_all() -> None:
 
 
 class SharedLRU:
-    """A thread-safe least-recently-used cache of at most ``max_items`` values.
+    """A thread-safe least-recently-used cache of at most ``max_items`` values
+    (``cachetools.LRUCache`` behind a lock).
 
     Args:
         max_items: how many values are kept (> 0); the least recently used go first.
@@ -127,20 +128,17 @@ class SharedLRU:
 
     def __init__(self, max_items: int) -> None:
         self.max_items = max(1, int(max_items))
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._items: LRUCache[Hashable, Any] = LRUCache(self.max_items)
         self._lock = threading.Lock()
 
     def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """The value of ``key``, made by ``make()`` (outside the lock) when it is not held."""
         with self._lock:
             if key in self._items:
-                self._items.move_to_end(key)
                 return self._items[key]
         value = make()
         with self._lock:
             self._items[key] = value
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
         return value
 
     def values(self) -> list[Any]:
@@ -212,7 +210,7 @@ def gradcam_heatmap(analysis: Any, series: Any, index: int, class_name: str) -> 
     Shared by every browser session (:func:`shared_cache`, :data:`HEATMAP_CACHE_ITEMS` entries).
 
     Args:
-        analysis: the ``db.reading.Analysis`` shown (its ``key`` and ``model_id``).
+        analysis: the ``services.reading.Analysis`` shown (its ``key`` and ``model_id``).
         series: the analysed ``core.imaging.Series``. index: 0-based slice. class_name: a class
             of the model.
 
@@ -259,9 +257,9 @@ def keep_keras_state() -> bool:
     Streamlit's script runner calls ``keras.backend.clear_session()`` after every script run
     when Keras is imported (``streamlit/runtime/scriptrunner/script_runner.py``,
     ``_clean_problem_modules``, Streamlit 1.67), meant for scripts that build a model per run.
-    LungReview loads each model once (:func:`get_predictor`), so the clearing only cost time:
-    1.1-1.9 s per run on the 2-core machine, and the next Grad-CAM was traced again (0.3-0.45 s
-    instead of 0.03 s). This replaces that private function with
+    LungReview loads each model once (:func:`get_predictor`), so the clearing only costs time:
+    every run pays for it, and the next Grad-CAM is traced again (docs/benchmarks.md, "The warm
+    path"). This replaces that private function with
     :func:`_clean_problem_modules_keeping_keras` (matplotlib figures are still closed).
 
     Returns:

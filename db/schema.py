@@ -52,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from core.config import Agreement, Finding, LungRads, NoduleDecision, NoduleType, Role
+from core.domain import Agreement, Finding, LungRads, NoduleDecision, NoduleType, Role
 
 
 class AuditAction(StrEnum):
@@ -364,7 +364,7 @@ class AuthSession(Base):
     this table holds only ``token_hash``, its SHA-256 hex digest, so a copy of the database gives
     no usable token. A session is valid while ``revoked_at`` is NULL, ``expires_at`` (absolute
     lifetime) has not passed and ``last_seen_at`` is recent enough (idle timeout; see
-    ``db.auth_sessions``). Ending a session sets ``revoked_at`` and ``ended_reason``.
+    ``services.sessions``). Ending a session sets ``revoked_at`` and ``ended_reason``.
     """
 
     __tablename__ = "auth_sessions"
@@ -391,7 +391,7 @@ class AuthSession(Base):
 
 
 # ---------------------------------------------------------------------------------------------
-# Reader study: reading lists, reference standard, unaided and aided reads (db.reader_study)
+# Reader study: reading lists, reference standard, unaided and aided reads (services.reader_study)
 #
 # A CASE is one series of a study: (study_id, series_key). ``series_key`` is the key of the
 # series inside its study ("" = the study's only series); it maps 1:1 onto a row of the

@@ -41,7 +41,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import get_settings
+from core.settings import get_settings
 
 MIGRATIONS_DIR: Path = Path(__file__).resolve().parent / "migrations"
 

@@ -8,9 +8,9 @@
 Pipeline (all slices go through the shared preprocessing):
 
 1. read the split manifest (default ``<registry>/splits/iqothnccd_seed42.csv``, created with
-   :func:`core.datasets.build_split` when missing); ``--limit N`` keeps at most N slices per split
+   :func:`models.data.build_split` when missing); ``--limit N`` keeps at most N slices per split
    (stratified by label), for tests;
-2. :func:`core.datasets.load_hu` + :func:`core.preprocessing.preprocess` once per slice, cached
+2. :func:`models.data.load_hu` + :func:`core.preprocessing.preprocess` once per slice, cached
    in memory as float32 (n, size, size, channels);
 3. ``tf.data`` pipeline; training batches only pass through :func:`models.architectures.augmentation`;
 4. Adam, categorical cross-entropy, class weights ``n / (k * n_c)`` (the "balanced" heuristic
@@ -43,8 +43,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import CLASS_NAMES, REPO_ROOT, get_settings
-from core.datasets import (
+from core.domain import CLASS_NAMES, suspicious_index
+from core.preprocessing import PreprocessSpec, preprocess
+from core.registry import git_commit
+from core.settings import REPO_ROOT, get_settings
+from models.data import (
     DatasetError,
     build_split,
     default_manifest_path,
@@ -53,9 +56,6 @@ from core.datasets import (
     read_manifest,
     write_manifest,
 )
-from core.decision import suspicious_index
-from core.preprocessing import PreprocessSpec, preprocess
-from core.registry import git_commit
 
 #: Default input spec per architecture: small grey inputs for the CNNs (CPU budget), the
 #: ImageNet-style 224 x 224 x 3 caffe-scaled input for ResNet-50 (the inference benchmark size).
@@ -177,14 +177,14 @@ def validation_metrics(
         y: int (n,) true class indices.
         proba: float (n, k) probabilities.
         class_names: k names.
-        thresholds: card thresholds for :func:`core.decision.decide`.
+        thresholds: card thresholds for :func:`core.inference.decision.decide`.
 
     Returns:
         JSON-able dict (scikit-learn metrics).
     """
     from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
-    from core.decision import decide
+    from core.inference.decision import decide
 
     labels = list(range(len(class_names)))
     out: dict[str, Any] = {"n": int(len(y))}
@@ -349,7 +349,7 @@ def _load_data(opts: TrainOptions) -> _Data:
     if not manifest_path.is_file():
         if opts.split:
             raise TrainingError(
-                f"split manifest {manifest_path} not found; create it with python -m core.datasets --out"
+                f"split manifest {manifest_path} not found; create it with python -m models.data --out"
             )
         write_manifest(build_split(root, seed=42), manifest_path)
     manifest = read_manifest(manifest_path)
@@ -371,7 +371,7 @@ def _load_data(opts: TrainOptions) -> _Data:
     for name in ("train", "val"):
         mask = (manifest["split"] == name).to_numpy()
         if not mask.any():
-            raise TrainingError(f"the manifest has no {name} slices; rebuild it with python -m core.datasets")
+            raise TrainingError(f"the manifest has no {name} slices; rebuild it with python -m models.data")
         splits[name] = (preprocess_paths(root, list(manifest.loc[mask, "path"]), spec), y_all[mask])
     return _Data(
         class_names=class_names,
@@ -470,7 +470,7 @@ def train(opts: TrainOptions) -> TrainResult:
         :class:`TrainResult`.
 
     Raises:
-        TrainingError, core.datasets.DatasetError, models.architectures.ArchitectureError,
+        TrainingError, models.data.DatasetError, models.architectures.ArchitectureError,
         core.registry.RegistryError: with a message saying what to fix.
     """
     import keras
@@ -526,7 +526,7 @@ def train(opts: TrainOptions) -> TrainResult:
         "split_manifest": f"{model_id}/split.csv",
         "split_source": portable_path(data.manifest_path),
         "split_sha256": data.manifest_sha256,
-        "split_grouping": "core.datasets.group_patients (pseudo-patients), split_by_group seed 42",
+        "split_grouping": "models.data.group_patients (pseudo-patients), split_by_group seed 42",
         "n_slices": {"train": int(len(data.x_train)), "val": int(len(x_va))},
         "limit": opts.limit,
         "starting_weights": start_weights,
@@ -650,7 +650,7 @@ def select_default(registry_dir: str | Path | None = None) -> str:
     """Make the model with the best VALIDATION macro-F1 the registry default, and say so in its card.
 
     The score is ``training.validation.thresholded.macro_f1`` (the labels the dashboard shows:
-    :func:`core.decision.decide` with the card's thresholds); ties go to the smaller model file.
+    :func:`core.inference.decision.decide` with the card's thresholds); ties go to the smaller model file.
     Writes ``default.json`` (:func:`core.registry.set_default_model`) and
     ``training.default_selection`` in the chosen card (other cards lose that key;
     :func:`core.registry.update_card`). The test split is not used.

@@ -4,19 +4,18 @@
         [--epochs-head N] [--epochs-fine N] [--fine-tune-from LAYER] [--max-minutes M] [--limit N]
     python -m models.transfer --calibration-report ID [ID ...]   (test-split ECE / log-loss before/after T)
 
-- Backbone: ``keras.applications.MobileNetV2(alpha=1.0, include_top=False, weights=...)``
-  (Sandler et al., "MobileNetV2: inverted residuals and linear bottlenecks", CVPR 2018), built
-  on the model's input tensor so its layers sit in the top-level graph and Grad-CAM reaches
-  ``out_relu``. ``weights`` is a local ``.weights.h5`` file (default: ``mobilenet_v2_1.00_160_no_top
+- Backbone: ``models.architectures.mobilenetv2`` (``keras.applications.MobileNetV2(alpha=1.0,
+  include_top=False, weights=...)``, Sandler et al., CVPR 2018), built on the model's input
+  tensor so its layers sit in the top-level graph and Grad-CAM reaches ``out_relu``. ``weights`` is a local ``.weights.h5`` file (default: ``mobilenet_v2_1.00_160_no_top
   .weights.h5`` in ``LUNGREVIEW_WEIGHTS_DIR``), ``"imagenet"`` (Keras download) or None.
 - Phase 1: global average pooling, dropout, softmax head trained with the backbone frozen;
   phase 2: the layers from ``--fine-tune-from`` (default ``block_13_expand``) on trainable at a
   10x lower learning rate, batch-norm layers kept in inference mode (Keras transfer-learning guide).
 - Augmentation: :func:`models.architectures.augmentation` plus :func:`intensity_jitter`.
 - Calibration: temperature scaling (Guo et al., "On calibration of modern neural networks",
-  ICML 2017): one T > 0 minimising the validation negative log-likelihood of
-  ``softmax(log p / T)``; stored in the card as ``training["calibration"]["temperature"]`` and
-  applied by :class:`core.inference.Predictor`. The malignant threshold is chosen on the
+  ICML 2017; ``core.inference.calibration``): one T > 0 minimising the validation negative
+  log-likelihood of ``softmax(log p / T)``; stored in the card as
+  ``training["calibration"]["temperature"]`` and applied by :class:`core.inference.Predictor`. The malignant threshold is chosen on the
   calibrated validation probabilities. ECE uses 15 equal-width confidence bins (Guo et al.).
 """
 
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import math
 import shutil
 import sys
@@ -36,7 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from core.config import CLASS_NAMES, REPO_ROOT
+from core.domain import CLASS_NAMES
+from core.inference.calibration import calibrate, fit_temperature, log_loss
+from core.settings import REPO_ROOT
+from core.stats.metrics import expected_calibration_error as ece
 
 WEIGHTS_FILE = "mobilenet_v2_1.00_160_no_top.weights.h5"
 WEIGHTS_PROVENANCE = (
@@ -45,13 +46,13 @@ WEIGHTS_PROVENANCE = (
     "block_13_project hold Keras' ImageNet weights unchanged, block_13_project_BN to Conv_1_bn were "
     "fine-tuned on 19 Stanford Dogs breeds (see ../shared/weights/README.md)"
 )
-GRADCAM_LAYER = "out_relu"
+#: Confidence bins of the expected calibration error (Guo et al. 2017).
 ECE_BINS = 15
 
 
 def weights_dir() -> Path:
     """Folder of pretrained starting weights: ``LUNGREVIEW_WEIGHTS_DIR``, default ``../shared/weights``."""
-    from core.config import load_settings
+    from core.settings import load_settings
 
     return load_settings().weights_dir
 
@@ -59,58 +60,6 @@ def weights_dir() -> Path:
 def default_weights() -> Path:
     """The default MobileNetV2 no-top weights file (may not exist on a given machine)."""
     return weights_dir() / WEIGHTS_FILE
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def build_mobilenetv2(
-    spec: Any, num_classes: int = 3, weights: str | Path | None = None, dropout: float = 0.3, l2: float = 1e-4
-):
-    """MobileNetV2 backbone (flat graph) + global average pooling + dropout + softmax.
-
-    Args:
-        spec: :class:`core.preprocessing.PreprocessSpec` with ``channels == 3`` and
-            ``scaling == "mobilenet_v2"`` (inputs in [-1, 1], as ``mobilenet_v2.preprocess_input``).
-        num_classes: softmax width k.
-        weights: None (random), ``"imagenet"`` (download) or a path to a no-top weights file.
-        dropout, l2: head regularisation.
-
-    Returns:
-        uncompiled ``keras.Model`` float32 (b, size, size, 3) -> (b, k) probabilities, with the
-        backbone layers reachable by name (``out_relu`` for Grad-CAM).
-
-    Raises:
-        ValueError: wrong spec, or a weights path that does not exist.
-    """
-    import keras
-    from keras import layers, regularizers
-
-    if spec.channels != 3 or spec.scaling != "mobilenet_v2":
-        raise ValueError(
-            f"MobileNetV2 needs channels=3 and scaling='mobilenet_v2', got {spec.channels} / {spec.scaling!r}"
-        )
-    w: str | None = None
-    if weights is not None:
-        w = str(weights)
-        if w != "imagenet" and not Path(w).is_file():
-            raise ValueError(
-                f"weights file {w} not found; pass None, 'imagenet' or an existing .weights.h5 file"
-            )
-    inp = keras.Input(shape=spec.input_shape, name="image")
-    base = keras.applications.MobileNetV2(alpha=1.0, include_top=False, weights=w, input_tensor=inp)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
-    x = layers.Dropout(dropout, name="head_dropout")(x)
-    out = layers.Dense(
-        num_classes, activation="softmax", kernel_regularizer=regularizers.l2(l2), name="predictions"
-    )(x)
-    return keras.Model(inp, out, name="mobilenetv2_transfer")
 
 
 def intensity_jitter(x, seed: int = 0, contrast: float = 0.25, brightness: float = 0.15, gamma: float = 0.3):
@@ -137,68 +86,6 @@ def intensity_jitter(x, seed: int = 0, contrast: float = 0.25, brightness: float
     c = tf.random.uniform((b, 1, 1, 1), -brightness, brightness, seed=seed + 2)
     u = (u - 0.5) * a + 0.5 + c
     return tf.clip_by_value(u * 2.0 - 1.0, -1.0, 1.0)
-
-
-# ------------------------------------------------------------------------------ calibration
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """``softmax(log p / T)`` row-wise: float (n, k) -> float32 (n, k); T = 1 returns ``p`` unchanged.
-
-    Raises:
-        ValueError: T not positive and finite.
-    """
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be positive and finite, got {temperature}")
-    p = np.asarray(probabilities, dtype=np.float64)
-    if temperature == 1.0:
-        return np.asarray(probabilities, dtype=np.float32)
-    z = np.log(np.clip(p, 1e-12, 1.0)) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def log_loss(probabilities: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log-likelihood (nats) of integer labels ``y`` (n,) under ``probabilities`` (n, k)."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64)[np.arange(len(y)), np.asarray(y)], 1e-12, 1.0)
-    return float(-np.log(p).mean())
-
-
-def ece(probabilities: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Expected calibration error (Guo et al. 2017): sum over equal-width confidence bins of
-    ``|bin| / n * |accuracy - mean confidence|``; confidence is the top probability."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    conf = p.max(axis=1)
-    correct = p.argmax(axis=1) == np.asarray(y)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(total)
-
-
-def fit_temperature(
-    probabilities: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
-) -> float:
-    """The temperature minimising :func:`log_loss` of :func:`apply_temperature` (bounded scalar search).
-
-    Args:
-        probabilities: float (n, k) validation probabilities.
-        y: int (n,) validation labels.
-
-    Returns:
-        T in ``bounds`` (1.0 when n == 0).
-    """
-    from scipy.optimize import minimize_scalar
-
-    if len(y) == 0:
-        return 1.0
-    res = minimize_scalar(
-        lambda t: log_loss(apply_temperature(probabilities, float(t)), y), bounds=bounds, method="bounded"
-    )
-    return float(res.x)
 
 
 # ------------------------------------------------------------------------------ training
@@ -236,11 +123,11 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     import keras
     import tensorflow as tf
 
-    from core.config import get_settings
-    from core.datasets import default_manifest_path, file_sha256, read_manifest
     from core.preprocessing import PreprocessSpec
-    from core.registry import ModelCard, git_commit, save_model, write_entry
-    from models.architectures import augmentation, count_params
+    from core.registry import ModelCard, file_sha256, git_commit, save_model, write_entry
+    from core.settings import get_settings
+    from models.architectures import GRADCAM_LAYERS, augmentation, build_mobilenetv2, count_params
+    from models.data import default_manifest_path, read_manifest
     from models.train import (
         INTENDED_USE,
         LIMITATIONS,
@@ -262,7 +149,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     manifest_path = default_manifest_path(42)
     if not manifest_path.is_file():
         raise TrainingError(
-            f"split manifest {manifest_path} not found; create it with python -m core.datasets --out"
+            f"split manifest {manifest_path} not found; create it with python -m models.data --out"
         )
     manifest = read_manifest(manifest_path)
     if args.limit:
@@ -368,7 +255,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
 
     p_raw = np.asarray(model.predict(x_va, batch_size=args.batch_size, verbose=0), dtype=np.float32)
     temperature = fit_temperature(p_raw, y_va)
-    p_va = apply_temperature(p_raw, temperature)
+    p_va = calibrate(p_raw, temperature)
     pos = CLASS_NAMES.index("malignant")
     threshold = math.floor(choose_threshold(p_va[:, pos], y_va == pos) * 1e6) / 1e6
     thresholds = {"malignant": threshold}
@@ -383,7 +270,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
     else:
         start_weights = {
             "file": Path(weights).name,
-            "sha256": sha256_of(weights),
+            "sha256": file_sha256(weights),
             "provenance": WEIGHTS_PROVENANCE if Path(weights).name == WEIGHTS_FILE else "local weights file",
         }
     training = {
@@ -393,7 +280,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
         if manifest_path.is_relative_to(REPO_ROOT)
         else str(manifest_path),
         "split_sha256": file_sha256(manifest_path),
-        "split_grouping": "core.datasets.group_patients (pseudo-patients), split_by_group seed 42",
+        "split_grouping": "models.data.group_patients (pseudo-patients), split_by_group seed 42",
         "n_slices": {"train": int(len(x_tr)), "val": int(len(x_va))},
         "limit": args.limit,
         "starting_weights": start_weights,
@@ -413,8 +300,8 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
             "temperature": round(temperature, 6),
             "val_log_loss_before": round(log_loss(p_raw, y_va), 4),
             "val_log_loss_after": round(log_loss(p_va, y_va), 4),
-            "val_ece15_before": round(ece(p_raw, y_va), 4),
-            "val_ece15_after": round(ece(p_va, y_va), 4),
+            "val_ece15_before": round(ece(y_va, p_raw, n_bins=ECE_BINS), 4),
+            "val_ece15_after": round(ece(y_va, p_va, n_bins=ECE_BINS), 4),
         },
         "epochs_run": len(history.get("loss", [])),
         "seconds": round(time.perf_counter() - t_start, 1),
@@ -444,7 +331,7 @@ def train_transfer(argv: Sequence[str] | None = None) -> Any:
         task="3class",
         class_names=tuple(CLASS_NAMES),
         preprocessing=spec,
-        gradcam_layer=GRADCAM_LAYER,
+        gradcam_layer=GRADCAM_LAYERS["mobilenetv2"],
         thresholds=thresholds,
         training=training,
         intended_use=INTENDED_USE,
@@ -472,9 +359,9 @@ def calibration_report(model_id: str, registry_dir: str | Path | None = None, sp
     Raises:
         core.registry.RegistryError: unknown model.
     """
-    from core.config import get_settings
-    from core.datasets import default_manifest_path, read_manifest
     from core.registry import load_model
+    from core.settings import get_settings
+    from models.data import default_manifest_path, read_manifest
     from models.train import preprocess_paths
 
     loaded = load_model(model_id, registry_dir)
@@ -484,14 +371,14 @@ def calibration_report(model_id: str, registry_dir: str | Path | None = None, sp
     x = preprocess_paths(get_settings().iq_othnccd_dir, list(rows["path"]), loaded.card.preprocessing)
     y = rows["label"].map({c: i for i, c in enumerate(loaded.card.class_names)}).to_numpy()
     p = np.asarray(loaded.model.predict(x, batch_size=32, verbose=0), dtype=np.float32)
-    q = apply_temperature(p, t)
+    q = calibrate(p, t)
     return {
         "model_id": model_id,
         "split": split,
         "temperature": t,
         "n": int(len(y)),
-        "ece15_before": round(ece(p, y), 4),
-        "ece15_after": round(ece(q, y), 4),
+        "ece15_before": round(ece(y, p, n_bins=ECE_BINS), 4),
+        "ece15_after": round(ece(y, q, n_bins=ECE_BINS), 4),
         "log_loss_before": round(log_loss(p, y), 4),
         "log_loss_after": round(log_loss(q, y), 4),
     }

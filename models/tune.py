@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import CLASS_NAMES, get_settings
-from core.datasets import DatasetError, default_manifest_path, read_manifest
+from core.domain import CLASS_NAMES
 from core.preprocessing import PreprocessSpec
+from core.settings import get_settings
+from models.data import DatasetError, default_manifest_path, read_manifest
 from models.train import limit_manifest, preprocess_paths
 
 #: The search space (KerasTuner ``Choice`` values).
@@ -82,7 +83,7 @@ def tune(argv: Sequence[str] | None = None) -> pd.DataFrame:
         the trials table (also written to ``<out>/trials.csv``), best first.
 
     Raises:
-        TuningError, core.datasets.DatasetError: with a message saying what to fix.
+        TuningError, models.data.DatasetError: with a message saying what to fix.
     """
     args = build_parser().parse_args(argv)
     import keras
@@ -101,7 +102,7 @@ def tune(argv: Sequence[str] | None = None) -> pd.DataFrame:
     for name in ("train", "val"):
         part = manifest[manifest["split"] == name]
         if part.empty:
-            raise TuningError(f"the manifest has no {name} slices; rebuild it with python -m core.datasets")
+            raise TuningError(f"the manifest has no {name} slices; rebuild it with python -m models.data")
         x = preprocess_paths(root, list(part["path"]), spec)
         y = keras.utils.to_categorical(part["label"].map(index).to_numpy(), len(CLASS_NAMES)).astype(
             "float32"

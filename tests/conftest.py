@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_settings
+from core.settings import load_settings
 
 SHARED_DATASETS = Path(
     os.environ.get("LUNGREVIEW_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -43,7 +43,7 @@ def _var_outside_the_repository(tmp_path_factory):
     if os.environ.get("LUNGREVIEW_VAR_DIR"):
         yield
         return
-    from core import config
+    from core import settings as config
 
     os.environ["LUNGREVIEW_VAR_DIR"] = str(tmp_path_factory.mktemp("var"))
     config.get_settings.cache_clear()
@@ -59,7 +59,7 @@ def _restore_main_module():
     Streamlit's script runner (AppTest included) installs the page script as ``sys.modules["__main__"]``
     and leaves it there. A later test that starts processes with multiprocessing's "spawn" would
     then make every child run ``dashboard/app.py`` as ``__mp_main__`` (TensorFlow and all; the
-    figures are in README "Tests").
+    figures are in docs/testing.md).
     """
     import sys
 
@@ -76,7 +76,7 @@ def isolated_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("LUNGREVIEW_VAR_DIR", str(var))
     monkeypatch.setenv("LUNGREVIEW_DB_URL", f"sqlite:///{var / 'test.db'}")
     monkeypatch.setenv("LUNGREVIEW_STUDY_KEY", "test-secret")
-    from core import config
+    from core import settings as config
 
     config.get_settings.cache_clear()
     yield load_settings()

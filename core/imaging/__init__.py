@@ -76,7 +76,7 @@ __all__ = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The CLI (console script ``lungreview-imaging``): see :func:`core.imaging.__main__.run`.
+    """The CLI (``lungreview imaging``): see :func:`core.imaging.__main__.run`.
 
     Returns:
         0 when at least one series was read, 2 when nothing was.

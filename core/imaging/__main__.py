@@ -1,8 +1,9 @@
-"""CLI: ``python -m core.imaging PATH...`` (console script ``lungreview-imaging``) prints one JSON
+"""CLI: ``lungreview imaging PATH...`` (also ``python -m core.imaging PATH...``) prints one JSON
 document: the de-identified summary of every series read, and the problems."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -18,9 +19,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 when at least one series was read, 2 when nothing was (or no path was given).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m core.imaging", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="DICOM files, folders, ZIPs, JPG/PNG")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv)).paths
     if not args:
-        print("usage: python -m core.imaging PATH... (DICOM files, folders, ZIPs, JPG/PNG)", file=sys.stderr)
+        parser.print_usage(sys.stderr)
         return 2
     try:
         result = read_paths(args)

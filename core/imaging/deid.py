@@ -16,7 +16,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
-from core.config import get_settings
+from core.settings import get_settings
 
 __all__ = ["base_name", "deidentified_description", "study_key_for", "year_of"]
 

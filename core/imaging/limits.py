@@ -14,8 +14,8 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from core.config import get_settings
 from core.imaging.errors import ImageTooLargeError
+from core.settings import get_settings
 
 __all__ = ["PixelBudget"]
 

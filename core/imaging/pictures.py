@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.config import WINDOW_PRESETS, WindowPreset
+from core.domain import WINDOW_PRESETS, WindowPreset
 from core.imaging.deid import base_name
 from core.imaging.errors import ImageTooLargeError, ImagingError, NotAnImageError
 from core.imaging.limits import PixelBudget
@@ -28,7 +28,7 @@ __all__ = ["estimated_hu", "open_picture", "picture_slice", "read_picture"]
 
 log = logging.getLogger("lungreview.imaging")
 
-#: The window the IQ-OTH/NCCD-style JPG/PNG exports are assumed to carry (see core.config).
+#: The window the IQ-OTH/NCCD-style JPG/PNG exports are assumed to carry (see core.domain).
 _PICTURE_WINDOW = WINDOW_PRESETS[WindowPreset.IQ_OTHNCCD]
 _HU_TABLE = hu_from_uint8(np.arange(256, dtype=np.uint8), _PICTURE_WINDOW).astype(np.float32)
 _SAMPLES = {"1": 1, "L": 1, "P": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "LA": 2, "PA": 2}

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import Window
+from core.domain import Window
 from core.imaging.types import Series
 from core.windowing import window_to_uint8
 

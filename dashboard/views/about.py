@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import APP_VERSION, DISCLAIMER
+from core.domain import APP_VERSION, DISCLAIMER
 from core.registry import RegistryError, default_model_id, list_cards
 from dashboard.components import ALL_ROLES, SessionUser, run_page
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.config import Role
+from core.domain import Role
 from dashboard.components import ADMIN_ROLES, SessionUser, flash, role_label, run_page
 from dashboard.resources import get_session_factory
-from db.auth_sessions import count_active_sessions, end_user_sessions
-from db.services import change_account, create_account, list_accounts
+from services.accounts import change_account, create_account, list_accounts
+from services.sessions import count_active_sessions, end_user_sessions
 
 ROLES: tuple[str, ...] = tuple(r.value for r in Role)
 
 
 def users_frame(rows) -> pd.DataFrame:
-    """Display table of ``db.services.Account`` rows (no password hashes)."""
+    """Display table of ``services.accounts.Account`` rows (no password hashes)."""
     return pd.DataFrame(
         [{"id": u.id, "username": u.username, "display name": u.display_name, "role": u.role,
           "active": bool(u.active)} for u in rows],

@@ -1,10 +1,10 @@
 """Compare models (leads, admins): every registered model side by side on its test split, and the
 live agreement of radiologists with each model.
 
-Metrics come from each entry's ``evaluation.json`` (``models.evaluate`` / ``core.metrics``): 95 %
+Metrics come from each entry's ``evaluation.json`` (``models.evaluation.evaluate`` / ``core.metrics``): 95 %
 intervals are percentile bootstraps over patient groups (Efron & Tibshirani 1993); ECE with 15
 bins (Guo et al. 2017); Brier (1950). Reader agreement: Cohen's kappa (1960), linearly weighted
-(Cohen 1968) and Fleiss' kappa (1971), from ``db.analytics``.
+(Cohen 1968) and Fleiss' kappa (1971), from ``services.analytics``.
 
 Browser: headings "Test-split metrics", "ROC curves", "Confusion matrices", "Reliability",
 "Latency and size", "Radiologists vs AI"; a model without evaluation is listed as
@@ -22,7 +22,7 @@ import streamlit as st
 from core.registry import list_cards, read_evaluation
 from dashboard.components import COMPARE_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.services import reader_agreement
+from services.accounts import reader_agreement
 
 #: (key in evaluation.json, row label) of the headline metrics.
 METRICS: tuple[tuple[str, str], ...] = (
@@ -114,7 +114,7 @@ def body(user: SessionUser) -> None:
     for card in cards:
         e = read_evaluation(card.id)
         if e is None:
-            st.warning(f"{card.id}: not evaluated yet (no evaluation.json; run python -m models.evaluate).")
+            st.warning(f"{card.id}: not evaluated yet (no evaluation.json; run lungreview evaluate).")
         else:
             evaluations[card.id] = e
     st.caption("Registered models: " + ", ".join(c.id for c in cards))
@@ -138,7 +138,7 @@ def body(user: SessionUser) -> None:
         st.header("Latency and size")
         st.caption("Latency: batched Keras/TensorFlow predict while the model was evaluated (the reference "
                    "for the metrics above). The dashboard serves probabilities with OpenVINO when it matches "
-                   "Keras within 1e-4, about twice as fast for ResNet-50; `python -m core.bench --model ID` "
+                   "Keras within 1e-4, about twice as fast for ResNet-50; `lungreview bench --model ID` "
                    "measures both on this machine.")
         ls = pd.DataFrame({"model": list(evaluations),
                            "latency (ms / slice)": [e.get("latency_ms_per_slice") for e in evaluations.values()],

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.sus import SUS_SCALE, SUS_STATEMENTS
+from core.domain import SUS_SCALE, SUS_STATEMENTS
 from dashboard.components import ALL_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.services import submit_feedback
+from services.accounts import submit_feedback
 
 OPTIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
 

@@ -1,8 +1,8 @@
 """Feedback results (coordinators, leads, admins): SUS by role, mean with 95 % interval, free text,
 and CSV exports of reviews, agreement, feedback (and the audit log for admins).
 
-SUS scores: Brooke 1996 (``core.sus``); the interval is the two-sided Student-t interval of the
-mean (``db.analytics.sus_interval``).
+SUS scores: Brooke 1996 (``core.domain``); the interval is the two-sided Student-t interval of the
+mean (``core.stats.sus.sus_interval``).
 
 Browser: headings "SUS scores", "What users wrote", "Exports"; download buttons
 "Download reviews (CSV)", "Download agreement (CSV)", "Download feedback (CSV)" and, for admins,
@@ -17,10 +17,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.config import Role
+from core.domain import Role
 from dashboard.components import RESULTS_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.services import export_csv, feedback_results
+from services.accounts import export_csv, feedback_results
 
 EXPORTS: tuple[tuple[str, str], ...] = (
     ("reviews", "Download reviews (CSV)"),

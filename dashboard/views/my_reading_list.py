@@ -1,6 +1,6 @@
 """My reading list (radiologists): the next case, the unaided read, then the AI result and the aided read.
 
-The order of the steps and the blinding are enforced by ``db.reader_study`` (an aided read before
+The order of the steps and the blinding are enforced by ``services.reader_study`` (an aided read before
 the unaided one, or a changed unaided read after the AI was shown, is refused there); this page
 shows only what the reader may see: their own reads and, once shown, the AI result. Never the
 reference standard or other readers' reads (the service does not return them).
@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import WINDOW_PRESETS, Finding, WindowPreset
+from core.domain import WINDOW_PRESETS, Finding, WindowPreset
 from dashboard.components import READ_ROLES, SessionUser, flash, run_page
 from dashboard.resources import get_session_factory
-from db.reader_study import CaseStep, ReaderCase, ReaderStudyService
-from db.schema import ReadingMode
+from services.reader_study import CaseStep, ReaderCase, ReaderStudyService, ReadingMode
 
 OPENED_KEY = "mrl_opened"
 MODE_TEXT: dict[str, str] = {
@@ -51,7 +50,7 @@ def load_case_images(case: ReaderCase):
         no longer holds the series (evicted, or analysed before the store existed).
     """
     from dashboard.resources import get_session_factory
-    from db.reading import open_stored_series
+    from services.reading import open_stored_series
 
     return open_stored_series(get_session_factory(read_only=True), case.study_id, case.series_key)
 

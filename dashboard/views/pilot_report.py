@@ -1,6 +1,6 @@
 """Pilot report (coordinators, leads, admins): the reader study's results, figures and downloads.
 
-Numbers come from ``db.pilot_report.build_report`` (``core.reader_metrics``): sensitivity,
+Numbers come from ``services.pilot_report.build_report`` (``core.stats.reader_metrics``): sensitivity,
 specificity, accuracy and ROC AUC unaided and aided with 95 % case-bootstrap intervals, Cohen's
 kappa with the AI, changes of mind and the automation-bias rate, time per case, SUS.
 
@@ -16,8 +16,8 @@ import streamlit as st
 
 from dashboard.components import RESULTS_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from db.pilot_report import build_report, limitations, make_report
-from db.reader_study import ReaderStudyService
+from services.pilot_report import build_report, limitations, make_report
+from services.reader_study import ReaderStudyService
 
 
 def service() -> ReaderStudyService:

@@ -2,14 +2,14 @@
 
 Flow: upload DICOM files / a ZIP / JPG or PNG slices -> ``core.imaging.read_uploads`` (bad files
 are listed, good ones read) -> pick study and series -> pick a model (default preselected) ->
-"Analyse with AI" (``db.reading.ReadingService.analyse``: a series uploaded before is recognised
+"Analyse with AI" (``services.reading.ReadingService.analyse``: a series uploaded before is recognised
 by its content hash and series key, and the stored inference of the same model file is reused;
 the service owns every database transaction of this page) -> series
 result, per-slice malignancy chart (click a point or use the slider), slice with window presets
 and Grad-CAM overlay -> the reader's own read (form). Time to decision runs from the first display
 of the AI result to "Save my read".
 
-Keys, not volumes: a read upload is staged (``db.reading.stage``: its series go to the study store
+Keys, not volumes: a read upload is staged (``services.reading.stage``: its series go to the study store
 and the server's shared memory cache) and the browser session keeps only references; Grad-CAM
 heatmaps, overlay pictures and lung masks sit in caches shared by all sessions
 (``dashboard.resources.shared_cache``). The analysed series is in the address (``?case=<series
@@ -28,20 +28,20 @@ IQ-OTH/NCCD export); checkboxes "Show Grad-CAM heatmap" and "Show lung outline",
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+from cachetools import LRUCache
 
-from core.config import WINDOW_PRESETS, Agreement, Finding, Window, WindowPreset, get_settings
-from core.decision import suspicious_class
+from core.domain import WINDOW_PRESETS, Agreement, Finding, Window, WindowPreset, suspicious_class
 from core.imaging import Series, view
 from core.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
+from core.settings import get_settings
 from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
 from dashboard.resources import get_reading_service, gradcam_heatmap, release_memory, shared_cache
 from dashboard.views import pacs
-from db.reading import (
+from services.reading import (
     Analysis,
     CaseGoneError,
     SeriesRef,
@@ -100,9 +100,10 @@ def ood_summary(analysis: Analysis) -> str:
 
 
 # ------------------------------------------------------------------------------------ widgets
-def _cache(name: str) -> OrderedDict:
+def _cache(name: str, size: int) -> LRUCache:
+    """This browser session's least-recently-used cache ``name`` of at most ``size`` entries."""
     if name not in st.session_state:
-        st.session_state[name] = OrderedDict()
+        st.session_state[name] = LRUCache(size)
     return st.session_state[name]
 
 
@@ -283,7 +284,7 @@ def explanation_png(series: Series, analysis: Analysis, index: int, cls: str, pi
     (``dashboard.resources.gradcam_heatmap``); the PNG once per heatmap, opacity and ``view_key``
     (what made ``picture``: window, outline), both shared by all sessions.
     """
-    from core.explain import overlay, to_png
+    from core.inference.explain import overlay, to_png
 
     def make() -> bytes:
         with st.spinner(f"Computing Grad-CAM for slice {index + 1}..."):
@@ -332,7 +333,7 @@ def review_form(analysis: Analysis) -> None:
 def _staged_upload() -> StagedUpload | None:
     """The upload widget and, by reference, what the upload held; None while it is empty.
 
-    An upload is read and staged once (``db.reading.stage``); the session keeps the references
+    An upload is read and staged once (``services.reading.stage``); the session keeps the references
     of the last two uploads, never their pixels.
     """
     limit = upload_limit_mb()
@@ -344,14 +345,12 @@ def _staged_upload() -> StagedUpload | None:
     if not files:
         return None
     ident = _upload_ident(files)
-    staged = _cache("_staged")
+    staged = _cache("_staged", 2)
     if ident not in staged:
         items = [(f.name, f.getvalue()) for f in files]
         with st.spinner(f"Reading {len(items)} file(s)..."):
             staged[ident] = stage(read_upload(items, limit))
         del items
-        while len(staged) > 2:
-            staged.popitem(last=False)
         release_memory()  # the read's temporary copies (file bytes, datasets, HU) back to the system
     return staged[ident]
 
@@ -371,9 +370,9 @@ def case_from_link() -> tuple[StudyRef, SeriesRef] | None:
     except ValueError:
         st.warning(f"The address names case {raw!r}, which is not a case number; open a case from the worklist.")
         return None
-    opened = _cache("_opened")
+    opened = _cache("_opened", 4)
     if series_id not in opened:
-        from db.repository import NotFoundError
+        from services.database import NotFoundError
 
         try:
             got = get_reading_service().open_case(series_id)
@@ -385,8 +384,6 @@ def case_from_link() -> tuple[StudyRef, SeriesRef] | None:
                        "recently used series up to its size limit); upload the study's files again.")
             return None
         opened[series_id] = got
-        while len(opened) > 4:
-            opened.popitem(last=False)
     return opened[series_id]
 
 
@@ -442,7 +439,7 @@ def body(user: SessionUser) -> None:
     if card is None:
         return
     key = analysis_key(study, series, card)
-    analyses = _cache("_analyses")
+    analyses = _cache("_analyses", 8)
     service = get_reading_service()
     if key not in analyses:
         stored = service.stored_analysis(study, series, card)
@@ -456,8 +453,6 @@ def body(user: SessionUser) -> None:
             analyses[key] = service.analyse(study, series, card, user_id=user.id, progress=_progress_callback(bar))
             status.update(label=f"Analysed {len(series.slices)} slice(s) with {card.id}", state="complete",
                           expanded=False)
-        while len(analyses) > 8:
-            analyses.popitem(last=False)
         release_memory()
         st.query_params["case"] = str(analyses[key].series_id)
         st.rerun()  # show the result without the finished button and status box

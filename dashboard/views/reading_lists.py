@@ -1,6 +1,6 @@
 """Reading lists (pilot coordinators, admins): make a list, enter the reference standard.
 
-Everything goes through ``db.reader_study.ReaderStudyService`` (it owns the transactions and the
+Everything goes through ``services.reader_study.ReaderStudyService`` (it owns the transactions and the
 rules); this page gathers input and shows the result.
 
 Browser: heading "New reading list" with selectbox "Model", multiselects "Cases" (options
@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import Finding, Role
+from core.domain import Finding, Role
 from dashboard.components import SessionUser, flash, run_page
 from dashboard.resources import get_session_factory
-from db.reader_study import REFERENCE_CSV_COLUMNS, ImportResult, ReaderStudyService
-from db.schema import ReadingMode, ReferenceSource
+from services.reader_study import (
+    REFERENCE_CSV_COLUMNS,
+    ImportResult,
+    ReaderStudyService,
+    ReadingMode,
+    ReferenceSource,
+)
 
 #: Roles that open this page (the service checks again).
 COORDINATOR_PAGE_ROLES = frozenset({Role.COORDINATOR, Role.ADMIN})

@@ -12,7 +12,7 @@ import streamlit as st
 from dashboard.auth import remember_sign_in
 from dashboard.components import SessionUser, error_boundary, sign_in
 from dashboard.resources import get_session_factory
-from db.services import authenticate, create_first_admin, first_run
+from services.accounts import authenticate, create_first_admin, first_run
 
 
 def first_run_form() -> None:

@@ -21,23 +21,21 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.config import Agreement, Finding
+from core.domain import Agreement, Finding, shown_label
 from dashboard.components import ALL_ROLES, READ_ROLES, SessionUser, allowed, run_page, slice_score_figure
 from dashboard.resources import get_session_factory
-from db.services import study_results, worklist, worklist_choices
+from services.accounts import study_results, worklist, worklist_choices
 
 ALL = "All"
 
 
 def ai_label_text(label: str, ood: bool) -> str:
-    """The AI label as shown: "not applicable" when the out-of-distribution guard fired."""
-    if ood:
-        return f"not applicable (input outside the training data; model said {label})"
-    return str(label)
+    """The AI label as shown (``core.domain.shown_label``): "not applicable ..." when the guard fired."""
+    return shown_label(label, bool(ood), model_said=True)
 
 
 def filters(reader_names: dict[int, str], models: list[str]) -> dict:
-    """The four filter widgets; returns keyword arguments for ``db.services.worklist``."""
+    """The four filter widgets; returns keyword arguments for ``services.accounts.worklist``."""
     c1, c2, c3, c4 = st.columns(4)
     reader = c1.selectbox("Reader", [ALL, *reader_names], key="wl_reader",
                           format_func=lambda v: v if v == ALL else reader_names[v])

@@ -2,7 +2,7 @@
 
 Run through ``db.session.upgrade``/``downgrade`` (a Config built in code, the connection handed
 over in ``config.attributes["connection"]``), or from the command line with
-``alembic -c db/alembic.ini upgrade head`` (URL from ``LUNGREVIEW_DB_URL`` / core.config).
+``alembic -c db/alembic.ini upgrade head`` (URL from ``LUNGREVIEW_DB_URL`` / core.settings).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Reading and writing LungReview rows. Every function takes a ``Session`` and never commits.
 
 The caller owns the transaction (SQLAlchemy 2 "sessions outside the functions"); in the app the
-services (``db.reading``, ``db.services``) do::
+services (``services.reading``, ``services.accounts``) do::
 
     with factory.begin() as s:
         study = add_study(s, study_key=..., ..., uploaded_by=user)
@@ -18,7 +18,7 @@ callers must NOT log those again. Use :func:`log_event` for everything else (sig
 
 Role rules (also enforced here, not only in the dashboard): only radiologists and admins add
 reviews; only admins create (after the first user), activate/deactivate or re-role users; leads,
-coordinators and admins read feedback results (``db.analytics``). Users are passed as a
+coordinators and admins read feedback results (``services.analytics``). Users are passed as a
 :class:`~db.schema.User` or its integer id.
 
 Modules: ``common`` (errors, value checks, audit log), ``users`` (password hashing, users,

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from core.config import Role
+from core.domain import Role
 from db.schema import AuditAction, AuditEvent, User
 
 
 class RepositoryError(Exception):
-    """Base of the errors raised by ``db.repository`` and ``db.analytics``."""
+    """Base of the errors raised by ``db.repository`` and ``services.analytics``."""
 
 
 class ValidationError(RepositoryError):

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from core.config import Role
-from core.sus import SusError, sus_score, validate_answers
+from core.domain import Role, SusError, sus_score, validate_answers
 from db.repository.common import ValidationError, _require_role, _user, log_event
 from db.schema import AuditAction, Feedback, User
 
@@ -18,12 +17,12 @@ def add_feedback(s: Session, *, user: User | int, answers: Sequence[int], helped
 
     Args:
         user: the active user answering (any role; their current role is stored with it).
-        answers: the ten SUS answers, whole numbers 1-5, order of ``core.sus.SUS_STATEMENTS``.
+        answers: the ten SUS answers, whole numbers 1-5, order of ``core.domain.SUS_STATEMENTS``.
         helped, hindered: free text ("what helped", "what got in the way"), at most 5000 each.
-        app_version: ``core.config.APP_VERSION`` at the time.
+        app_version: ``core.domain.APP_VERSION`` at the time.
 
     Returns:
-        The new Feedback (flushed), ``sus_score`` from ``core.sus.sus_score``.
+        The new Feedback (flushed), ``sus_score`` from ``core.domain.sus_score``.
 
     Raises:
         ValidationError: answers missing or out of range, text too long, no app version.

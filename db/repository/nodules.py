@@ -49,7 +49,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from core.config import LungRads, NoduleDecision, NoduleType
+from core.domain import LungRads, NoduleDecision, NoduleType
 from db.repository.common import (
     REVIEWER_ROLES,
     NotFoundError,

@@ -6,7 +6,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.config import Agreement, Finding
+from core.domain import Agreement, Finding
 from db.repository.common import _choice
 from db.repository.reviews import _current_filter
 from db.schema import AuditEvent, Feedback, Inference, Review, Series, Study, User

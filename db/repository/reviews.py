@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from core.config import Agreement, Finding
+from core.domain import Agreement, Finding
 from db.repository.common import (
     REVIEWER_ROLES,
     NotFoundError,

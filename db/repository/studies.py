@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.config import Finding, Role
+from core.domain import Finding, Role, any_flagged
 from db.repository.common import (
     _HEX,
     NotFoundError,
@@ -218,7 +218,7 @@ def add_inference(s: Session, *, series_id: int, model_id: str, model_sha256: st
     score = _real(result.get("series_score"), "Series score", 0.0, 1.0)
     threshold = _real(threshold, "Decision threshold", 0.0, 1.0)
     latency = _real(latency_ms, "Latency (ms)", 0.0)
-    ood_flag = bool(np.any(np.asarray(ood, dtype=bool)))
+    ood_flag = any_flagged(ood)
     actor = _user(s, user, "user") if user is not None else None
     row = Inference(study_id=series.study_id, series_id=series.id, model_id=model_id, model_sha256=sha,
                     slice_probabilities=probs.tolist(), series_result=result, ai_label=label, series_score=score,

@@ -14,7 +14,7 @@ import bcrypt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.config import Role
+from core.domain import Role
 from db.repository.common import PermissionDenied, ValidationError, _choice, _require_role, _user, log_event
 from db.schema import AuditAction, User
 
@@ -64,7 +64,7 @@ def create_user(s: Session, username: str, display_name: str, role: Role | str, 
     Args:
         username: 3-64 characters of letters, digits, ``_ . @ -``; unique (case-insensitive).
         display_name: 1-128 characters.
-        role: a :class:`~core.config.Role` value.
+        role: a :class:`~core.domain.Role` value.
         password: 8 or more characters, at most 72 bytes in UTF-8 (bcrypt's limit).
         actor: the admin creating the user (required once any user exists).
 

@@ -14,7 +14,7 @@ from core.annotations import (
     read_voc_box,
     read_voc_folder,
 )
-from core.config import REPO_ROOT
+from core.settings import REPO_ROOT
 
 DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 

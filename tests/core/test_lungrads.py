@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from core.config import LungRads
+from core.domain import LungRads
 from core.lungrads import (
     CAVEAT,
     LungRadsInputError,

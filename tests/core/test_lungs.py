@@ -9,9 +9,9 @@ import pydicom
 import pytest
 
 from core.annotations import lesion_masks, lidc_suspicious, read_lidc_xml, read_voc_folder
-from core.config import REPO_ROOT
 from core.imaging import read_series
 from core.lungs import count_lungs, is_clamped_export, lung_mask, lung_mask_series, lung_outline_rgba
+from core.settings import REPO_ROOT
 
 DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 LIDC2 = next(iter(sorted((DATASETS / "lidc-idri").glob("LIDC-IDRI-0002/*/*/*.xml"))), None)
@@ -78,7 +78,7 @@ def test_lung_pet_ct_two_lungs_and_tumour_centre_touches_mask():
 
 @needs_iq
 def test_iq_othnccd_export_gives_a_lung_mask():
-    from core.datasets import load_hu
+    from models.data import load_hu
 
     (hu,) = load_hu(IQ, ["Normal cases/Normal case (372).jpg"])
     assert is_clamped_export(hu)

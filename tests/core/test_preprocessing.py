@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.config import WINDOW_PRESETS, Window, WindowPreset
+from core.domain import WINDOW_PRESETS, Window, WindowPreset
 from core.preprocessing import PreprocessSpec, body_box, preprocess, preprocess_with_geometry
 from core.windowing import hu_from_picture
 
@@ -226,7 +226,7 @@ class TestLungFields:
         import hashlib
         import json
 
-        from core.config import REPO_ROOT
+        from core.settings import REPO_ROOT
 
         card = json.loads((REPO_ROOT / "models" / "registry" / model_id / "card.json").read_text())
         spec = PreprocessSpec.from_dict(card["preprocessing"])

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from core.config import Window
+from core.domain import Window
 from core.imaging import Series, Slice, read_paths
 from core.store import (
     SeriesStore,
@@ -285,7 +285,7 @@ class TestModuleFunctions:
         assert_same_series(get_series(key), series)
 
     def test_the_cap_comes_from_the_setting(self, isolated_settings, monkeypatch):
-        from core import config
+        from core import settings as config
 
         monkeypatch.setenv("LUNGREVIEW_STORE_MAX_MB", "3")
         config.get_settings.cache_clear()
@@ -342,7 +342,7 @@ class TestMemoryCache:
         assert get_series(key) is series
 
     def test_a_new_store_folder_gets_a_new_cache(self, isolated_settings, tmp_path, monkeypatch):
-        from core import config
+        from core import settings as config
         from core.store import hold_series, memory_cache
 
         hold_series("k", noise_series("ff" * 8, 6))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from core.config import WINDOW_PRESETS, Window, WindowPreset
+from core.domain import WINDOW_PRESETS, Window, WindowPreset
 from core.windowing import (
     apply_window,
     estimate_export_window,

@@ -16,7 +16,7 @@ PASSWORD = "correct-horse-9"
 @pytest.fixture()
 def app_env(isolated_settings, tmp_path, monkeypatch):
     """Isolated settings with an empty model registry in tmp_path; Streamlit caches cleared."""
-    from core import config
+    from core import settings as config
 
     registry = tmp_path / "registry"
     registry.mkdir()
@@ -98,11 +98,11 @@ def tiny_registry(tmp_path_factory, iq_dir) -> Path:
 
     import numpy as np
 
-    from core.config import CLASS_NAMES
+    from core.domain import CLASS_NAMES
     from core.inference import Predictor
-    from core.metrics import evaluate_predictions
     from core.preprocessing import PreprocessSpec
     from core.registry import load_model
+    from core.stats.metrics import evaluate_predictions
     from tests.factories.registry import TinyModel, make_registry
 
     reg = make_registry(
@@ -133,7 +133,7 @@ def tiny_registry(tmp_path_factory, iq_dir) -> Path:
 @pytest.fixture()
 def registry_env(app_env, tiny_registry, monkeypatch):
     """``app_env`` with the tiny registry instead of the empty one."""
-    from core import config
+    from core import settings as config
 
     monkeypatch.setenv("LUNGREVIEW_REGISTRY_DIR", str(tiny_registry))
     config.get_settings.cache_clear()

@@ -50,7 +50,7 @@ class TestUsersPage:
 
 class TestRouter:
     def test_sign_out_forgets_the_user_and_is_audited(self, app_env, users, factory):
-        from db.analytics import export_frame
+        from services.analytics import export_frame
 
         at = make_app(users["coordinator"]).run()
         at.sidebar.button(key="sign_out").click().run()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from dashboard.auth import COOKIE_NAME
-from db import auth_sessions
 from db.schema import AuthSession
+from services import sessions as auth_sessions
 from tests.dashboard.conftest import PASSWORD, make_app, open_page, texts
 
 

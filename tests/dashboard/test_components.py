@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from core.config import Role
+from core.domain import Role
 from core.imaging import NotAnImageError, UnsupportedTransferSyntaxError
 from core.registry import ModelIntegrityError, ModelNotFoundError
 from dashboard.components import SessionUser, allowed, message_for, slice_score_figure
@@ -74,7 +74,7 @@ class TestSliceScoreFigure:
 class TestTamperedModel:
     def test_analysis_refuses_a_model_that_fails_its_sha256(self, registry_env, users, tiny_registry, tmp_path,
                                                             monkeypatch, iq_dir):
-        from core import config
+        from core import settings as config
 
         reg = tmp_path / "tampered"
         shutil.copytree(tiny_registry, reg)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.sus import sus_score
+from core.domain import sus_score
 from dashboard.views.feedback import missing_answers
-from db.analytics import export_frame
 from db.repository import PermissionDenied, add_feedback
+from services.analytics import export_frame
 from tests.dashboard.conftest import make_app, open_page, texts
 
 

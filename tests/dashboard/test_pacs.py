@@ -8,10 +8,10 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from core.config import get_settings
-from core.dicomweb import PacsClient
+from core.pacs.dicomweb import PacsClient
+from core.settings import get_settings
 from db.schema import AuditAction, AuditEvent
-from tests.core.orthanc import orthanc  # noqa: F401
+from tests.core.pacs.orthanc import orthanc  # noqa: F401
 from tests.dashboard.conftest import make_app, open_page, texts
 
 SERIES_DIR = next(iter(sorted((get_settings().data_dir / "lung-pet-ct-dx").glob("Lung_Dx-*/*/*B40f*"))), None)
@@ -33,7 +33,7 @@ def stored(orthanc):  # noqa: F811
 
 @pytest.fixture()
 def pacs_env(registry_env, stored, monkeypatch):
-    from core import config
+    from core import settings as config
 
     server = stored[0]
     monkeypatch.setenv("LUNGREVIEW_DICOMWEB_URL", server.dicomweb_url)
@@ -118,7 +118,7 @@ def test_from_pacs_search_retrieve_analyse_read_and_send(pacs_env, users, factor
 
 
 def test_wrong_password_is_a_message_not_a_traceback(pacs_env, users, monkeypatch):
-    from core import config
+    from core import settings as config
 
     monkeypatch.setenv("LUNGREVIEW_DICOMWEB_PASSWORD", "wrong")
     config.get_settings.cache_clear()
@@ -164,8 +164,8 @@ def test_study_deleted_between_search_and_retrieval(pacs_env, users, factory):
 
 
 def test_pacs_stopped_before_retrieval(registry_env, users, factory, tmp_path, monkeypatch):
-    from core import config
-    from tests.core.orthanc import skip_or_fail_without_orthanc, start_orthanc
+    from core import settings as config
+    from tests.core.pacs.orthanc import skip_or_fail_without_orthanc, start_orthanc
 
     skip_or_fail_without_orthanc()
     server = start_orthanc(tmp_path / "orthanc")

@@ -8,7 +8,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from dashboard.views.reading_lists import parse_seed
-from db.reader_study import ReaderStudyService
+from services.reader_study import ReaderStudyService
 from tests.dashboard.conftest import texts
 
 VIEWS = Path(__file__).resolve().parents[2] / "dashboard" / "views"

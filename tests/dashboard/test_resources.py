@@ -88,7 +88,7 @@ class TestKerasState:
 
 class TestWarmUp:
     def test_the_first_page_view_loads_the_default_model_in_the_background(self, registry_env, users, monkeypatch):
-        from core import config
+        from core import settings as config
         from dashboard import resources
 
         monkeypatch.setenv("LUNGREVIEW_WARM_MODEL", "1")
@@ -126,7 +126,7 @@ class TestWarmUp:
         assert len(loads) == 1  # ... and the first analysis finds it loaded
 
     def test_off_in_page_tests(self, app_env):
-        from core.config import get_settings
+        from core.settings import get_settings
 
         assert get_settings().warm_model is False
 

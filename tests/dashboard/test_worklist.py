@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.decision import suspicious_index
+from core.domain import suspicious_index
 from dashboard.views.worklist import ai_label_text
-from db.services import stored_class_names
+from services.accounts import stored_class_names
 from tests.dashboard.conftest import make_app, open_page, seed_read, texts
 
 

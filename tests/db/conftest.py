@@ -127,7 +127,7 @@ def _postgres_database(request, monkeypatch, *, migrated: bool):
     server = request.getfixturevalue("postgres_server")
     url = server.create_migrated() if migrated else server.create()
     monkeypatch.setenv("LUNGREVIEW_DB_URL", url)
-    from core import config
+    from core import settings as config
 
     config.get_settings.cache_clear()
     try:

@@ -1,12 +1,12 @@
-"""Runs the hand-worked pilot of tests/core/reader_study_pilot.py through db.reader_study."""
+"""Runs the hand-worked pilot of tests/core/stats/reader_study_pilot.py through services.reader_study."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from db import repository as repo
-from db.reader_study import ReaderStudyService
-from tests.core import reader_study_pilot as pilot
+from services.reader_study import ReaderStudyService
+from tests.core.stats import reader_study_pilot as pilot
 from tests.db.factories import new_study
 
 MODEL = "basic-cnn-v1"

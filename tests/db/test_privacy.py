@@ -19,8 +19,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from sqlalchemy import inspect, text
 
-from db import analytics
 from db import repository as repo
+from services import analytics
 
 NAME = "Zqxwvutsrq^Plkmjnhbgv"
 PATIENT_ID = "PID-7391-QX-4826"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import REPO_ROOT
+from core.settings import REPO_ROOT
 from tests.e2e.helpers import NetworkLog, free_port, streamlit_server
 
 CHROMIUM = os.environ.get("LUNGREVIEW_CHROMIUM", "/usr/bin/chromium")
@@ -26,7 +26,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SCREENSHOTS = REPO_ROOT / "tests" / "e2e" / "screenshots"
 _HERE = Path(__file__).resolve().parent
 
-_free_port = free_port  # the name earlier tests and the bench_*.py files import
+_free_port = free_port  # the name earlier tests and the benchmarks (benchmarks/warm_path.py) import
 
 #: per test: the server logs of the servers it started, and its open browser pages
 _LOGS = pytest.StashKey[list]()
@@ -205,7 +205,7 @@ def pytest_runtest_makereport(item, call):
 def pytest_collection_modifyitems(config, items):
     """Browser tests are run again, at most twice, when they fail (pytest-rerunfailures).
 
-    Every wait in them is on the app's state; see README "Tests" for why a rerun is kept. pytest
+    Every wait in them is on the app's state; see docs/testing.md for why a rerun is kept. pytest
     reports each rerun ("R" and "rerun" in the summary), so a flaky run stays visible. Without
     the plugin (``-p no:rerunfailures``) nothing is added.
     """

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.config import REPO_ROOT
+from core.settings import REPO_ROOT
 
 LONG = 240_000  # ms: model load (TensorFlow import) plus a 30-slice series on 2 busy cores
 UPLOAD_PATH = "/_stcore/upload_file"

@@ -1,6 +1,6 @@
 """From the PACS to the PACS in a real browser: search, retrieve, analyse, read, send SC + SR back.
 
-A test Orthanc (tests/core/orthanc.py) holds the shared TCIA study; `streamlit run` is started with
+A test Orthanc (tests/core/pacs/orthanc.py) holds the shared TCIA study; `streamlit run` is started with
 LUNGREVIEW_DICOMWEB_URL and the test user's credentials in its environment. Afterwards Orthanc
 holds LungReview's Secondary Capture and Structured Report in that study, and the SR carries the
 read saved in the page.
@@ -16,9 +16,9 @@ import zipfile
 import pydicom
 import pytest
 
-from core.dicomweb import PacsClient
+from core.pacs.dicomweb import PacsClient
 from core.registry import default_model_id
-from tests.core.orthanc import orthanc  # noqa: F401
+from tests.core.pacs.orthanc import orthanc  # noqa: F401
 from tests.e2e.helpers import LONG, create_admin, nav, radio, text_input, wait_for_ai_result, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,

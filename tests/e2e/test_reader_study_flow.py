@@ -14,7 +14,7 @@ import sqlite3
 
 import pytest
 
-from core.config import REPO_ROOT
+from core.settings import REPO_ROOT
 from tests.e2e.helpers import multiselect, nav, radio, sign_in, sign_out, text_input, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -90,7 +90,7 @@ def _test_split_slice(label: str) -> str:
     """A slice of the given class from the shipped split's TEST part (never trained on)."""
     import csv
 
-    from core.config import get_settings
+    from core.settings import get_settings
 
     manifest = get_settings().registry_dir / "splits" / "iqothnccd_seed42.csv"
     with open(manifest, newline="") as fh:

@@ -12,7 +12,7 @@ from contextlib import closing
 import pytest
 
 from dashboard.auth import COOKIE_NAME
-from db.auth_sessions import hash_token
+from services.sessions import hash_token
 from tests.e2e.helpers import create_admin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

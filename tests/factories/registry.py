@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import CLASS_NAMES
+from core.domain import CLASS_NAMES
 from core.preprocessing import PreprocessSpec
 
 #: The input of the tiny models: 64 x 64 grey, unit scaling.

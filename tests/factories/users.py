@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import Role
+from core.domain import Role
 from db import repository as repo
 
 #: (username, role) of the database tests' cast after the admin; each password is "<name>-pass-1".

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from core.config import REPO_ROOT
+from core.settings import REPO_ROOT
 
 REGISTRY = REPO_ROOT / "models" / "registry"
 #: An absolute path: POSIX ("/work/..."), a Windows drive ("C:\\..." or "C:/...") or a UNC share.

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.datasets import file_sha256
 from models import train as train_mod
+from models.data import file_sha256
 from models.train import (
     TrainingError,
     TrainOptions,
@@ -31,7 +31,7 @@ TUNING = train_mod.REPO_ROOT / "models" / "registry" / "tuning" / "basic_cnn_ran
 def tiny_run(tmp_path_factory):
     import os
 
-    from core import config
+    from core import settings as config
 
     tmp = tmp_path_factory.mktemp("train")
     old = os.environ.get("LUNGREVIEW_VAR_DIR")

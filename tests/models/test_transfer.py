@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 
 from core.preprocessing import PreprocessSpec
+from core.registry import file_sha256
+from models.architectures.mobilenetv2 import build_mobilenetv2
 from models.transfer import (
     WEIGHTS_FILE,
-    apply_temperature,
-    build_mobilenetv2,
     default_weights,
-    ece,
-    fit_temperature,
-    log_loss,
-    sha256_of,
 )
 
 SPEC = PreprocessSpec(size=64, channels=3, scaling="mobilenet_v2")
@@ -43,7 +39,7 @@ def test_backbone_loads_from_a_weights_file_the_test_writes(tmp_path):
 def test_backbone_loads_the_shared_file():
     path = default_weights()
     assert path.name == WEIGHTS_FILE
-    assert sha256_of(path) == "b5c304ecf01494f614fd05d36a075cb14f45d054af9af5ef17092bbf870e8e2f"
+    assert file_sha256(path) == "b5c304ecf01494f614fd05d36a075cb14f45d054af9af5ef17092bbf870e8e2f"
     model = build_mobilenetv2(PreprocessSpec(size=160, channels=3, scaling="mobilenet_v2"), weights=path)
     random = build_mobilenetv2(PreprocessSpec(size=160, channels=3, scaling="mobilenet_v2"), weights=None)
     assert not np.allclose(_backbone_conv(model), _backbone_conv(random))
@@ -56,48 +52,8 @@ def test_wrong_spec_or_missing_file_refused(tmp_path):
         build_mobilenetv2(SPEC, weights=tmp_path / "nope.h5")
 
 
-def _overconfident(n=600, k=3, seed=0):
-    """Labels drawn from a softened distribution, reported with a sharpened (over-confident) one."""
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(0, 2, (n, k))
-    true_p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    y = np.array([rng.choice(k, p=row) for row in true_p])
-    sharp = np.exp(3 * logits)
-    return sharp / sharp.sum(1, keepdims=True), y
-
-
-def test_temperature_scaling_lowers_log_loss_on_an_overconfident_set():
-    p, y = _overconfident()
-    t = fit_temperature(p, y)
-    assert t > 1.5  # over-confident -> softened
-    q = apply_temperature(p, t)
-    assert log_loss(q, y) < log_loss(p, y) - 0.1
-    assert ece(q, y) < ece(p, y)
-    np.testing.assert_allclose(q.sum(1), 1.0, atol=1e-5)
-    assert (q.argmax(1) == p.argmax(1)).all()  # scaling keeps the ranking
-
-
-def test_temperature_one_is_the_identity_in_training_and_inference():
-    from core.inference import calibrate
-
-    p, _ = _overconfident(50)
-    p = p.astype(np.float32)
-    np.testing.assert_array_equal(apply_temperature(p, 1.0), p)
-    assert calibrate(p, 1.0) is p
-    np.testing.assert_allclose(calibrate(p, 2.5), apply_temperature(p, 2.5), atol=1e-6)
-    with pytest.raises(ValueError):
-        apply_temperature(p, 0.0)
-
-
-def test_ece_of_perfectly_calibrated_bins_is_zero():
-    p = np.array([[1.0, 0.0], [0.0, 1.0]] * 5)
-    y = np.array([0, 1] * 5)
-    assert ece(p, y) == 0.0
-    assert ece(p, 1 - y) == pytest.approx(1.0)
-
-
 def test_everything_under_models_stays_within_150_mib():
-    from core.config import REPO_ROOT
+    from core.settings import REPO_ROOT
 
     total = sum(
         f.stat().st_size

@@ -1,0 +1,1 @@
+"""The dashboard's pages (``st.navigation`` runs each file as a script; ``read_study`` imports ``pacs``)."""
