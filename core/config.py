@@ -39,6 +39,14 @@ TIMEOUT_S``
                                first page view; ``0`` leaves it to the first analysis
 ``LUNGREVIEW_WEIGHTS_DIR``     ``<repo>/../shared/weights``: pretrained starting weights for
                                transfer learning (``models/transfer.py``)
+``LUNGREVIEW_RAY_ADDRESS``     unset: archive runs (``services/archive.py``) start Ray embedded on
+                               this machine; set (e.g. ``ray-head:6379`` or ``auto``), they join
+                               that Ray cluster (``ray start --head`` / ``ray start --address=``;
+                               docs/archive.md)
+``LUNGREVIEW_ARCHIVE_WORKERS`` unset: one scoring worker per CPU Ray offers (embedded Ray is
+                               started with ``min(2, CPUs)``); set: that many workers
+``LUNGREVIEW_ARCHIVE_MAX_      ``3`` attempts per series and model before an archive run records
+ATTEMPTS``                     a failure for good (transient failures only; docs/archive.md)
 =============================  ==========================================================
 
 Upload limits of ``core.imaging`` besides the three above: ``LUNGREVIEW_MAX_UPLOAD_PIXELS``, default
@@ -218,6 +226,11 @@ class Settings:
 
     weights_dir: Path = REPO_ROOT.parent / "shared" / "weights"
 
+    # archive runs on Ray (services/archive.py): cluster address (None = embedded), workers, attempts
+    ray_address: str | None = None
+    archive_workers: int | None = None
+    archive_max_attempts: int = 3
+
     @property
     def store_dir(self) -> Path:
         """The study store's folder (``core/store.py``): ``var_dir / "store"``."""
@@ -283,6 +296,10 @@ def load_settings() -> Settings:
         max_upload_pixels=_int_from_env("LUNGREVIEW_MAX_UPLOAD_PIXELS", 200_000_000),
         max_zip_members=_int_from_env("LUNGREVIEW_MAX_ZIP_MEMBERS", 10_000),
         weights_dir=_path_from_env("LUNGREVIEW_WEIGHTS_DIR", REPO_ROOT.parent / "shared" / "weights"),
+        ray_address=(os.environ.get("LUNGREVIEW_RAY_ADDRESS") or "").strip() or None,
+        archive_workers=(_int_from_env("LUNGREVIEW_ARCHIVE_WORKERS", 1)
+                         if (os.environ.get("LUNGREVIEW_ARCHIVE_WORKERS") or "").strip() else None),
+        archive_max_attempts=_int_from_env("LUNGREVIEW_ARCHIVE_MAX_ATTEMPTS", 3),
     )
 
 
