@@ -59,7 +59,7 @@ import pandas as pd
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.archive_stats import ArchiveComparison, Reference, compare, parse_reference_csv
+from core.archive_stats import ArchiveComparison, ArchiveStatsError, Reference, compare, parse_reference_csv
 from core.config import get_settings
 from core.dicomweb import (
     NotCTError,
@@ -1349,7 +1349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Run {run_id} started (resume it with: lungreview-archive resume {run_id})", file=sys.stderr)
             return _drive(service, run_id, args)
         return _drive(service, args.run_id, args)
-    except (ArchiveError, RepositoryError, PacsError) as exc:
+    except (ArchiveError, ArchiveStatsError, RepositoryError, PacsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

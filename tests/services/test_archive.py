@@ -353,6 +353,40 @@ def test_pacs_stopped_mid_run_pauses_and_continues(service, factory, tmp_path):
         server.stop()
 
 
+def test_command_line(service, pacs, factory, capsys, tmp_path):
+    """``lungreview-archive run / status / list / compare`` (``main``), as a lead would type them."""
+    import json
+
+    from services.archive import main
+
+    service.close()  # the command starts its own workers
+    server, client = pacs
+    code = main(["run", "--query", "description=b40f", "--models", "basic_cnn_v1", "--workers", "1",
+                 "--pacs", server.dicomweb_url])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run_id = int(err.split("Run ", 1)[1].split()[0])
+    assert f"run {run_id} finished: 1 done, 0 failed, 0 left of 1" in out
+    assert main(["status", str(run_id)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["status"] == "finished" and status["rows"] == {"basic_cnn_v1": {"done": 1, "failed": 0}}
+    assert main(["list"]) == 0 and f"{run_id}\tfinished" in capsys.readouterr().out
+    # the TCIA study by its key; the LIDC accession number (both LIDC studies share it) looked up in the PACS
+    lidc = str(pydicom.dcmread(_files(LIDC / "LIDC-IDRI-0001")[0], stop_before_pixels=True).AccessionNumber)
+    csv = tmp_path / "reference.csv"
+    csv.write_text(f"study_key,accession,finding\n{study_key_for(_uids(_tcia_dirs()[0])[0])},,malignant\n"
+                   f",{lidc},normal\n")
+    assert main(["compare", str(run_id), "--reference", str(csv), "--pacs", server.dicomweb_url, "--n-boot", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "Series scores per model" in out and "Against the reference (1 studies of the run)" in out
+    assert "matches 2 studies" in err and lidc not in out + err
+    csv.write_text("study_key,finding\nabc,cancer\n")
+    assert main(["compare", str(run_id), "--reference", str(csv)]) == 2
+    assert "unknown finding" in capsys.readouterr().err
+    assert main(["resume", "999", "--pacs", server.dicomweb_url]) == 2
+    assert "no archive run 999" in capsys.readouterr().err
+
+
 def test_nodule_detector_unavailable_is_a_typed_failure():
     try:
         from core.nodules import detect_nodules  # noqa: F401
