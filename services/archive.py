@@ -1237,27 +1237,44 @@ def _print_table(title: str, df: pd.DataFrame | None) -> None:
 
 def bench(pacs: PacsClient, factory: sessionmaker[Session], query: ArchiveQuery, model_ids: Sequence[str],
           workers: int) -> dict[str, Any]:
-    """Score ``query`` once with ``workers`` Ray workers as a fresh run; return throughput and stage costs.
+    """Throughput of ``workers`` warm Ray workers on ``query``, and the cost per series by stage.
+
+    The workers are started and their models loaded by a warm-up run on the first ``workers``
+    series (not timed); the timed run then scores every series of the query as a fresh run.
 
     Returns:
-        dict ``workers, run_id, series, wall_s, series_per_min`` and, per stage (``retrieve_ms``,
-        ``decode_ms``, ``score_ms`` by model), the median over the done rows; ``load_avg`` (1 min).
+        dict ``workers, run_id, series, failed, wall_s, series_per_min``, the medians over the
+        series of ``retrieve_ms``, ``decode_ms``, ``slices`` and, per model, ``score_ms``; the
+        sums ``worker_ms_per_series`` (retrieve + decode + every model's score: one worker's busy time
+        per series); ``load_avg_before`` / ``load_avg_after`` (1-minute load average).
     """
-    service = ArchiveService(factory, pacs)
-    run_id = service.start(query, model_ids, max_attempts=1)
-    t0 = time.perf_counter()
-    p = service.run(run_id, workers=workers)
-    wall = time.perf_counter() - t0
+    service = ArchiveService(factory, pacs, keep_workers=True)
+    try:
+        warm = service.start(replace(query, max_series=workers), model_ids, max_attempts=1)
+        service.run(warm, workers=workers)
+        load_before = os.getloadavg()[0]
+        run_id = service.start(query, model_ids, max_attempts=1)
+        t0 = time.perf_counter()
+        p = service.run(run_id, workers=workers)
+        wall = time.perf_counter() - t0
+        load_after = os.getloadavg()[0]
+    finally:
+        service.close()
     table = service.results_table(run_id)
     done = table[table["status"] == "done"]
     per_series = done.drop_duplicates("series_key")
+    busy = done.groupby("series_key").agg(r=("retrieve_ms", "first"), d=("decode_ms", "first"), s=("score_ms", "sum"))
+
+    def median(col: pd.Series) -> float | None:
+        return round(float(col.median()), 1) if len(col) else None
+
     return {"workers": workers, "run_id": run_id, "series": int(p.done), "failed": int(p.failed),
             "wall_s": round(wall, 1), "series_per_min": round(60.0 * p.done / wall, 2) if wall > 0 else None,
-            "retrieve_ms_median": float(per_series["retrieve_ms"].median()) if len(per_series) else None,
-            "decode_ms_median": float(per_series["decode_ms"].median()) if len(per_series) else None,
-            "score_ms_median": {m: float(g["score_ms"].median()) for m, g in done.groupby("model_id")},
-            "slices_median": float(per_series["n_slices"].median()) if len(per_series) else None,
-            "load_avg": os.getloadavg()[0]}
+            "retrieve_ms": median(per_series["retrieve_ms"]), "decode_ms": median(per_series["decode_ms"]),
+            "score_ms": {m: median(g["score_ms"]) for m, g in done.groupby("model_id")},
+            "worker_ms_per_series": median(busy["r"] + busy["d"] + busy["s"]),
+            "slices": median(per_series["n_slices"]),
+            "load_avg_before": round(load_before, 2), "load_avg_after": round(load_after, 2)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
