@@ -759,13 +759,14 @@ class ArchiveService:
             query = ArchiveQuery.from_dict(run.query)
             models = [ModelRef(**m) for m in run.models]
             max_attempts = int(run.max_attempts)
-            archive_repo.set_run_status(s, run_id, ArchiveRunStatus.RUNNING, "planning: searching the PACS")
         for m in models:
             now = _card(m.id)
             if m.sha256 and now.sha256 != m.sha256:
                 raise ArchiveError(f"The file of model {m.id} changed since run {run_id} started (sha256 "
                                    f"{now.sha256[:12]}... instead of {m.sha256[:12]}...): its results would mix two "
                                    "models. Start a new run.")
+        with self.factory.begin() as s:
+            archive_repo.set_run_status(s, run_id, ArchiveRunStatus.RUNNING, "planning: searching the PACS")
         driver = _Driver(self, run_id, models, max_attempts, progress, poll_s, max_pause_s)
         try:
             return driver.drive(query, workers)

@@ -319,6 +319,16 @@ class TestRun:
         with pytest.raises(RunBusyError, match="another process"):
             service.run(run_id)
 
+    def test_a_model_file_changed_since_the_start_is_refused(self, service, factory):
+        run_id = service.start(ArchiveQuery(max_series=1), MODELS[:1])
+        with factory.begin() as s:
+            s.execute(text("UPDATE archive_runs SET models = :m WHERE id = :r"),
+                      {"m": '[{"id": "basic_cnn_v1", "sha256": "' + "0" * 64 + '", "kind": "slice_classifier"}]',
+                       "r": run_id})
+        with pytest.raises(ArchiveError, match="changed since run"):
+            service.run(run_id)
+        assert service.status(run_id)["status"] == "paused"  # not left "running": a later resume is allowed
+
 
 def test_pacs_stopped_mid_run_pauses_and_continues(service, factory, tmp_path):
     service.close()  # its kept workers hold both CPUs of the embedded Ray
