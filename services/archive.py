@@ -801,6 +801,14 @@ class ArchiveService:
                     "finished_at": run.finished_at.isoformat() if run.finished_at else None,
                     "rows": rows, "failures": failures}
 
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest runs, newest first: ``run_id, status, message, n_series, models`` (ids),
+        ``query`` and ``created_at`` (plain values, for pages and the command line)."""
+        with self.factory.begin() as s:
+            return [{"run_id": r.id, "status": r.status, "message": r.message, "n_series": r.n_series,
+                     "models": [m["id"] for m in r.models], "query": dict(r.query), "created_at": r.created_at}
+                    for r in archive_repo.list_runs(s, limit)]
+
     def results_table(self, run_id: int) -> pd.DataFrame:
         """Every row of the run as a DataFrame (the columns ``core.archive_stats`` reads, and the
         status, failure, message, attempts and stage times).
