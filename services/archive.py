@@ -88,6 +88,7 @@ __all__ = [
     "ScoringWorker",
     "SeriesOutcome",
     "WorkItem",
+    "check_ray_address",
     "connect_ray",
     "main",
     "plan_series",
@@ -501,6 +502,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     if ray.is_initialized():
         return "already connected"
     address = address if address is not None else get_settings().ray_address
+    if address:
+        check_ray_address(address)
     try:
         if address:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
@@ -511,7 +514,34 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ArchiveError(f"Ray could not start or join {'the cluster at ' + address if address else 'locally'} "
                            f"({type(exc).__name__}: {exc}). Check LUNGREVIEW_RAY_ADDRESS and that `ray start` ran "
-                           "there (docs/archive.md).") from exc
+                           "there; a cluster started by `ray start` (Ray 2.60) wants token authentication: set "
+                           "RAY_AUTH_MODE=token and the cluster's token here too (docs/archive.md).") from exc
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a Ray address (``ray.init`` itself waits minutes).
+
+    Args:
+        address: ``host:port`` (the head's GCS port, 6379 by default), ``ray://host:port`` (Ray
+            Client), or ``auto`` (this machine's running cluster; not checked here).
+
+    Raises:
+        ArchiveError: the address is malformed, or no TCP connection opens within ``timeout_s``.
+    """
+    text = address.strip()
+    if text == "auto":
+        return
+    hostport = text.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ArchiveError(f"LUNGREVIEW_RAY_ADDRESS must be host:port (e.g. ray-head:6379) or auto, got {address!r}.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ArchiveError(f"No Ray cluster answers at {hostport} ({exc.strerror or type(exc).__name__}). Start it "
+                           "with `ray start --head` there (docs/archive.md), or unset LUNGREVIEW_RAY_ADDRESS to "
+                           "run Ray on this machine.") from exc
 
 
 class _Pool:

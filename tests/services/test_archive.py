@@ -208,6 +208,24 @@ class TestPlan:
         assert len(plan_series(client, ArchiveQuery(max_series=2))) == 2
 
 
+def test_a_ray_address_where_nothing_listens_fails_fast():
+    import socket
+
+    from services.archive import check_ray_address
+
+    with socket.socket() as sock:  # a port that was free a moment ago
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ArchiveError, match=f"No Ray cluster answers at 127.0.0.1:{port}"):
+        check_ray_address(f"127.0.0.1:{port}", timeout_s=2)
+    assert time.monotonic() - t0 < 5
+    for bad in ("ray-head", "ray-head:port", ":6379"):
+        with pytest.raises(ArchiveError, match="host:port"):
+            check_ray_address(bad)
+    check_ray_address("auto")  # this machine's cluster: left to ray.init
+
+
 class TestRun:
     def test_every_series_scored_by_two_models(self, service, factory, pacs):
         run_id = service.start(ArchiveQuery(), MODELS)
