@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("benchmarks.inference:main", "latency and throughput of the inference path"),
     "pilot-report": ("services.pilot_report:main", "reader-study pilot report (HTML) and CSV of every read"),
     "mrmc": ("core.stats.mrmc_cli:main", "multi-reader multi-case analysis of a reader study"),
+    "archive": ("services.archive:main", "score a PACS archive with every chosen model on Ray (run, resume, status)"),
 }
 
 

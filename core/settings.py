@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     store_max_mb: int = Field(2048, gt=0, description="MiB the study store may hold")
     series_cache_mb: int = Field(768, gt=0, description="MiB of decoded series kept in memory")
     warm_model: bool = Field(True, description="load and warm the default model at the first page view")
+    ray_address: str | None = Field(
+        None, description="Ray cluster that archive runs join (e.g. ray-head:6379 or auto); unset: Ray embedded")
+    archive_workers: int | None = Field(None, gt=0, description="archive scoring workers; unset: one per CPU Ray offers")
+    archive_max_attempts: int = Field(3, gt=0, description="attempts per series and model before an archive failure stands")
 
     @field_validator(*_PATHS, mode="after")
     @classmethod

@@ -808,3 +808,152 @@ APPEND_ONLY_TABLES = APPEND_ONLY_TABLES + NODULE_APPEND_ONLY_TABLES
 for _cls in (NoduleDetection, AiNodule, NoduleRead, LungRadsRead):
     event.listen(_cls, "before_update", _refuse_change("UPDATE"))
     event.listen(_cls, "before_delete", _refuse_change("DELETE"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Archive runs (services.archive): a PACS query scored by registered models on Ray, for local
+# validation. Their own tables: an archive result is never an inference a reader was shown, and
+# never mixes with the reading tables. Only pseudonymous keys, as everywhere: the query is
+# run again on resume, so no UID of the PACS is kept.
+
+
+class ArchiveRunStatus(StrEnum):
+    """Where an :class:`ArchiveRun` stands.
+
+    ``running``: a driver is (or was last seen) scoring it; ``paused``: it stopped with work left
+    (PACS down, stopped by a person; ``message`` says why) and ``resume`` continues it;
+    ``finished``: every planned series has a final result for every model.
+    """
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+
+
+class ArchiveResultStatus(StrEnum):
+    """An :class:`ArchiveResult`: the model scored the series (``done``) or it failed (``failed``)."""
+
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ArchiveFailure(StrEnum):
+    """Why a series was not scored by a model (``archive_results.failure``).
+
+    Permanent (the series itself; not tried again): ``not_ct`` (Modality other than CT),
+    ``corrupt`` (no instance could be read as a CT image), ``too_large`` (over the upload
+    limit), ``not_found`` (deleted from the PACS since the query), ``not_a_volume`` (the nodule
+    detector cannot scan it). Transient (the surroundings; tried again up to
+    ``LUNGREVIEW_ARCHIVE_MAX_ATTEMPTS`` times, also on resume): ``pacs_unreachable`` (no answer
+    after the client's retries), ``pacs_error`` (another refusal by the PACS), ``pacs_auth``
+    (credentials refused on the worker), ``worker_died`` (the worker process ended mid-series),
+    ``worker_error`` (an unexpected error in the worker), ``model_error`` (the model could not be
+    loaded or applied), ``detector_unavailable`` (the nodule detector is not installed on the
+    worker), ``key_mismatch`` (the worker's study-key secret differs from the driver's).
+    """
+
+    NOT_CT = "not_ct"
+    CORRUPT = "corrupt"
+    TOO_LARGE = "too_large"
+    NOT_FOUND = "not_found"
+    NOT_A_VOLUME = "not_a_volume"
+    PACS_UNREACHABLE = "pacs_unreachable"
+    PACS_ERROR = "pacs_error"
+    PACS_AUTH = "pacs_auth"
+    WORKER_DIED = "worker_died"
+    WORKER_ERROR = "worker_error"
+    MODEL_ERROR = "model_error"
+    DETECTOR_UNAVAILABLE = "detector_unavailable"
+    KEY_MISMATCH = "key_mismatch"
+
+
+#: Failures that depend on the series alone: recorded once, never tried again.
+PERMANENT_ARCHIVE_FAILURES: frozenset[str] = frozenset({
+    ArchiveFailure.NOT_CT, ArchiveFailure.CORRUPT, ArchiveFailure.TOO_LARGE, ArchiveFailure.NOT_FOUND,
+    ArchiveFailure.NOT_A_VOLUME,
+})
+
+
+class ArchiveRun(Base):
+    """One scoring of a PACS query by a set of models (``services.archive``).
+
+    ``query``: the search as given (dates as ISO text, description filter, series limit); no
+    identifier. ``models``: JSON list of ``{"id", "sha256", "kind"}``, the registry entries the
+    run scores with (a resume refuses a model whose file changed). ``n_series``: series the
+    query found at the last planning. ``heartbeat_at``: the driver's last sign of life (a
+    "running" run whose heartbeat is old was left by a driver that died; resume continues it).
+    """
+
+    __tablename__ = "archive_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", ArchiveRunStatus), name="status"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
+        CheckConstraint("n_series >= 0", name="n_series_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    query: Mapped[dict[str, Any]] = mapped_column(JSON)
+    models: Mapped[list[Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    n_series: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class ArchiveResult(Base):
+    """One model on one series of an archive run: its result, or why it failed. One row per
+    (run, series, model) (unique), updated when a failed attempt is tried again; a ``done`` row is
+    never changed.
+
+    ``result`` (done rows): slice classifiers ``{"kind": "slice_classifier", "series_score",
+    "finding", "is_ood", "most_suspicious_index", "top_indices", "probabilities" (the mean class
+    probabilities of the top-k slices, the row the finding was decided on), "class_names",
+    "thresholds", "n_slices", "runtime"}``; the nodule detector ``{"kind": "nodule_detector",
+    "nodules": [Nodule.to_dict(), ...], "n_slices"}``. Typed copies for queries: ``finding``,
+    ``series_score``, ``is_ood``, ``n_nodules``. ``history``: earlier failed attempts, ``[{"failure",
+    "message", "counted"}]``. Times in ms: ``retrieve_ms`` (WADO-RS until the last instance
+    arrived), ``decode_ms`` (``core.imaging`` reading those instances), ``score_ms`` (this model).
+    ``description`` is the de-identified series description (``core.imaging``), never PHI.
+    """
+
+    __tablename__ = "archive_results"
+    __table_args__ = (
+        UniqueConstraint("run_id", "series_key", "model_id", name="uq_archive_results_item"),
+        CheckConstraint(_in("status", ArchiveResultStatus), name="status"),
+        CheckConstraint(f"failure IS NULL OR {_in('failure', ArchiveFailure)}", name="failure"),
+        CheckConstraint("(status = 'done') = (failure IS NULL)", name="failed_has_reason"),
+        CheckConstraint(f"finding IS NULL OR {_in('finding', Finding)}", name="finding"),
+        CheckConstraint("series_score IS NULL OR (series_score >= 0 AND series_score <= 1)", name="score_range"),
+        CheckConstraint("attempts >= 1", name="attempts_positive"),
+        CheckConstraint("n_nodules IS NULL OR n_nodules >= 0", name="n_nodules_nonnegative"),
+        Index("ix_archive_results_run_model", "run_id", "model_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("archive_runs.id"))
+    study_key: Mapped[str] = mapped_column(String(128))
+    series_key: Mapped[str] = mapped_column(String(128))
+    model_id: Mapped[str] = mapped_column(String(128))
+    model_sha256: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    failure: Mapped[str | None] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    history: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    finding: Mapped[str | None] = mapped_column(String(16))
+    series_score: Mapped[float | None] = mapped_column(Float)
+    is_ood: Mapped[bool | None] = mapped_column(Boolean)
+    n_nodules: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    n_slices: Mapped[int | None] = mapped_column(Integer)
+    retrieve_ms: Mapped[float | None] = mapped_column(Float)
+    decode_ms: Mapped[float | None] = mapped_column(Float)
+    score_ms: Mapped[float | None] = mapped_column(Float)
+    worker: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)

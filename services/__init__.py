@@ -12,4 +12,5 @@ pure imaging and AI code) and ``db`` (the repository, inside ``with factory.begi
 * ``services.analytics``: agreement, SUS and CSV exports over the review database.
 * ``services.reader_study``: reading lists, the reference standard, blinded reads.
 * ``services.pilot_report``: the reader-study pilot report (HTML from Jinja2 templates, CSV).
+* ``services.archive``: a PACS query scored by every chosen model on Ray, resumably (docs/archive.md).
 """

@@ -1,13 +1,18 @@
 """Compare models (leads, admins): every registered model side by side on its test split, and the
 live agreement of radiologists with each model.
 
-Metrics come from each entry's ``evaluation.json`` (``models.evaluation.evaluate`` / ``core.metrics``): 95 %
+Metrics come from each entry's ``evaluation.json`` (``models.evaluation.evaluate`` / ``core.stats.metrics``): 95 %
 intervals are percentile bootstraps over patient groups (Efron & Tibshirani 1993); ECE with 15
 bins (Guo et al. 2017); Brier (1950). Reader agreement: Cohen's kappa (1960), linearly weighted
 (Cohen 1968) and Fleiss' kappa (1971), from ``services.analytics``.
 
+Your archive (``services.archive``, docs/archive.md): a lead scores a PACS query with chosen
+models on Ray, follows the progress, and compares the models on the site's own series (with a
+reference CSV: AUC, sensitivity, specificity); the series where the models disagree most link to
+Read a study when the study store holds them.
+
 Browser: headings "Test-split metrics", "ROC curves", "Confusion matrices", "Reliability",
-"Latency and size", "Radiologists vs AI"; a model without evaluation is listed as
+"Latency and size", "Your archive", "Radiologists vs AI"; a model without evaluation is listed as
 "<id>: not evaluated yet".
 """
 
@@ -147,6 +152,8 @@ def body(user: SessionUser) -> None:
         left.plotly_chart(px.bar(ls, x="model", y="latency (ms / slice)", height=300), key="compare_latency")
         right.plotly_chart(px.bar(ls, x="model", y="size (MB)", height=300), key="compare_size")
 
+    archive_section(user)
+
     st.header("Radiologists vs AI")
     agreement = reader_agreement(get_session_factory(read_only=True), [c.id for c in cards])
     per_model, per_reader, fleiss = agreement.per_model, agreement.per_reader, agreement.fleiss
@@ -169,6 +176,140 @@ def body(user: SessionUser) -> None:
                             text_auto=True, color_continuous_scale="Greens")
             fig.update_layout(height=300, title=f"Reader vs AI: {m}", coloraxis_showscale=False)
             cols[i % len(cols)].plotly_chart(fig, key=f"compare_reader_cm_{m}")
+
+
+# ------------------------------------------------------------------------------- your archive
+def _drive(service, run_id: int) -> None:
+    """Score run ``run_id`` here, with a progress bar; leaving the page pauses it (resume continues)."""
+    from services.archive import ArchiveError
+
+    bar = st.progress(0.0, text=f"Run {run_id}: planning (searching the PACS)")
+
+    def show(p) -> None:
+        bar.progress((p.done + p.failed) / p.total if p.total else 0.0, text=p.line())
+
+    try:
+        p = service.run(run_id, progress=show)
+    except ArchiveError as exc:
+        st.error(str(exc))
+        return
+    (st.success if p.status == "finished" else st.warning)(p.line())
+
+
+def _archive_form(service, user: SessionUser, runs: list[dict]) -> None:
+    """Start a run (query and models) or resume one that is not finished."""
+    from services.archive import ArchiveError, ArchiveQuery
+
+    with st.form("archive_new"):
+        left, right = st.columns(2)
+        date_from = left.date_input("Study date from", value=None, key="archive_from")
+        date_to = right.date_input("Study date to", value=None, key="archive_to")
+        description = st.text_input("Study or series description contains (optional)", key="archive_description")
+        max_series = st.number_input("At most this many series (0: all)", min_value=0, value=0, step=100,
+                                     key="archive_max")
+        ids = [c.id for c in list_cards()]
+        models = st.multiselect("Models", ids, default=ids[:2], key="archive_models")
+        start = st.form_submit_button("Start run")
+    if start:
+        try:
+            query = ArchiveQuery(date_from=date_from, date_to=date_to, description=description.strip(),
+                                 max_series=int(max_series) or None)
+            run_id = service.start(query, models, user_id=user.id)
+        except ArchiveError as exc:
+            st.error(str(exc))
+        else:
+            _drive(service, run_id)
+    open_runs = [r for r in runs if r["status"] != "finished"]
+    if open_runs:
+        left, right = st.columns([3, 1])
+        chosen = left.selectbox("Paused or interrupted run", open_runs, key="archive_resume_run",
+                                format_func=lambda r: f"run {r['run_id']}: {r['status']}, {r['n_series']} series")
+        if right.button("Resume run", key="archive_resume"):
+            _drive(service, chosen["run_id"])
+
+
+def _disagreement_table(service, c) -> pd.DataFrame:
+    """The disagreement table with a "Read a study" column: a ``?case=`` link or where to open it."""
+    table = c.disagreements.copy()
+    if table.empty:
+        return table
+    links = service.case_links(table["series_key"])
+    table["read a study"] = [f"read?case={links[k]}" if k in links else
+                             "not in the study store: open it from the PACS" for k in table["series_key"]]
+    return table
+
+
+def archive_section(user: SessionUser) -> None:
+    """Your archive: start or resume an archive run, follow it, and compare the models on it."""
+    from core.stats.archive import ArchiveStatsError, parse_reference_csv
+    from dashboard.views import pacs
+    from services.archive import ArchiveService
+
+    st.header("Your archive")
+    st.caption("Score the site's own chest CTs from the PACS with every chosen model (on Ray: this machine, or "
+               "the cluster of LUNGREVIEW_RAY_ADDRESS) and compare the models on them. Results are stored as a "
+               "run of their own, never as reads. The workers read the PACS credentials from their environment "
+               "(docs/archive.md).")
+    service = ArchiveService(get_session_factory(), pacs.client() if pacs.enabled() else None)
+    runs = service.runs()
+    if pacs.enabled():
+        _archive_form(service, user, runs)
+        runs = service.runs()
+    else:
+        st.info("No PACS is configured (LUNGREVIEW_DICOMWEB_URL): runs can be compared here, not started.")
+    if not runs:
+        st.info("No archive run yet.")
+        return
+    run = st.selectbox("Compare the models on run", runs, key="archive_run",
+                       format_func=lambda r: f"run {r['run_id']} ({r['status']}): {', '.join(r['models'])}")
+    status = service.status(run["run_id"])
+    done = {m: c["done"] for m, c in status["rows"].items()}
+    st.caption(f"Run {run['run_id']}: {status['status']}, {status['n_series']} series planned; scored per model: "
+               + ", ".join(f"{m} {n}" for m, n in done.items())
+               + (f". {status['message']}" if status["message"] else ""))
+    failures = {m: f for m, f in status["failures"].items() if f}
+    if failures:
+        st.caption("Failures (series) by reason: " + "; ".join(
+            f"{m}: " + ", ".join(f"{k} {v}" for k, v in sorted(f.items())) for m, f in failures.items()))
+    upload = st.file_uploader("Reference standard (CSV: study_key or accession, finding)", type=["csv"],
+                              key="archive_reference")
+    reference = None
+    if upload is not None:
+        try:
+            parsed = parse_reference_csv(upload.getvalue())
+            if parsed.by_accession and not pacs.enabled():
+                st.warning("Accession numbers need the PACS to be found; only the study keys are used.")
+                reference = dict(parsed.by_study_key)
+            else:
+                reference, notes = service.resolve_reference(parsed)
+                for note in notes:
+                    st.caption(note)
+        except ArchiveStatsError as exc:
+            st.error(str(exc))
+    c = service.compare(run["run_id"], reference, n_boot=500)
+    if c.scores.empty and c.nodules.empty:
+        st.info("No series of this run is scored yet.")
+        return
+    st.subheader("Series scores")
+    st.dataframe(c.scores.round(3), hide_index=True, key="archive_scores")
+    if not c.histogram.empty:
+        st.plotly_chart(px.bar(c.histogram, x="bin_lo", y="count", color="model_id", barmode="group", height=300,
+                               labels={"bin_lo": "series score (bin start)"}), key="archive_histogram")
+    if not c.kappa.empty:
+        st.subheader("Agreement between models")
+        st.caption("Cohen's kappa (unweighted) on the series finding, over the series both models scored.")
+        st.dataframe(c.kappa.round(3), hide_index=True, key="archive_kappa")
+    if not c.nodules.empty:
+        st.subheader("Nodules per series")
+        st.dataframe(c.nodules.round(2), hide_index=True, key="archive_nodules")
+    if c.accuracy is not None:
+        st.subheader("Against the reference standard")
+        st.caption(f"{c.n_reference_studies} studies of the run have a reference; one score per study (its most "
+                   "suspicious series); 95 % intervals: percentile bootstrap over studies.")
+        st.dataframe(c.accuracy.round(3), hide_index=True, key="archive_accuracy")
+    st.subheader("Series where the models disagree most")
+    st.dataframe(_disagreement_table(service, c), hide_index=True, key="archive_disagreements",
+                 column_config={"read a study": st.column_config.LinkColumn("read a study")})
 
 
 if __name__ == "__main__":
