@@ -543,3 +543,30 @@ def read_dicom_check(model_id: str, registry_dir: str | Path | None = None) -> d
         RegistryError: the file exists but is not valid JSON.
     """
     return _read_json(model_id, DICOM_CHECK_FILE, registry_dir)
+
+
+# ------------------------------------------------------------------------------ nodule FROC
+FROC_FILE = "froc.json"
+
+
+def write_froc(model_id: str, report: dict, registry_dir: str | Path | None = None) -> Path:
+    """Write ``froc.json`` (output of ``models.evaluate --nodules``) beside a detector's card.
+
+    Raises:
+        ModelNotFoundError: no such entry folder; RegistryError: an invalid id.
+        ValueError: ``report`` holds NaN or infinity.
+    """
+    path = entry_dir(model_id, registry_dir) / FROC_FILE
+    if not path.parent.is_dir():
+        raise ModelNotFoundError(f"no registry entry {model_id!r}; register it first")
+    path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_froc(model_id: str, registry_dir: str | Path | None = None) -> dict | None:
+    """``froc.json`` of an entry (FROC curve, CPM, per-lesion table, aims), or None if not written yet.
+
+    Raises:
+        RegistryError: the file exists but is not valid JSON.
+    """
+    return _read_json(model_id, FROC_FILE, registry_dir)
