@@ -113,7 +113,7 @@ def read_keras1(path: str | Path) -> tuple[list[Keras1Layer], list[str], list[st
         config = json.loads(h5.attrs["model_config"])
         if config.get("class_name") != "Model":
             raise PortError(f"{path} holds a {config.get('class_name')}, not a functional Model")
-        group = h5["model_weights"] if "model_weights" in h5 else h5
+        group = h5.get("model_weights", h5)
         layers = []
         for spec in config["config"]["layers"]:
             name = spec["name"]
@@ -247,9 +247,9 @@ def build_keras3(layers: list[Keras1Layer], inputs: list[str], outputs: list[str
             raise PortError(f"{la.name}: dim_ordering {c.get('dim_ordering')!r}; expected Theano 'th'")
         if cls == "InputLayer":
             shape = c["batch_input_shape"]
-            if len(shape) != 5 or shape[1] != 1:
-                raise PortError(f"input {la.name} has shape {shape}; expected (None, 1, d, h, w)")
-            tensors[la.name] = keras.Input(shape=(None, None, None, 1), name=new, dtype="float32")
+            if len(shape) != 5 or not shape[1]:
+                raise PortError(f"input {la.name} has shape {shape}; expected (None, channels, d, h, w)")
+            tensors[la.name] = keras.Input(shape=(None, None, None, int(shape[1])), name=new, dtype="float32")
             continue
         args = [tensors[s] for s in la.inputs]
         if cls in _SKIPPED:

@@ -298,7 +298,7 @@ def score_cubes(
     grid = np.indices((c, c, c), dtype=np.float32) - c // 2
     dist = np.sqrt((grid**2).sum(axis=0))
     erase_value = np.float32(np.clip((LUNG_HU - spec.hu_low) / (spec.hu_high - spec.hu_low), 0, 1))
-    step = max(batch_size * 8, batch_size)
+    step = batch_size * 2  # cubes built at a time (64 cubes of 64^3 float32: 64 MiB, plus the axis transpose)
     for start in range(0, len(centres), step):
         cubes = cube_batch(hu_iso, centres[start : start + step], spec)
         if erase_radii_vox is not None:
@@ -513,7 +513,7 @@ def scan_series(
 
     say("resample")
     t = time.perf_counter()
-    iso, origin = resample(series.hu, g, voxel_mm=spec.voxel_mm, order=1)
+    iso, origin = resample([sl.hu for sl in series.slices], g, voxel_mm=spec.voxel_mm, order=1)
     f = max(1, int(round(cfg.coarse_mm / spec.voxel_mm)))
     coarse = _block_mean(iso, f)
     coarse_mm = f * spec.voxel_mm

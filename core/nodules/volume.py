@@ -295,65 +295,72 @@ def geometry_of(series: Any) -> Geometry:
 
 
 def resample(
-    volume: np.ndarray,
+    volume: np.ndarray | Sequence[np.ndarray],
     geometry: Geometry,
     voxel_mm: float = 1.0,
     order: int = 1,
-    box: tuple[slice, slice, slice] | None = None,
-    cval: float = -1000.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interpolate a (z, y, x) volume onto an isotropic grid, z following the real slice positions.
 
-    Output voxel (k, j, i) samples the input at slice index ``geometry.z_index(z0 + k * voxel_mm)``,
-    row ``(y0 + j * voxel_mm) / dy``, column ``(x0 + i * voxel_mm) / dx`` (SciPy
-    ``ndimage.map_coordinates``; z, y and x are separable, so it runs as three 1-D interpolations
-    for order 1, which is exactly trilinear).
+    Output voxel (k, j, i) samples the input at slice index ``geometry.z_index(k * voxel_mm)``
+    (positions relative to the first slice), row ``j * voxel_mm / dy``, column
+    ``i * voxel_mm / dx``. Order 1 is trilinear, computed separably (columns, then rows, slice by
+    slice, then between slices; the same values as ``scipy.ndimage.map_coordinates`` with
+    ``order=1`` at these coordinates), so only one resampled copy of the volume is held; order 0
+    takes the nearest voxel.
 
     Args:
-        volume: (z, y, x) array (float32 HU, or bool / uint8 for masks with ``order=0``).
+        volume: (z, y, x) array, or a sequence of 2-D (y, x) slices (``[s.hu for s in
+            series.slices]``: no stacked copy of the series is made).
         geometry: from :func:`geometry_of`.
         voxel_mm: output voxel size (mm).
         order: 0 (nearest, masks) or 1 (linear).
-        box: optional (z, y, x) slices of the INPUT in voxels: only that part is resampled.
-        cval: value outside the input (HU of air by default).
 
     Returns:
-        (resampled volume (Z, Y, X) of ``volume``'s dtype (float32 for order 1), origin) where
-        origin is float64 (3,): the fractional input index (z, y, x) of output voxel (0, 0, 0).
+        (resampled volume (Z, Y, X): float32 for order 1, the input's dtype for order 0; origin:
+        float64 (3,), the input index (z, y, x) of output voxel (0, 0, 0), always (0, 0, 0) here).
 
     Raises:
-        ValueError: ``volume`` is not 3-D or does not match the geometry, or ``order`` not 0 / 1.
+        ValueError: the slices do not match the geometry or differ in size, or ``order`` is not 0 / 1.
     """
-    vol = np.asarray(volume)
-    if vol.ndim != 3 or vol.shape[0] != geometry.positions_mm.size:
-        raise ValueError(f"expected a (z, y, x) volume of {geometry.positions_mm.size} slices, got {vol.shape}")
+    slices = list(volume) if not isinstance(volume, np.ndarray) else [volume[i] for i in range(volume.shape[0])]
+    if len(slices) != geometry.positions_mm.size or any(np.ndim(a) != 2 for a in slices):
+        raise ValueError(f"expected {geometry.positions_mm.size} 2-D slices, got {len(slices)}")
+    shape = np.shape(slices[0])
+    if any(np.shape(a) != shape for a in slices):
+        raise ValueError("the slices differ in size")
     if order not in (0, 1):
         raise ValueError(f"order must be 0 or 1, got {order}")
-    box = box or (slice(0, vol.shape[0]), slice(0, vol.shape[1]), slice(0, vol.shape[2]))
-    z0, z1 = box[0].start or 0, box[0].stop if box[0].stop is not None else vol.shape[0]
-    y0, y1 = box[1].start or 0, box[1].stop if box[1].stop is not None else vol.shape[1]
-    x0, x1 = box[2].start or 0, box[2].stop if box[2].stop is not None else vol.shape[2]
-    zmm0, zmm1 = geometry.z_mm(z0), geometry.z_mm(z1 - 1)
     dy, dx = geometry.pixel_mm
-    nz = int(np.floor((zmm1 - zmm0) / voxel_mm)) + 1
-    ny = int(np.floor((y1 - 1 - y0) * dy / voxel_mm)) + 1
-    nx = int(np.floor((x1 - 1 - x0) * dx / voxel_mm)) + 1
-    zi = geometry.z_index(zmm0 + np.arange(nz) * voxel_mm)
-    yi = y0 + np.arange(ny) * voxel_mm / dy
-    xi = x0 + np.arange(nx) * voxel_mm / dx
-    out_dtype = vol.dtype if order == 0 else np.float32
-    src = vol[z0:z1, y0:y1, x0:x1]
+    extent = float(geometry.positions_mm[-1] - geometry.positions_mm[0])
+    nz = int(np.floor(extent / voxel_mm + 1e-6)) + 1
+    ny = int(np.floor((shape[0] - 1) * dy / voxel_mm + 1e-6)) + 1
+    nx = int(np.floor((shape[1] - 1) * dx / voxel_mm + 1e-6)) + 1
+    zi = geometry.z_index(np.arange(nz) * voxel_mm)
+    yi = np.arange(ny) * voxel_mm / dy
+    xi = np.arange(nx) * voxel_mm / dx
+    origin = np.zeros(3)
     if order == 0:
-        zr = np.clip(np.rint(zi).astype(int) - z0, 0, src.shape[0] - 1)
-        yr = np.clip(np.rint(yi).astype(int) - y0, 0, src.shape[1] - 1)
-        xr = np.clip(np.rint(xi).astype(int) - x0, 0, src.shape[2] - 1)
-        out = src[zr][:, yr][:, :, xr]
-        return np.ascontiguousarray(out, dtype=out_dtype), np.array([zi[0], yi[0], xi[0]])
-    # separable linear interpolation: x, then y, then z (each a gather and a weighted sum)
-    work = src.astype(np.float32, copy=False)
-    for axis, idx, start in ((2, xi, x0), (1, yi, y0), (0, zi, z0)):
-        work = _interp_axis(work, idx - start, axis)
-    return work, np.array([zi[0], yi[0], xi[0]])
+        zr = np.clip(np.rint(zi).astype(int), 0, len(slices) - 1)
+        yr = np.clip(np.rint(yi).astype(int), 0, shape[0] - 1)
+        xr = np.clip(np.rint(xi).astype(int), 0, shape[1] - 1)
+        return np.stack([np.asarray(slices[k])[yr][:, xr] for k in zr]), origin
+    lo = np.clip(np.floor(zi).astype(np.intp), 0, len(slices) - 1)
+    hi = np.minimum(lo + 1, len(slices) - 1)
+    w = (zi - lo).astype(np.float32)
+    plane: dict[int, np.ndarray] = {}
+    out = np.empty((nz, ny, nx), dtype=np.float32)
+    for k in range(nz):
+        for idx in (lo[k], hi[k]):
+            if idx not in plane:
+                a = np.asarray(slices[idx], dtype=np.float32)
+                plane[idx] = _interp_axis(_interp_axis(a, xi, 1), yi, 0)
+        out[k] = plane[lo[k]] * (1.0 - w[k]) + plane[hi[k]] * w[k]
+        # planes below the next output slice's lower neighbour are no longer needed
+        nxt = lo[k + 1] if k + 1 < nz else len(slices)
+        for idx in [i for i in plane if i < nxt]:
+            del plane[idx]
+    return out, origin
 
 
 def _interp_axis(arr: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
@@ -363,7 +370,7 @@ def _interp_axis(arr: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
     lo = np.floor(idx).astype(np.intp)
     hi = np.minimum(lo + 1, n - 1)
     w = (idx - lo).astype(np.float32)
-    shape = [1, 1, 1]
+    shape = [1] * arr.ndim
     shape[axis] = -1
     w = w.reshape(shape)
     a = np.take(arr, lo, axis=axis)
@@ -411,11 +418,15 @@ def cube_batch(
     """
     c = spec.cube
     half = c // 2
+    vol = np.asarray(hu_iso)
     centres = np.asarray(centres, dtype=np.intp).reshape(-1, 3)
-    pad = np.pad(np.asarray(hu_iso, dtype=np.float32), half, mode="constant", constant_values=spec.hu_low)
-    cubes = np.empty((len(centres), c, c, c), dtype=np.float32)
-    for i, (z, y, x) in enumerate(centres):
-        cubes[i] = pad[z : z + c, y : y + c, x : x + c]
+    cubes = np.full((len(centres), c, c, c), spec.hu_low, dtype=np.float32)
+    for i, p in enumerate(centres):
+        lo = p - half
+        src = tuple(slice(max(a, 0), min(a + c, n)) for a, n in zip(lo, vol.shape, strict=True))
+        dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, lo, strict=True))
+        if all(s.stop > s.start for s in src):
+            cubes[(i, *dst)] = vol[src]
     return network_input(cubes, spec)
 
 
