@@ -554,6 +554,28 @@ def aims_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def card_with_check(card: Any, report: dict[str, Any]) -> Any:
+    """The detector's card with ``training["shared_check"]``: the headline figures of a report
+    (the full report stays in ``froc.json``)."""
+    from dataclasses import replace
+
+    a = report["aims"]
+    check = {
+        "file": "froc.json",
+        "date": report.get("date"),
+        "git_commit": report.get("git_commit"),
+        "runtime": report.get("runtime"),
+        "load_average": report.get("load_average"),
+        "series": [r["series"] for r in report["series"]],
+        "top_ranked_on_lesion": a["top_ranked_on_lesion"]["value"],
+        "sensitivity_at_4fp_per_scan": {"N=3": a["sensitivity_at_4fp"]["N=3"], "N=1": a["sensitivity_at_4fp"]["N=1"]},
+        "cpm": a["cpm"],
+        "diameter_error_mm_lidc_ge_5mm": a["diameter_error_mm"]["errors"],
+        "warning": a["warning"],
+    }
+    return replace(card, training={**card.training, "shared_check": check})
+
+
 def main_for(datasets: str | Path, model_id: str | None = None, registry_dir: str | Path | None = None) -> int:
     """``python -m models.evaluate --nodules DIR``: evaluate, write ``froc.json`` beside the card,
     print the aims (stderr) and the JSON (stdout).
@@ -565,7 +587,7 @@ def main_for(datasets: str | Path, model_id: str | None = None, registry_dir: st
     import sys
 
     from core.nodules.detector import load_detector
-    from core.registry import RegistryError, git_commit, write_froc
+    from core.registry import RegistryError, git_commit, update_card, write_froc
 
     try:
         det = load_detector(model_id, registry_dir)
@@ -582,6 +604,7 @@ def main_for(datasets: str | Path, model_id: str | None = None, registry_dir: st
         **report,
     }
     path = write_froc(det.card.id, report, registry_dir)
+    update_card(card_with_check(det.card, report), registry_dir)
     print(aims_text(report), file=sys.stderr)
     print(f"written {path}", file=sys.stderr)
     print(json.dumps(report, allow_nan=False))

@@ -87,3 +87,19 @@ class TestSharedReferences:
         assert len(lesions) == 1 and len(lesions[0].boxes) >= 3
         z = sorted(lesions[0].boxes)
         assert z == list(range(z[0], z[-1] + 1))
+
+
+def test_card_gains_the_headline_figures_not_the_whole_report():
+    from core.registry import DETECTION_TASK, ModelCard
+
+    card = ModelCard(id="d", kind="nodule_detector", architecture="nodule3d", task=DETECTION_TASK,
+                     class_names=("nodule", "cad_false_positive", "tissue"), preprocessing=None,
+                     volume_preprocessing={"cube": 64}, gradcam_layer="conv5_act", training={"source": "x"})
+    report = {"series": [{"series": "s1"}], "runtime": "TensorFlow", "load_average": [1.0, 1.0, 1.0],
+              "aims": {"top_ranked_on_lesion": {"value": "1 of 1"},
+                       "sensitivity_at_4fp": {"N=3": 1.0, "N=1": 0.5},
+                       "cpm": {"N=3": 0.9, "N=1": 0.4}, "diameter_error_mm": {"errors": [-1.0]},
+                       "warning": "a check"}}
+    out = froc.card_with_check(card, report)
+    assert out.training["source"] == "x" and out.training["shared_check"]["cpm"] == {"N=3": 0.9, "N=1": 0.4}
+    assert out.training["shared_check"]["series"] == ["s1"] and "results" not in out.training["shared_check"]
