@@ -30,10 +30,15 @@ detector therefore lets the network find the plateaus and the image place the no
    positive, again with the blob erased (a sphere of ``1.2 d / 2 + 2`` mm, d the network's
    diameter, set to -850 HU lung): ``evidence = p_cube - p_erased`` is high when this blob
    carries the network's nodule evidence, low for a vessel beside a nodule.
-5. **False-positive rule** (:attr:`DetectorConfig.fp_rule`, written in docs/nodules.md before it
-   was measured): a candidate is dropped when the network's own CAD-false-positive class
-   outweighs its nodule class, or when its diameter is under :data:`NODULE_MIN_MM`; over
-   :data:`NODULE_MAX_MM` it is kept as a mass (``is_mass``).
+5. **False-positive rule** (:attr:`DetectorConfig.fp_rule`, docs/nodules.md: written before it
+   was measured, and the one change made after): a candidate is dropped when the network's own
+   CAD-false-positive class outweighs its nodule class, when its diameter is under
+   :data:`NODULE_MIN_MM`; and an entry (step 6) is not reported when its centre lies farther from
+   the lung mask than its own radius (network diameter / 2, plus 2 mm for the distance map's
+   grid): the reason for the 15 mm dilation (a nodule touching the lung field has its centre
+   within its radius of it), applied to each entry's own size, so that a 4 mm "nodule" in the
+   chest wall goes while a mass bulging out of the lung stays. Over :data:`NODULE_MAX_MM` an
+   entry is reported as a mass (``is_mass``).
 6. **One plateau, one entry**: positive candidates (grid and blobs) closer than
    :attr:`DetectorConfig.link_mm` = 24 mm are linked (single linkage); each group gives one
    entry with ``p_nodule`` = its highest ``p_cube``, placed at the blob of highest evidence within
@@ -62,8 +67,8 @@ from core.nodules.volume import (
     VolumeSpec,
     check_volume,
     cube_batch,
-    dilate_mm,
     geometry_of,
+    lung_distance_mm,
     resample,
 )
 
@@ -234,6 +239,7 @@ class Detection:
         sigma_mm: blob scale (0 for grid centres).
         p_cube, p_fp, p_tissue: the network's classes for the cube centred here.
         p_erased: P(nodule) with the blob erased (blobs with a positive cube only, else None).
+        lung_distance_mm: distance of the centre to the lung mask (0 inside; 2 mm grid).
         diameter_mm, malignancy, lobulation, spiculation: network outputs (ratings 1-5).
     """
 
@@ -248,6 +254,7 @@ class Detection:
     lobulation: float
     spiculation: float
     p_erased: float | None = None
+    lung_distance_mm: float = 0.0
 
     @property
     def evidence(self) -> float:
@@ -429,18 +436,20 @@ def _rating(v: float) -> float:
     return float(np.clip(5.0 * v, 1.0, 5.0))
 
 
-def _detections(centres: np.ndarray, out: np.ndarray, source: str, sigmas_mm: np.ndarray | None = None,
-                p_erased: np.ndarray | None = None) -> list[Detection]:
-    """Detections from :func:`score_cubes` rows."""
+def _detections(centres: np.ndarray, out: np.ndarray, source: str, to_lungs: np.ndarray, f: int,
+                sigmas_mm: np.ndarray | None = None, p_erased: np.ndarray | None = None) -> list[Detection]:
+    """Detections from :func:`score_cubes` rows; ``to_lungs`` the coarse distance map (voxels of f mm)."""
     dets = []
     for i, (c, o) in enumerate(zip(centres, out, strict=True)):
         pe = None if p_erased is None or np.isnan(p_erased[i]) else float(p_erased[i])
+        k = np.minimum(np.asarray(c) // f, np.array(to_lungs.shape) - 1)
         dets.append(
             Detection(
                 centre_iso=(int(c[0]), int(c[1]), int(c[2])), source=source,
                 sigma_mm=float(sigmas_mm[i]) if sigmas_mm is not None else 0.0,
                 p_cube=float(o[4]), p_fp=float(o[5]), p_tissue=float(o[6]), diameter_mm=float(o[0]),
                 malignancy=_rating(o[3]), lobulation=_rating(o[1]), spiculation=_rating(o[2]), p_erased=pe,
+                lung_distance_mm=float(to_lungs[k[0], k[1], k[2]]),
             )
         )
     return dets
@@ -482,6 +491,8 @@ class Scan:
         iso: float32 (Z, Y, X) HU at 1 mm (to score group centroids).
         detector: the network used.
         stats: seconds per stage and counts (see :func:`detect_nodules`).
+        to_lungs: float (Z', Y', X') distance (mm) to the lung mask on the coarse grid.
+        coarse: coarse voxel size in 1 mm voxels (2).
     """
 
     detections: list[Detection]
@@ -490,6 +501,8 @@ class Scan:
     iso: np.ndarray
     detector: LoadedDetector
     stats: dict[str, Any]
+    to_lungs: np.ndarray
+    coarse: int
 
 
 def scan_series(
@@ -527,7 +540,8 @@ def scan_series(
             "No lung field was found in this series (is it a chest CT?); the nodule detector needs one, "
             "so only the slice classifiers run on it."
         )
-    near = dilate_mm(lungs, cfg.lung_dilation_mm, voxel_mm=coarse_mm, coarse=1)
+    to_lungs = lung_distance_mm(lungs, coarse_mm)
+    near = to_lungs <= cfg.lung_dilation_mm
     st["mask_s"] = time.perf_counter() - t
 
     say("network")
@@ -560,8 +574,9 @@ def scan_series(
         p_erased[todo] = score_cubes(model, iso, centres[todo], cfg.batch_size, erase_radii_vox=radii / spec.voxel_mm)[:, 4]
     st["cubes"] = int(len(grid) + len(centres) + todo.size)
     st["network_s"] = net_s + time.perf_counter() - t
-    dets = _detections(grid, grid_out, "grid") + _detections(centres, blob_out, "blob", blobs[:, 3] * coarse_mm, p_erased)
-    return Scan(dets, g, origin, iso, model, st)
+    dets = _detections(grid, grid_out, "grid", to_lungs, f) + _detections(
+        centres, blob_out, "blob", to_lungs, f, blobs[:, 3] * coarse_mm, p_erased)
+    return Scan(dets, g, origin, iso, model, st, to_lungs, f)
 
 
 def select_nodules(scan: Scan, config: DetectorConfig | None = None) -> list[Nodule]:
@@ -578,6 +593,11 @@ def select_nodules(scan: Scan, config: DetectorConfig | None = None) -> list[Nod
     t = time.perf_counter()
     dets = scan.detections
     st["before_rule"] = len(dets)
+    tolerance = scan.coarse * spec.voxel_mm  # the distance map's grid
+
+    def touches_lungs(d: Detection) -> bool:
+        return d.lung_distance_mm <= d.diameter_mm / 2 + tolerance
+
     if cfg.fp_rule:
         dets = [d for d in dets if d.p_fp <= d.p_cube and d.diameter_mm >= NODULE_MIN_MM]
     st["after_rule"] = len(dets)
@@ -587,13 +607,17 @@ def select_nodules(scan: Scan, config: DetectorConfig | None = None) -> list[Nod
     centroids = np.array([np.rint(_centroid([pos[i] for i in grp], spec.voxel_mm)) for grp in groups],
                          dtype=np.intp).reshape(-1, 3)
     t_net = time.perf_counter()
-    centroid_dets = _detections(centroids, score_cubes(scan.detector, scan.iso, centroids, cfg.batch_size), "centroid")
+    centroid_dets = _detections(centroids, score_cubes(scan.detector, scan.iso, centroids, cfg.batch_size),
+                                "centroid", scan.to_lungs, scan.coarse)
     net_s = time.perf_counter() - t_net
     st["network_s"] = st.get("network_s", 0.0) + net_s
     st["cubes"] = st.get("cubes", 0) + len(centroids)
     entries = [_entry([pos[i] for i in grp], c, cfg, spec.voxel_mm) for grp, c in zip(groups, centroid_dets, strict=True)]
     rest = _suppress([d for d in dets if d.p_cube < cfg.positive_p], cfg.nms_min_radius_mm, spec.voxel_mm,
                      kept=[pos[i] for grp in groups for i in grp], avoid_mm=cfg.link_mm)
+    if cfg.fp_rule:  # on what would be reported: the plateau groups are formed from all the evidence
+        entries = [e for e in entries if touches_lungs(e)]
+        rest = [d for d in rest if touches_lungs(d)]
     kept = sorted(entries + rest, key=lambda d: -d.p_cube)
     kept = [d for d in kept if d.p_cube >= cfg.min_score]
     nodules = [_to_nodule(i, d, scan.geometry, scan.origin, spec) for i, d in enumerate(kept, start=1)]

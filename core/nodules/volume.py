@@ -37,6 +37,7 @@ __all__ = [
     "VolumeSpec",
     "check_volume",
     "cube_batch",
+    "lung_distance_mm",
     "geometry_of",
     "network_input",
     "resample",
@@ -430,28 +431,18 @@ def cube_batch(
     return network_input(cubes, spec)
 
 
-def dilate_mm(mask: np.ndarray, radius_mm: float, voxel_mm: float = 1.0, coarse: int = 2) -> np.ndarray:
-    """Dilate an isotropic mask by ``radius_mm`` (Euclidean), on a grid ``coarse`` times coarser.
+def lung_distance_mm(lungs: np.ndarray, voxel_mm: float) -> np.ndarray:
+    """Euclidean distance (mm) of every voxel to the nearest lung voxel (0 inside the lungs).
 
-    The distance transform (SciPy ``distance_transform_edt``) runs on a block-max downsampled
-    mask, so a voxel counts as inside when it lies within ``radius_mm`` of the mask, give or take
-    ``coarse * voxel_mm`` (the block size).
+    SciPy ``ndimage.distance_transform_edt`` of the mask's complement with ``sampling=voxel_mm``.
 
     Args:
-        mask: bool (Z, Y, X) on an isotropic grid of ``voxel_mm``.
+        lungs: bool (Z, Y, X) lung mask on an isotropic grid of ``voxel_mm``.
 
     Returns:
-        bool (Z, Y, X).
+        float64 (Z, Y, X) in mm; all ``inf`` when the mask is empty.
     """
-    m = np.asarray(mask, dtype=bool)
+    m = np.asarray(lungs, dtype=bool)
     if not m.any():
-        return m.copy()
-    shape = m.shape
-    pads = [(0, (-s) % coarse) for s in shape]
-    small = np.pad(m, pads).reshape(
-        (shape[0] + pads[0][1]) // coarse, coarse, (shape[1] + pads[1][1]) // coarse, coarse,
-        (shape[2] + pads[2][1]) // coarse, coarse,
-    ).any(axis=(1, 3, 5))
-    near = ndimage.distance_transform_edt(~small, sampling=coarse * voxel_mm) <= radius_mm
-    big = near.repeat(coarse, 0).repeat(coarse, 1).repeat(coarse, 2)
-    return np.ascontiguousarray(big[: shape[0], : shape[1], : shape[2]]) | m
+        return np.full(m.shape, np.inf)
+    return ndimage.distance_transform_edt(~m, sampling=voxel_mm)

@@ -20,8 +20,8 @@ from core.nodules.volume import (
     VolumeSpec,
     check_volume,
     cube_batch,
-    dilate_mm,
     geometry_of,
+    lung_distance_mm,
     network_input,
     resample,
 )
@@ -173,19 +173,19 @@ class TestNetworkInput:
             VolumeSpec(cube=40)
 
 
-def test_dilate_mm_is_a_euclidean_ball():
+def test_lung_distance_is_euclidean_in_mm():
     m = np.zeros((41, 41, 41), bool)
     m[20, 20, 20] = True
-    d = dilate_mm(m, 10.0, voxel_mm=1.0, coarse=1)
-    zz, yy, xx = np.indices(m.shape)
-    ball = (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 100
-    assert (d == ball).all()
+    d = lung_distance_mm(m, 2.0)
+    assert d[20, 20, 20] == 0 and d[20, 20, 23] == pytest.approx(6.0) and d[23, 24, 20] == pytest.approx(10.0)
+    assert np.isinf(lung_distance_mm(np.zeros((3, 3, 3), bool), 1.0)).all()
 
 
 class TestGroupingAndSuppression:
-    def _det(self, c, p, source="blob", pe=None, d=8.0):
+    def _det(self, c, p, source="blob", pe=None, d=8.0, away=0.0):
         return det_mod.Detection(centre_iso=c, source=source, sigma_mm=2.0, p_cube=p, p_fp=0.0, p_tissue=0.0,
-                                 diameter_mm=d, malignancy=3.0, lobulation=1.0, spiculation=1.0, p_erased=pe)
+                                 diameter_mm=d, malignancy=3.0, lobulation=1.0, spiculation=1.0, p_erased=pe,
+                                 lung_distance_mm=away)
 
     def test_groups_link_within_the_distance(self):
         pts = np.array([[0, 0, 0], [20, 0, 0], [40, 0, 0], [100, 0, 0]], dtype=float)
@@ -206,6 +206,31 @@ class TestGroupingAndSuppression:
         a, b, c = self._det((0, 0, 0), 0.4, d=20.0), self._det((8, 0, 0), 0.3), self._det((30, 0, 0), 0.2)
         assert det_mod._suppress([b, c, a], 6.0, 1.0) == [a, c]
         assert det_mod._suppress([b, c], 6.0, 1.0, kept=[a], avoid_mm=24.0) == [c]
+
+
+class TestFalsePositiveRule:
+    def _scan(self, dets):
+        row = np.array([[8.0, 0.2, 0.2, 0.6, 0.9, 0.05, 0.05]], dtype=np.float32)  # d, lob, spic, mal, classes
+        fake = det_mod.LoadedDetector(card=None, model=None, spec=LUNA16_SPEC, run=lambda x: np.repeat(row, len(x), 0))
+        return det_mod.Scan(dets, Geometry(np.arange(120.0), (1.0, 1.0), None, None, None), np.zeros(3),
+                            np.full((120, 120, 120), -800, np.float32), fake, {}, np.zeros((60, 60, 60)), 2)
+
+    def _det(self, c, d, away, p_fp=0.0):
+        return det_mod.Detection(centre_iso=c, source="blob", sigma_mm=2.0, p_cube=0.9, p_fp=p_fp, p_tissue=0.0,
+                                 diameter_mm=d, malignancy=3.0, lobulation=1.0, spiculation=1.0, p_erased=0.1,
+                                 lung_distance_mm=away)
+
+    def test_the_rule_keeps_what_touches_the_lungs_and_drops_the_rest(self):
+        inside = self._det((10, 10, 10), 8.0, 0.0)
+        wall = self._det((10, 10, 60), 4.0, 8.0)  # 8 mm outside, radius 2 mm: chest wall
+        mass = self._det((10, 60, 60), 24.0, 8.0)  # 8 mm outside, radius 12 mm: bulges out of the lung
+        fp_class = self._det((60, 60, 60), 8.0, 0.0, p_fp=0.95)
+        tiny = self._det((100, 100, 100), 2.0, 0.0)
+        dets = [inside, wall, mass, fp_class, tiny]
+        kept = det_mod.select_nodules(self._scan(dets))
+        assert sorted(n.centre_voxel for n in kept) == [(10, 10, 10), (10, 60, 60)]
+        off = det_mod.select_nodules(self._scan(dets), det_mod.DetectorConfig(fp_rule=False))
+        assert len(off) == 5
 
 
 @pytest.fixture(scope="module")
