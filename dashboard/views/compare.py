@@ -12,8 +12,14 @@ reference CSV: AUC, sensitivity, specificity); the series where the models disag
 Read a study when the study store holds them.
 
 Browser: headings "Test-split metrics", "ROC curves", "Confusion matrices", "Reliability",
-"Latency and size", "Your archive", "Radiologists vs AI"; a model without evaluation is listed as
-"<id>: not evaluated yet".
+"Latency and size", "Nodule detector (FROC)", "Your archive",
+"Radiologists vs AI"; a model without evaluation is
+listed as "<id>: not evaluated yet".
+
+Nodule detector: the FROC curve of ``froc.json`` (``lungreview evaluate --nodules``; sensitivity
+against false positives per scan, LUNA16's CPM in the legend, Setio et al. 2017) and, per shared
+annotated series, whether the detector's top-ranked nodule and each slice classifier's most
+suspicious slice (``dicom_check.json``) lie on the lesion.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.registry import list_cards, read_evaluation
+from core.registry import list_cards, read_dicom_check, read_evaluation, read_froc
 from dashboard.components import COMPARE_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
 from services.accounts import reader_agreement
@@ -109,6 +115,57 @@ def reliability_figure(evaluations: dict[str, dict]) -> go.Figure:
     return fig
 
 
+def froc_figure(report: dict) -> go.Figure:
+    """FROC curves (rule applied) of a ``froc.json`` report, LUNA16 reader rule N=3 and N=1, log FP axis."""
+    fig = go.Figure()
+    for key in ("N=3", "N=1"):
+        res = (report.get("results") or {}).get(key, {}).get("with_rule")
+        if not res or res.get("cpm") is None:
+            continue
+        curve = res["curve"]
+        pts = [(max(f, 1 / 16), s) for f, s in zip(curve["fp_per_scan"], curve["sensitivity"], strict=False)
+               if s is not None]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", line_shape="hv",
+                                 name=f"{key} readers, {res['n_lesions']} lesions (CPM {res['cpm']:.2f})"))
+    fig.update_layout(height=380, xaxis_type="log", xaxis_title="false positives per scan",
+                      yaxis_title="sensitivity", yaxis_range=[0, 1.02], title="FROC, nodule detector",
+                      xaxis={"tickvals": [0.125, 0.25, 0.5, 1, 2, 4, 8], "range": [np.log10(1 / 16), np.log10(16)]})
+    return fig
+
+
+def triage_table(report: dict, checks: dict[str, dict]) -> pd.DataFrame:
+    """Per shared series: the detector's top nodule on the lesion, each slice classifier's most
+    suspicious slice in the lesion (yes / no / blank when not measured)."""
+    rows: dict[str, dict[str, str]] = {}
+    for r in report.get("series", []):
+        rows.setdefault(r["series"], {})["nodule detector: top nodule on lesion"] = "yes" if r["top_on_lesion"] else "no"
+    for model_id, check in checks.items():
+        for r in check.get("series", []):
+            rows.setdefault(r["series"], {})[f"{model_id}: top slice on lesion"] = (
+                "yes" if r.get("most_suspicious_in_lesion") else "no")
+    return pd.DataFrame(rows).T.fillna("")
+
+
+def nodule_section(cards) -> None:
+    """The nodule detector's FROC and the triage table against the slice classifiers."""
+    detectors = list_cards(kind="nodule_detector")
+    if not detectors:
+        return
+    st.header("Nodule detector (FROC)")
+    st.warning("Three studies (four series) are a check, not a validation; LIDC-IDRI-0001/0002 were most probably "
+               "in the detector's training data (LUNA16).")
+    for det in detectors:
+        report = read_froc(det.id)
+        if report is None:
+            st.info(f"{det.id}: not evaluated yet (python -m models.evaluate --nodules ../shared/datasets).")
+            continue
+        st.plotly_chart(froc_figure(report), key=f"compare_froc_{det.id}")
+        checks = {c.id: chk for c in cards if (chk := read_dicom_check(c.id)) is not None}
+        st.caption("Does the first thing shown lie on the lesion? Detector: its top-ranked nodule; slice "
+                   "classifiers: their most suspicious slice (dicom_check.json).")
+        st.dataframe(triage_table(report, checks), key=f"compare_triage_{det.id}")
+
+
 def body(user: SessionUser) -> None:
     """The compare page."""
     cards = list_cards()
@@ -151,6 +208,7 @@ def body(user: SessionUser) -> None:
         left, right = st.columns(2)
         left.plotly_chart(px.bar(ls, x="model", y="latency (ms / slice)", height=300), key="compare_latency")
         right.plotly_chart(px.bar(ls, x="model", y="size (MB)", height=300), key="compare_size")
+    nodule_section(cards)
 
     archive_section(user)
 

@@ -19,6 +19,7 @@ Command line::
     python -m models.evaluation.evaluate --model ID [--data DIR] [--split test|val|all] [--out FILE]
                               [--batch-size N] [--n-boot N] [--registry DIR] [--argmax]
     python -m models.evaluation.evaluate --all      # writes models/registry/<id>/evaluation.json for each
+    python -m models.evaluation.evaluate --nodules DIR   # the nodule detector's FROC (models/evaluation/froc.py)
 
 ``--all`` writes ``models/registry/<id>/evaluation.json`` through
 :func:`core.registry.write_evaluation`; :func:`core.registry.read_evaluation` and the dashboard
@@ -333,7 +334,7 @@ def headline(report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; see the module docstring. Exit 0 on success, 2 on a user-facing error."""
     ap = argparse.ArgumentParser(prog="python -m models.evaluation.evaluate", description=__doc__.splitlines()[0])
-    which = ap.add_mutually_exclusive_group(required=True)
+    which = ap.add_mutually_exclusive_group(required=False)
     which.add_argument("--model", help="registry model id ('default' for the default model)")
     which.add_argument("--all", action="store_true", help="evaluate every model; write each evaluation.json")
     ap.add_argument("--data", type=Path, default=None, help="class-folder dataset to evaluate on in full")
@@ -351,7 +352,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="instead of the test split: the DICOM check on annotated studies under DIR "
         "(models/evaluation/dicom_check.py); writes dicom_check.json beside evaluation.json",
     )
+    ap.add_argument(
+        "--nodules",
+        type=Path,
+        default=None,
+        help="evaluate the nodule detector (FROC, CPM, per-lesion table) on the annotated CT series "
+        "under DIR (models/evaluation/froc.py); writes froc.json beside its card; --model picks the detector",
+    )
     args = ap.parse_args(argv)
+    if args.nodules is not None:
+        from models.evaluation.froc import main_for as froc_main
+
+        return froc_main(args.nodules, None if args.model in (None, "default") else args.model, args.registry)
+    if not args.model and not args.all:
+        ap.error("one of the arguments --model --all is required")
     if args.dicom is not None:
         from models.evaluation.dicom_check import main_for
 
