@@ -48,6 +48,47 @@ class Agreement(StrEnum):
     PARTLY = "partly"
 
 
+class NoduleDecision(StrEnum):
+    """What one row of a radiologist's per-nodule read says (``nodule_reads.decision``).
+
+    ``accept``/``reject``: a decision on an AI finding (accept may correct the diameter and give
+    the type). ``add``: a nodule the reader found that the AI did not list. ``withdraw``: takes
+    back the reader's earlier row it supersedes (an AI finding becomes undecided again, an added
+    nodule is removed).
+    """
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+    ADD = "add"
+    WITHDRAW = "withdraw"
+
+
+class NoduleType(StrEnum):
+    """Attenuation type of a pulmonary nodule as Lung-RADS v2022 distinguishes them (ACR)."""
+
+    SOLID = "solid"
+    PART_SOLID = "part-solid"
+    GROUND_GLASS = "ground-glass"
+    CALCIFIED = "calcified"
+
+
+class LungRads(StrEnum):
+    """ACR Lung-RADS v2022 assessment categories (without the S and C modifiers).
+
+    0 incomplete; 1 negative; 2 benign appearance or behaviour; 3 probably benign; 4A, 4B, 4X
+    suspicious / very suspicious (American College of Radiology, Lung-RADS v2022, 2022).
+    """
+
+    CAT_0 = "0"
+    CAT_1 = "1"
+    CAT_2 = "2"
+    CAT_3 = "3"
+    CAT_4A = "4A"
+    CAT_4B = "4B"
+    CAT_4X = "4X"
+
+
+
 class Role(StrEnum):
     """What a signed-in user may do."""
 

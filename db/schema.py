@@ -4,7 +4,10 @@ Tables (one class each): ``users`` (:class:`User`), ``studies`` (:class:`Study`)
 (:class:`Series`), ``inferences`` (:class:`Inference`), ``reviews`` (:class:`Review`),
 ``feedback`` (:class:`Feedback`) and ``audit_events`` (:class:`AuditEvent`). A study has one or
 more series; an inference is one model run on one series; a review is one reader's read of what
-one inference showed.
+one inference showed. Nodules (end of this module): ``nodule_detections`` (:class:`NoduleDetection`,
+one nodule-detector run on an inference's series), ``nodules`` (:class:`AiNodule`, its findings),
+``nodule_reads`` (:class:`NoduleRead`, a reader's accept / reject / add per nodule) and
+``lungrads_reads`` (:class:`LungRadsRead`, a reader's Lung-RADS category), all append-only.
 
 Privacy: no table has a column for a patient's name, ID, birth date or a raw DICOM UID. A study is
 known only by its pseudonymous ``study_key`` (HMAC-SHA256 of StudyInstanceUID, made by
@@ -49,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from core.config import Agreement, Finding, Role
+from core.domain import Agreement, Finding, LungRads, NoduleDecision, NoduleType, Role
 
 
 class AuditAction(StrEnum):
@@ -562,5 +565,246 @@ READER_STUDY_APPEND_ONLY_TABLES: tuple[str, ...] = ("reference_standards", "read
 APPEND_ONLY_TABLES = APPEND_ONLY_TABLES + READER_STUDY_APPEND_ONLY_TABLES
 
 for _cls in (ReferenceStandard, ReaderCaseEvent, ReaderRead):
+    event.listen(_cls, "before_update", _refuse_change("UPDATE"))
+    event.listen(_cls, "before_delete", _refuse_change("DELETE"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Nodules: the nodule detector's findings on an analysed series and the radiologist's per-nodule
+# read (db.repository.nodules).
+#
+# A DETECTION is one run of the nodule detector (registry ``model_id``, ``model_sha256``) on the
+# series of an inference (the slice classifier's analysis the reader is shown). Its findings are
+# the ``nodules`` rows (``core.nodules.Nodule``, one per finding, written once). Why a detection
+# row besides the nodules: it records that the detector ran even when it found nothing (Lung-RADS
+# 1) or refused the series (``refusal``), so a service need not run it again, and it keeps two
+# detector versions run on the same analysis apart.
+#
+# A reader's per-nodule read is a chain of ``nodule_reads`` rows per AI finding (accept / reject,
+# optional type and corrected diameter) and per nodule they added (no AI finding: centre,
+# diameter, type, outside-lung flag); a change is a new row that supersedes the current one,
+# exactly as ``reviews``. Their Lung-RADS category is a chain of ``lungrads_reads`` rows per
+# (detection, reader).
+
+
+class NoduleDetection(Base):
+    """One run of the nodule detector on the series of an inference. Append-only.
+
+    ``n_nodules`` is the number of findings (``nodules`` rows, ranks 1..n); 0 when the detector
+    found no candidate above its operating point or refused the series. ``refusal`` is the
+    detector's one-line reason (``core.nodules.NotAVolumeError``) or "" when it ran.
+    ``operating_point`` is the p(nodule) threshold the findings were cut at (None: unknown).
+    Unique per (inference, model id, model sha256): recording the same run again returns it.
+    """
+
+    __tablename__ = "nodule_detections"
+    __table_args__ = (
+        UniqueConstraint("inference_id", "model_id", "model_sha256", name="uq_nodule_detections_run"),
+        CheckConstraint("n_nodules >= 0", name="n_nodules_nonnegative"),
+        CheckConstraint("refusal = '' OR n_nodules = 0", name="refused_has_no_nodules"),
+        CheckConstraint("operating_point IS NULL OR (operating_point >= 0 AND operating_point <= 1)",
+                        name="operating_point_range"),
+        CheckConstraint("latency_ms >= 0", name="latency_nonnegative"),
+        Index("ix_nodule_detections_series_model", "series_id", "model_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id"))
+    model_id: Mapped[str] = mapped_column(String(128))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    operating_point: Mapped[float | None] = mapped_column(Float)
+    n_nodules: Mapped[int] = mapped_column(Integer)
+    refusal: Mapped[str] = mapped_column(Text, default="")
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    inference: Mapped[Inference] = relationship()
+    nodules: Mapped[list[AiNodule]] = relationship(back_populates="detection", order_by="AiNodule.rank")
+
+
+class AiNodule(Base):
+    """One finding of the nodule detector (``core.nodules.Nodule``). Written once, never updated.
+
+    ``detection_id`` is the run; ``inference_id``, ``series_id``, ``model_id`` and
+    ``model_sha256`` repeat the run's (copied by ``db.repository.record_ai_nodules``) so the
+    findings of a series, inference or model are one indexed query. Centre: ``voxel_z/y/x``
+    index the series' HU volume (z in slice order, y row, x column); ``x_mm/y_mm/z_mm`` are DICOM
+    patient coordinates (LPS, mm). ``slice_index`` = ``voxel_z``. ``malignancy``, ``lobulation``,
+    ``spiculation`` are on the LIDC readers' 1-5 scales.
+    """
+
+    __tablename__ = "nodules"
+    __table_args__ = (
+        UniqueConstraint("detection_id", "rank", name="uq_nodules_detection_rank"),
+        CheckConstraint("rank >= 1", name="rank_positive"),
+        CheckConstraint("voxel_z >= 0 AND voxel_y >= 0 AND voxel_x >= 0", name="voxel_nonnegative"),
+        CheckConstraint("slice_index = voxel_z", name="slice_is_centre"),
+        CheckConstraint("diameter_mm > 0", name="diameter_positive"),
+        CheckConstraint("p_nodule >= 0 AND p_nodule <= 1", name="p_nodule_range"),
+        CheckConstraint("malignancy BETWEEN 1 AND 5", name="malignancy_range"),
+        CheckConstraint("lobulation BETWEEN 1 AND 5", name="lobulation_range"),
+        CheckConstraint("spiculation BETWEEN 1 AND 5", name="spiculation_range"),
+        Index("ix_nodules_series_model", "series_id", "model_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    detection_id: Mapped[int] = mapped_column(ForeignKey("nodule_detections.id"))
+    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id"), index=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    model_id: Mapped[str] = mapped_column(String(128))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    rank: Mapped[int] = mapped_column(Integer)
+    voxel_z: Mapped[int] = mapped_column(Integer)
+    voxel_y: Mapped[int] = mapped_column(Integer)
+    voxel_x: Mapped[int] = mapped_column(Integer)
+    x_mm: Mapped[float] = mapped_column(Float)
+    y_mm: Mapped[float] = mapped_column(Float)
+    z_mm: Mapped[float] = mapped_column(Float)
+    diameter_mm: Mapped[float] = mapped_column(Float)
+    p_nodule: Mapped[float] = mapped_column(Float)
+    malignancy: Mapped[float] = mapped_column(Float)
+    lobulation: Mapped[float] = mapped_column(Float)
+    spiculation: Mapped[float] = mapped_column(Float)
+    slice_index: Mapped[int] = mapped_column(Integer)
+    is_mass: Mapped[bool] = mapped_column(Boolean)
+
+    detection: Mapped[NoduleDetection] = relationship(back_populates="nodules")
+
+    @property
+    def centre_voxel(self) -> tuple[int, int, int]:
+        """(z, y, x) voxel indices, as ``core.nodules.Nodule.centre_voxel``."""
+        return (self.voxel_z, self.voxel_y, self.voxel_x)
+
+    @property
+    def centre_mm(self) -> tuple[float, float, float]:
+        """(x, y, z) patient LPS mm, as ``core.nodules.Nodule.centre_mm``."""
+        return (self.x_mm, self.y_mm, self.z_mm)
+
+
+_ADDED_GEOMETRY = ("slice_index", "voxel_z", "voxel_y", "voxel_x", "x_mm", "y_mm", "z_mm", "outside_lung")
+
+
+class NoduleRead(Base):
+    """One row of a radiologist's per-nodule read. Append-only; a change supersedes.
+
+    Two kinds of chain, each of one reader:
+
+    * on an AI finding (``nodule_id`` set): ``decision`` "accept" (``nodule_type`` optional,
+      ``diameter_mm`` the corrected diameter or NULL when the AI's stands) or "reject" (no type,
+      no diameter);
+    * on a nodule the reader added (``nodule_id`` NULL): ``decision`` "add" with ``diameter_mm``,
+      optional ``nodule_type``, the centre (``slice_index`` = ``voxel_z``, ``voxel_z/y/x``,
+      ``x_mm/y_mm/z_mm``) and ``outside_lung`` (the centre lies outside the lung-field mask:
+      allowed, flagged).
+
+    "withdraw" supersedes a row of either chain and takes it back (the AI finding is undecided
+    again; the added nodule is gone). Every later row of a chain names the row it replaces in
+    ``supersedes_id`` (unique); the CURRENT row of a chain is the one no row supersedes.
+    ``seconds_to_decision`` counts from the opening of the case, as ``reviews`` do.
+    """
+
+    __tablename__ = "nodule_reads"
+    __table_args__ = (
+        CheckConstraint(_in("decision", NoduleDecision), name="decision"),
+        CheckConstraint(f"nodule_type IS NULL OR {_in('nodule_type', NoduleType)}", name="nodule_type"),
+        CheckConstraint("diameter_mm IS NULL OR diameter_mm > 0", name="diameter_positive"),
+        CheckConstraint("seconds_to_decision >= 0", name="seconds_nonnegative"),
+        CheckConstraint("decision NOT IN ('accept', 'reject') OR nodule_id IS NOT NULL", name="decision_has_finding"),
+        CheckConstraint("decision <> 'add' OR (nodule_id IS NULL AND diameter_mm IS NOT NULL AND "
+                        + " AND ".join(f"{c} IS NOT NULL" for c in _ADDED_GEOMETRY) + ")", name="added_has_centre"),
+        CheckConstraint("decision = 'add' OR (" + " AND ".join(f"{c} IS NULL" for c in _ADDED_GEOMETRY) + ")",
+                        name="centre_only_when_added"),
+        CheckConstraint("decision NOT IN ('reject', 'withdraw') OR (nodule_type IS NULL AND diameter_mm IS NULL)",
+                        name="no_measure_when_rejected"),
+        CheckConstraint("decision <> 'withdraw' OR supersedes_id IS NOT NULL", name="withdraw_supersedes"),
+        CheckConstraint("slice_index IS NULL OR slice_index = voxel_z", name="slice_is_centre"),
+        CheckConstraint("voxel_z IS NULL OR (voxel_z >= 0 AND voxel_y >= 0 AND voxel_x >= 0)",
+                        name="voxel_nonnegative"),
+        Index("ix_nodule_reads_series_reader", "series_id", "reader_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    detection_id: Mapped[int] = mapped_column(ForeignKey("nodule_detections.id"), index=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    nodule_id: Mapped[int | None] = mapped_column(ForeignKey("nodules.id"), index=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    nodule_type: Mapped[str | None] = mapped_column(String(16))
+    diameter_mm: Mapped[float | None] = mapped_column(Float)
+    slice_index: Mapped[int | None] = mapped_column(Integer)
+    voxel_z: Mapped[int | None] = mapped_column(Integer)
+    voxel_y: Mapped[int | None] = mapped_column(Integer)
+    voxel_x: Mapped[int | None] = mapped_column(Integer)
+    x_mm: Mapped[float | None] = mapped_column(Float)
+    y_mm: Mapped[float | None] = mapped_column(Float)
+    z_mm: Mapped[float | None] = mapped_column(Float)
+    outside_lung: Mapped[bool | None] = mapped_column(Boolean)
+    seconds_to_decision: Mapped[float] = mapped_column(Float)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("nodule_reads.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    nodule: Mapped[AiNodule | None] = relationship()
+    reader: Mapped[User] = relationship(lazy="joined")
+
+    @property
+    def is_added(self) -> bool:
+        """True for a row of a reader-added nodule's chain (no AI finding)."""
+        return self.nodule_id is None
+
+    @property
+    def centre_voxel(self) -> tuple[int, int, int] | None:
+        """(z, y, x) voxel indices of an added nodule, None on an AI finding's row."""
+        return None if self.voxel_z is None else (self.voxel_z, self.voxel_y, self.voxel_x)
+
+    @property
+    def centre_mm(self) -> tuple[float, float, float] | None:
+        """(x, y, z) patient LPS mm of an added nodule, None on an AI finding's row."""
+        return None if self.x_mm is None else (self.x_mm, self.y_mm, self.z_mm)
+
+
+class LungRadsRead(Base):
+    """A radiologist's own Lung-RADS category for the nodules of one detection. Append-only.
+
+    ``category`` is a ``core.config.LungRads`` value; ``suggested`` the category
+    ``core.lungrads.suggest_lungrads`` showed them (None: none shown), so agreement with the
+    suggestion can be measured. A change is a new row that supersedes (``supersedes_id``, unique);
+    the CURRENT category of a (detection, reader) is the row no row supersedes.
+
+    Why a table of its own: the category is one statement per series read, not per nodule, so on
+    ``nodule_reads`` it would need a third kind of row with none of the nodule columns; and it is
+    not part of the series read in ``reviews`` (the slice classifier's finding and agreement, on
+    which Kappa is computed, kept as it is), but the conclusion drawn from one detection's
+    nodules, which it references, and it changes on its own.
+    """
+
+    __tablename__ = "lungrads_reads"
+    __table_args__ = (
+        CheckConstraint(_in("category", LungRads), name="category"),
+        CheckConstraint(f"suggested IS NULL OR {_in('suggested', LungRads)}", name="suggested"),
+        CheckConstraint("seconds_to_decision >= 0", name="seconds_nonnegative"),
+        Index("ix_lungrads_reads_series_reader", "series_id", "reader_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    detection_id: Mapped[int] = mapped_column(ForeignKey("nodule_detections.id"), index=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    category: Mapped[str] = mapped_column(String(4))
+    suggested: Mapped[str | None] = mapped_column(String(4))
+    seconds_to_decision: Mapped[float] = mapped_column(Float)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("lungrads_reads.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    reader: Mapped[User] = relationship(lazy="joined")
+
+
+#: The nodule tables, append-only (ORM events below; triggers in migration 0005).
+NODULE_APPEND_ONLY_TABLES: tuple[str, ...] = ("nodule_detections", "nodules", "nodule_reads", "lungrads_reads")
+APPEND_ONLY_TABLES = APPEND_ONLY_TABLES + NODULE_APPEND_ONLY_TABLES
+
+for _cls in (NoduleDetection, AiNodule, NoduleRead, LungRadsRead):
     event.listen(_cls, "before_update", _refuse_change("UPDATE"))
     event.listen(_cls, "before_delete", _refuse_change("DELETE"))

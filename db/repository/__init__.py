@@ -23,7 +23,8 @@ coordinators and admins read feedback results (``services.analytics``). Users ar
 
 Modules: ``common`` (errors, value checks, audit log), ``users`` (password hashing, users,
 sign-in), ``studies`` (studies, series, inferences), ``reviews``, ``feedback``, ``reports``
-(worklist, row counts). Everything public is re-exported here, so ``from db import repository
+(worklist, row counts), ``nodules`` (nodule-detector findings, per-nodule reads, Lung-RADS
+categories and their summaries). Everything public is re-exported here, so ``from db import repository
 as repo; repo.create_user(...)`` and ``from db.repository import add_review`` work.
 """
 
@@ -50,6 +51,28 @@ from db.repository.common import (
     log_event,
 )
 from db.repository.feedback import add_feedback
+from db.repository.nodules import (
+    MAX_NODULES_PER_DETECTION,
+    MODEL_SUMMARY_COLUMNS,
+    SERIES_SUMMARY_COLUMNS,
+    NoduleState,
+    current_lungrads,
+    current_nodule_reads,
+    current_nodule_reads_by_reader,
+    find_detection,
+    get_detection,
+    latest_detection,
+    list_nodules,
+    nodule_model_summary,
+    nodule_read_history,
+    nodule_series_summary,
+    nodule_states,
+    record_added_nodule,
+    record_ai_nodules,
+    record_lungrads,
+    record_nodule_decision,
+    withdraw_nodule_read,
+)
 from db.repository.reports import WORKLIST_COLUMNS, count_rows, worklist
 from db.repository.reviews import (
     _current_filter,
@@ -105,4 +128,10 @@ __all__ = [
     "latest_inference", "list_users", "log_event", "review_history", "set_user_active", "set_user_role",
     "worklist", "_choice", "_current_filter", "_dummy_hash", "_hash_password", "_hexdigest", "_jsonable", "_real",
     "_require_role", "_user", "_whole",
+    # nodules
+    "MAX_NODULES_PER_DETECTION", "MODEL_SUMMARY_COLUMNS", "SERIES_SUMMARY_COLUMNS", "NoduleState",
+    "current_lungrads", "current_nodule_reads", "current_nodule_reads_by_reader", "find_detection", "get_detection",
+    "latest_detection", "list_nodules", "nodule_model_summary", "nodule_read_history", "nodule_series_summary",
+    "nodule_states", "record_added_nodule", "record_ai_nodules", "record_lungrads", "record_nodule_decision",
+    "withdraw_nodule_read",
 ]

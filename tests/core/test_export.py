@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import shutil
@@ -10,6 +11,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -23,8 +25,14 @@ from core.export import (
     BANNER,
     AIResult,
     ExportError,
+    NoduleReport,
     ReaderRead,
+    ReportedNodule,
     burn_banner,
+    circle_graphic_data,
+    draw_nodule_circles,
+    nodule_groups,
+    nodule_laterality,
     secondary_capture,
     source_headers,
     structured_report,
@@ -200,6 +208,10 @@ def test_dciodvfy_finds_no_errors(case, tmp_path):
         "sr": sr,
         "sr_with_read": structured_report(source, _ai(source), ReaderRead("normal", "partly", "Test Reader"),
                                           previous=sr),
+        "sr_with_nodules": structured_report(source, _ai(source), ReaderRead("malignant", "agree", "Test Reader"),
+                                             previous=sr, nodules=_nodule_report(case)),
+        "sc_with_circles": secondary_capture(source, draw_nodule_circles(rgb, [(200, 150, 9.0)],
+                                                                         source.PixelSpacing), MODEL),
     }
     for name, ds in objects.items():
         path = tmp_path / f"{name}.dcm"
@@ -248,3 +260,182 @@ def test_uid_root_setting(case, monkeypatch):
     finally:
         monkeypatch.delenv("LUNGREVIEW_UID_ROOT")
         config.get_settings.cache_clear()
+
+
+# ------------------------------------------------------------------------------ nodules in the SR
+DETECTOR_SHA = "fedcba9876543210" * 4
+
+
+def _nodules(case) -> list[ReportedNodule]:
+    """An accepted AI nodule (slice 10, right lung), a reader-added one (slice 20, left lung, outside the
+    lung mask), a rejected and an undecided AI finding (both to be left out)."""
+    _, series, headers, *_ = case
+    header = {i: headers[series.slices[i].sop_instance_uid] for i in (5, 10, 20, 25)}
+    return [
+        ReportedNodule(header[10], (200, 150), (-80.0, 10.0, -120.0), 9.0, "accepted", "nodule 1", "AI nodule 1",
+                       malignancy=3.5, p_nodule=0.91, nodule_type="solid"),
+        ReportedNodule(header[20], (250, 350), (70.0, 20.0, -140.0), 6.0, "added", "added 7", "Reader nodule 1",
+                       nodule_type="part-solid", outside_lung=True),
+        ReportedNodule(header[5], (100, 100), (-50.0, 0.0, -110.0), 4.0, "rejected", "nodule 2", "AI nodule 2",
+                       malignancy=1.5, p_nodule=0.6),
+        ReportedNodule(header[25], (300, 300), (30.0, 0.0, -150.0), 5.0, "undecided", "nodule 3", "AI nodule 3",
+                       malignancy=2.0, p_nodule=0.55),
+    ]
+
+
+def _nodule_report(case, nodules=None) -> NoduleReport:
+    return NoduleReport("nodule-det-test", DETECTOR_SHA, _nodules(case) if nodules is None else nodules)
+
+
+def _planar_groups(ds) -> list:
+    return hd.sr.Comprehensive3DSR.from_dataset(ds).content.get_planar_roi_measurement_groups()
+
+
+def _group_values(group) -> dict:
+    site = group.finding_sites[0]
+    return {
+        "label": group.tracking_identifier,
+        "finding": (group.finding_type.value, group.finding_type.scheme_designator),
+        "site": (site.value.value, site.laterality.meaning if site.laterality else None),
+        "graphic": (group.roi.graphic_type.value, group.roi.value.tolist()),
+        "image": group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID,
+        "measurements": {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()},
+        "evaluations": {q.name.meaning: q.value.meaning for q in group.get_qualitative_evaluations()},
+    }
+
+
+def test_structured_report_with_two_nodules(case):
+    _, _, _, _, source, _ = case
+    nodules = _nodules(case)
+    sr = _reread(structured_report(source, _ai(source), nodules=_nodule_report(case)))
+    groups = _planar_groups(sr)
+    assert len(groups) == 2
+    spacing = [float(v) for v in nodules[0].source.PixelSpacing]
+    accepted, added = (_group_values(g) for g in groups)
+    assert accepted["label"] == "AI nodule 1" and added["label"] == "Reader nodule 1"
+    assert accepted["finding"] == added["finding"] == ("27925004", "SCT")
+    assert accepted["site"] == ("39607008", "Right") and added["site"] == ("39607008", "Left")
+    assert accepted["graphic"][0] == "CIRCLE"
+    np.testing.assert_allclose(accepted["graphic"][1], [[150.5, 200.5], [150.5 + 4.5 / spacing[1], 200.5]], rtol=1e-6)
+    np.testing.assert_allclose(added["graphic"][1], [[350.5, 250.5], [350.5 + 3.0 / spacing[1], 250.5]], rtol=1e-6)
+    assert accepted["image"] == nodules[0].source.SOPInstanceUID and added["image"] == nodules[1].source.SOPInstanceUID
+    assert accepted["measurements"] == {"Long axis": (9.0, "mm"), "AI malignancy rating (LIDC scale 1-5)": (3.5, "1"),
+                                        "AI probability of nodule": (0.91, "1")}
+    assert added["measurements"] == {"Long axis": (6.0, "mm")}
+    assert accepted["evaluations"] == {"Reader decision on nodule": "Accepted", "Nodule attenuation type": "Solid"}
+    assert added["evaluations"] == {"Reader decision on nodule": "Added", "Nodule attenuation type": "Part-solid",
+                                    "Centre outside lung mask": "Yes"}
+    # the AI's series group stays, and both nodule slices are evidence; the left-out ones are not
+    assert len(hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_image_measurement_groups()) == 1
+    evidence = {r.ReferencedSOPInstanceUID for r in
+                sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence}
+    assert evidence == {str(source.SOPInstanceUID), nodules[0].source.SOPInstanceUID, nodules[1].source.SOPInstanceUID}
+    texts = _content_texts(sr)
+    assert "AI nodule 2" not in texts and "AI nodule 3" not in texts
+
+
+def test_a_corrected_nodule_is_the_readers_measurement_and_keeps_its_tracking_uid(case):
+    _, _, _, _, source, _ = case
+    first = _reread(structured_report(source, _ai(source), nodules=_nodule_report(case)))
+    corrected = [ReportedNodule(**{**_nodules(case)[0].__dict__, "diameter_mm": 11.0, "status": "corrected"})]
+    changed = _reread(structured_report(source, _ai(source), ReaderRead("malignant", "agree", "Test Reader"),
+                                        previous=first, nodules=_nodule_report(case, corrected)))
+    pred = changed.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert pred.ReferencedSOPInstanceUID == first.SOPInstanceUID
+    (group,) = _planar_groups(changed)
+    values = _group_values(group)
+    assert values["measurements"]["Long axis"] == (11.0, "mm")
+    assert values["evaluations"]["Reader decision on nodule"] == "Corrected"
+    assert group.tracking_uid == _planar_groups(first)[0].tracking_uid
+    assert _algorithm_of(group, "Long axis") == []  # the reader's diameter, not the detector's
+    assert _algorithm_of(_planar_groups(first)[0], "Long axis") == ["nodule-det-test"]
+    assert _algorithm_of(group, "AI malignancy rating (LIDC scale 1-5)") == ["nodule-det-test"]
+
+
+def _algorithm_of(group, measurement: str) -> list[str]:
+    """The Algorithm Name items (TID 4019) of one measurement of a group."""
+    m = next(m for m in group.get_measurements() if m.name.meaning == measurement)
+    return [str(it.TextValue) for it in m[0].get("ContentSequence", [])
+            if it.ConceptNameCodeSequence[0].CodeMeaning == "Algorithm Name"]
+
+
+def test_no_reported_nodule_gives_no_nodule_group(case):
+    _, _, _, _, source, _ = case
+    left_out = [n for n in _nodules(case) if n.status in ("rejected", "undecided")]
+    sr = _reread(structured_report(source, _ai(source), nodules=_nodule_report(case, left_out)))
+    assert _planar_groups(sr) == []
+    assert len(sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"status": "maybe"}, "has status"), ({"centre_rc": (600, 10)}, "outside its 512 x 512 image"),
+     ({"malignancy": 6.0}, r"malignancy must lie in \[1, 5\]"), ({"p_nodule": -0.1}, "p_nodule"),
+     ({"diameter_mm": 0.0}, "positive number of mm"), ({"label": ""}, "label of 1-64"),
+     ({"source": "no spacing"}, "no PixelSpacing"), ({"source": "other study"}, "another study")],
+)
+def test_nodule_groups_refuse_bad_nodules(case, change, match):
+    _, _, _, _, source, _ = case
+    nodule = _nodules(case)[0]
+    if change.get("source") == "no spacing":
+        header = copy.deepcopy(nodule.source)
+        del header.PixelSpacing
+        change = {"source": header}
+    elif change.get("source") == "other study":
+        header = copy.deepcopy(nodule.source)
+        header.StudyInstanceUID = "1.2.3.4"
+        change = {"source": header}
+    bad = ReportedNodule(**{**nodule.__dict__, **change})
+    with pytest.raises(ExportError, match=match):
+        nodule_groups(_nodule_report(case, [bad]), study_uid=str(source.StudyInstanceUID))
+    with pytest.raises(ExportError, match="detector sha256"):
+        nodule_groups(NoduleReport("d", "abc", [nodule]), study_uid=str(source.StudyInstanceUID))
+
+
+class TestNoduleGeometry:
+    @pytest.mark.parametrize(("x", "mid", "side"), [(12.0, 0.0, "left"), (-0.5, 0.0, "right"), (0.0, 0.0, None),
+                                                    (-20.0, -30.0, "left"), (-40.0, -30.0, "right")])
+    def test_laterality_from_the_lps_x_coordinate(self, x, mid, side):
+        assert nodule_laterality(x, mid) == side
+
+    def test_laterality_refuses_non_finite_coordinates(self):
+        with pytest.raises(ExportError, match="finite"):
+            nodule_laterality(float("nan"))
+
+    def test_circle_is_centre_and_rim_point_in_pixel_coordinates(self):
+        data = circle_graphic_data((10, 20), 6.0, (0.5, 0.75))
+        assert data.dtype == np.float32 and data.shape == (2, 2)
+        np.testing.assert_allclose(data, [[20.5, 10.5], [24.5, 10.5]])
+        for bad in (((10, 20), 0.0, (1, 1)), ((10, 20), 5.0, (0, 1)), ((-1, 20), 5.0, (1, 1))):
+            with pytest.raises(ExportError):
+                circle_graphic_data(*bad)
+
+    def test_draw_nodule_circles_draws_the_rim_and_leaves_the_input(self):
+        rgb = np.zeros((100, 120, 3), dtype=np.uint8)
+        out = draw_nodule_circles(rgb, [(50, 60, 20.0)], (0.5, 1.0), colour=(255, 0, 0), width=1)
+        assert rgb.max() == 0 and out.shape == rgb.shape and out.dtype == np.uint8
+        red = np.argwhere(out[..., 0] == 255)
+        # 20 mm across: 40 rows (0.5 mm) by 20 columns (1 mm), around the centre of pixel (50, 60)
+        assert red[:, 0].min() in (30, 31) and red[:, 0].max() in (69, 70)
+        assert red[:, 1].min() in (50, 51) and red[:, 1].max() in (69, 70)
+        assert out[50, 60].tolist() == [0, 0, 0]  # an outline, not a disc
+        with pytest.raises(ExportError, match="uint8"):
+            draw_nodule_circles(rgb.astype(np.float32), [], (1, 1))
+        with pytest.raises(ExportError, match="diameter"):
+            draw_nodule_circles(rgb, [(5, 5, -1.0)], (1, 1))
+
+
+def test_sr_with_nodules_round_trips_through_orthanc(case, orthanc):  # noqa: F811
+    _, _, _, _, source, _ = case
+    pacs = PacsClient(orthanc.dicomweb_url, orthanc.user, orthanc.password, timeout_s=30)
+    sr = structured_report(source, _ai(source), ReaderRead("malignant", "agree", "Test Reader"),
+                           nodules=_nodule_report(case))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert pacs.store([sr]) == [sr.SOPInstanceUID]
+    raw = DICOMwebClient(orthanc.dicomweb_url,
+                         session=create_session_from_user_pass(orthanc.user, orthanc.password))
+    back = raw.retrieve_instance(str(source.StudyInstanceUID), sr.SeriesInstanceUID, sr.SOPInstanceUID)
+    groups = _planar_groups(back)
+    assert [_group_values(g)["label"] for g in groups] == ["AI nodule 1", "Reader nodule 1"]
+    assert [_group_values(g)["measurements"]["Long axis"] for g in groups] == [(9.0, "mm"), (6.0, "mm")]

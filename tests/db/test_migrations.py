@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from db.schema import APPEND_ONLY_TABLES, Base
 from db.session import alembic_config, downgrade, make_engine, upgrade
@@ -196,5 +198,97 @@ class TestSeriesMigration:
             with engine.connect() as conn:
                 assert self._reads(conn) == before
                 assert conn.execute(text("SELECT count(*) FROM series")).scalar() == 3
+        finally:
+            engine.dispose()
+
+
+class TestNodulesMigration:
+    """A database at 0004 holding users, studies, series, inferences, series reads (one superseded),
+    a reading list with an aided read and audit events keeps every row through 0005_nodules, gains
+    the four nodule tables (empty, append-only), takes nodule reads, and goes back to 0004 again."""
+
+    NODULE_TABLES = {"nodule_detections", "nodules", "nodule_reads", "lungrads_reads"}
+
+    @staticmethod
+    def _fill_at_0004(engine) -> dict[str, int]:
+        from db import repository as repo
+        from db.schema import ReaderRead, ReadingList, ReadingListCase
+        from db.session import make_session_factory
+        from tests.db.factories import new_study
+        from tests.factories.users import create_cast
+
+        upgrade(engine, "0004_reader_study")
+        factory = make_session_factory(engine)
+        people = create_cast(factory)
+        with factory.begin() as s:
+            study, inf = new_study(s, people["rad1"], "old")
+            first = repo.add_review(s, inference_id=inf.id, reader=people["rad1"], finding="benign",
+                                    agreement="partly", confidence=3, seconds_to_decision=10.0)
+            repo.add_review(s, inference_id=inf.id, reader=people["rad1"], finding="malignant", agreement="agree",
+                            confidence=4, seconds_to_decision=12.0)
+            repo.add_review(s, inference_id=inf.id, reader=people["rad2"], finding="normal", agreement="disagree",
+                            confidence=2, seconds_to_decision=8.0)
+            lst = ReadingList(name="pilot", model_id="basic-cnn-v1", mode="ai_at_once", randomise=False, seed=1,
+                              created_by=people["admin"])
+            s.add(lst)
+            s.flush()
+            case = ReadingListCase(list_id=lst.id, study_id=study.id, series_key="", inference_id=inf.id, position=1)
+            s.add(case)
+            s.flush()
+            s.add(ReaderRead(case_id=case.id, reader_id=people["rad3"], phase="aided", finding="malignant",
+                             confidence=5, seconds=30.0))
+            return {"inference": inf.id, "series": inf.series_id, "rad1": people["rad1"], "first": first.id}
+
+    @staticmethod
+    def _snapshot(engine) -> dict[str, list[tuple]]:
+        tables = sorted(set(inspect(engine).get_table_names()) - {"alembic_version"})
+        with engine.connect() as conn:
+            return {t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY id"))] for t in tables}
+
+    def test_upgrade_keeps_every_row_and_the_new_tables_take_nodule_reads(self, empty_db_url):
+        from db import repository as repo
+        from db.session import make_session_factory
+
+        engine = make_engine(empty_db_url, migrate=False)
+        try:
+            ids = self._fill_at_0004(engine)
+            before = self._snapshot(engine)
+            assert len(before["reviews"]) == 3 and len(before["reader_reads"]) == 1
+            assert not self.NODULE_TABLES & set(before)
+            upgrade(engine)
+            after = self._snapshot(engine)
+            assert {t: after[t] for t in before} == before
+            assert {t: after[t] for t in self.NODULE_TABLES} == {t: [] for t in self.NODULE_TABLES}
+            assert triggers(engine) == append_only_triggers(engine.dialect.name)
+            with engine.connect() as conn:
+                assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            factory = make_session_factory(engine)
+            with factory.begin() as s:
+                assert [r.supersedes_id for r in repo.current_reviews(s, reader_id=ids["rad1"])] == [ids["first"]]
+                det = repo.record_ai_nodules(
+                    s, inference_id=ids["inference"], model_id="nodule-det", model_sha256="f" * 64, latency_ms=5.0,
+                    nodules=[{"rank": 1, "centre_voxel": [1, 2, 3], "centre_mm": [4.0, 5.0, 6.0], "diameter_mm": 6.0,
+                              "p_nodule": 0.8, "malignancy": 2.0, "lobulation": 1.0, "spiculation": 1.0,
+                              "slice_index": 1, "is_mass": False}])
+                repo.record_nodule_decision(s, nodule_id=det.nodules[0].id, reader=ids["rad1"], decision="accept",
+                                            seconds_to_decision=3.0)
+                assert len(repo.current_nodule_reads(s, ids["series"])) == 1
+            with pytest.raises(IntegrityError, match="append-only"), engine.begin() as conn:
+                conn.execute(text("DELETE FROM nodule_reads"))
+        finally:
+            engine.dispose()
+
+    def test_downgrade_to_0004_drops_only_the_nodule_tables(self, empty_db_url):
+        engine = make_engine(empty_db_url, migrate=False)
+        try:
+            self._fill_at_0004(engine)
+            before = self._snapshot(engine)
+            triggers_0004 = triggers(engine)
+            upgrade(engine)
+            downgrade(engine, "0004_reader_study")
+            assert self._snapshot(engine) == before
+            assert triggers(engine) == triggers_0004
+            upgrade(engine)
+            assert set(inspect(engine).get_table_names()) >= self.NODULE_TABLES
         finally:
             engine.dispose()

@@ -1,0 +1,1 @@
+"""Statistics: figures of merit, reader-study metrics, MRMC analysis and sample size."""
