@@ -45,6 +45,12 @@ HISTORY_FILE = "history.json"
 SPLIT_FILE = "split.csv"
 DEFAULT_FILE = "default.json"
 TASKS = ("3class", "binary")
+#: What a registry entry is. ``slice_classifier``: a 2-D model that scores one CT slice at a time
+#: (its ``preprocessing`` is a :class:`PreprocessSpec`); ``nodule_detector``: a 3-D model that
+#: scores cubes of a CT volume (its ``volume_preprocessing`` is read by ``core.nodules``).
+KINDS = ("slice_classifier", "nodule_detector")
+#: The ``task`` of a nodule detector's card.
+DETECTION_TASK = "nodule_detection"
 
 
 class RegistryError(Exception):
@@ -65,10 +71,14 @@ class ModelCard:
 
     Attributes:
         id: registry id, also the folder name (e.g. ``"basic_cnn_v1"``).
-        architecture: ``"basic_cnn"``, ``"advanced_cnn"`` or ``"resnet50"``.
-        task: ``"3class"`` (normal, benign, malignant) or ``"binary"`` (malignant vs the rest).
-        class_names: output order of the softmax (3-class: normal, benign, malignant).
-        preprocessing: the :class:`PreprocessSpec` the model was trained with.
+        architecture: ``"basic_cnn"``, ``"advanced_cnn"``, ``"resnet50"``, ... (slice
+            classifiers) or ``"nodule3d"`` (the LUNA16 nodule detector).
+        task: ``"3class"`` (normal, benign, malignant) or ``"binary"`` (malignant vs the rest);
+            :data:`DETECTION_TASK` for a nodule detector.
+        class_names: output order of the softmax (3-class: normal, benign, malignant; nodule
+            detector: the classes of its ``o_fp`` output).
+        preprocessing: the :class:`PreprocessSpec` the model was trained with (None for a
+            nodule detector, which has ``volume_preprocessing`` instead).
         gradcam_layer: name of the layer Grad-CAM reads.
         thresholds: ``{class name: probability}`` for :func:`core.decision.decide`, chosen on the
             validation split.
@@ -79,13 +89,16 @@ class ModelCard:
         intended_use: what the model is for (and not for).
         limitations: known limitations, one sentence each.
         size_bytes: size of the model file in bytes.
+        kind: one of :data:`KINDS`; cards written before kinds existed are slice classifiers.
+        volume_preprocessing: a nodule detector's volume spec as a dict (voxel size, cube size,
+            HU scaling; ``core.nodules.VolumeSpec.from_dict`` reads it); empty for slice classifiers.
     """
 
     id: str
     architecture: str
     task: str
     class_names: tuple[str, ...]
-    preprocessing: PreprocessSpec
+    preprocessing: PreprocessSpec | None
     gradcam_layer: str
     thresholds: dict[str, float] = field(default_factory=dict)
     model_file: str = MODEL_FILE
@@ -94,11 +107,13 @@ class ModelCard:
     intended_use: str = ""
     limitations: list[str] = field(default_factory=list)
     size_bytes: int = 0
+    kind: str = "slice_classifier"
+    volume_preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``preprocessing`` as its own dict, ``class_names`` as a list)."""
+        """JSON-ready dict (``preprocessing`` as its own dict or None, ``class_names`` as a list)."""
         d = asdict(self)
-        d["preprocessing"] = self.preprocessing.to_dict()
+        d["preprocessing"] = self.preprocessing.to_dict() if self.preprocessing is not None else None
         d["class_names"] = list(self.class_names)
         return d
 
@@ -107,12 +122,19 @@ class ModelCard:
         """Build a card from ``card.json`` content.
 
         Raises:
-            RegistryError: a required field is missing or a value is invalid.
+            RegistryError: a required field is missing or a value is invalid (an unknown kind; a
+                slice classifier without ``preprocessing`` or with an unknown task; a nodule
+                detector without ``volume_preprocessing``).
         """
         try:
             known = set(cls.__dataclass_fields__)
             d = {k: v for k, v in data.items() if k in known}
-            d["preprocessing"] = PreprocessSpec.from_dict(data["preprocessing"])
+            kind = str(data.get("kind", "slice_classifier"))
+            if kind == "slice_classifier" or data.get("preprocessing") is not None:
+                d["preprocessing"] = PreprocessSpec.from_dict(data["preprocessing"])
+            else:
+                d["preprocessing"] = None
+            d["volume_preprocessing"] = dict(data.get("volume_preprocessing") or {})
             d["class_names"] = tuple(data["class_names"])
             d["thresholds"] = {str(k): float(v) for k, v in dict(data.get("thresholds", {})).items()}
             card = cls(**d)
@@ -120,9 +142,16 @@ class ModelCard:
             raise RegistryError(
                 f"model card is incomplete or invalid ({exc}); re-create the entry with models.train"
             ) from exc
-        if card.task not in TASKS:
+        if card.kind not in KINDS:
+            raise RegistryError(f"model card {card.id!r} has unknown kind {card.kind!r}; expected one of {KINDS}")
+        if card.kind == "slice_classifier" and card.task not in TASKS:
             raise RegistryError(
                 f"model card {card.id!r} has unknown task {card.task!r}; expected one of {TASKS}"
+            )
+        if card.kind == "nodule_detector" and not card.volume_preprocessing:
+            raise RegistryError(
+                f"nodule detector card {card.id!r} has no volume_preprocessing; re-create it with "
+                "python -m models.port_nodule3d"
             )
         return card
 
@@ -136,7 +165,15 @@ class LoadedModel:
 
     @property
     def spec(self) -> PreprocessSpec:
-        """The preprocessing spec the model expects."""
+        """The preprocessing spec the model expects (slice classifiers only).
+
+        Raises:
+            RegistryError: the entry is a nodule detector (no slice preprocessing).
+        """
+        if self.card.preprocessing is None:
+            raise RegistryError(
+                f"{self.card.id!r} is a {self.card.kind}, not a slice classifier; use core.nodules for it"
+            )
         return self.card.preprocessing
 
 
@@ -166,18 +203,29 @@ def entry_dir(model_id: str, registry_dir: str | Path | None = None) -> Path:
     return _registry(registry_dir) / model_id
 
 
-def list_cards(registry_dir: str | Path | None = None) -> list[ModelCard]:
-    """All model cards in the registry, sorted by id (folders without ``card.json`` are skipped).
+def list_cards(registry_dir: str | Path | None = None, kind: str | None = "slice_classifier") -> list[ModelCard]:
+    """The model cards of one kind in the registry, sorted by id (folders without ``card.json`` are
+    skipped).
+
+    Args:
+        registry_dir: registry folder; None = settings.
+        kind: ``"slice_classifier"`` (the default, so that model pickers, evaluations and
+            benchmarks written for slice classifiers never receive the nodule detector),
+            ``"nodule_detector"``, or None for every entry.
 
     Raises:
-        RegistryError: a ``card.json`` is not valid JSON or misses fields.
+        RegistryError: a ``card.json`` is not valid JSON or misses fields, or ``kind`` is unknown.
     """
+    if kind is not None and kind not in KINDS:
+        raise RegistryError(f"unknown model kind {kind!r}; expected one of {KINDS} or None")
     root = _registry(registry_dir)
     if not root.is_dir():
         return []
     cards = []
     for card_path in sorted(root.glob(f"*/{CARD_FILE}")):
-        cards.append(_read_card(card_path))
+        card = _read_card(card_path)
+        if kind is None or card.kind == kind:
+            cards.append(card)
     return cards
 
 
@@ -211,8 +259,12 @@ def set_default_model(model_id: str, registry_dir: str | Path | None = None) -> 
 
     Raises:
         ModelNotFoundError: the entry has no card.
+        RegistryError: the entry is not a slice classifier (the default is what the slice
+            pickers and the analysis run; the nodule detector is found by kind).
     """
-    get_card(model_id, registry_dir)
+    card = get_card(model_id, registry_dir)
+    if card.kind != "slice_classifier":
+        raise RegistryError(f"{model_id!r} is a {card.kind}; the default model must be a slice classifier")
     path = _registry(registry_dir) / DEFAULT_FILE
     path.write_text(json.dumps({"default": model_id}, indent=2) + "\n", encoding="utf-8")
     return path
@@ -228,7 +280,7 @@ def get_card(model_id: str | None = None, registry_dir: str | Path | None = None
     model_id = model_id or default_model_id(registry_dir)
     path = entry_dir(model_id, registry_dir) / CARD_FILE
     if not path.is_file():
-        known = [c.id for c in list_cards(registry_dir)]
+        known = [c.id for c in list_cards(registry_dir, kind=None)]
         raise ModelNotFoundError(
             f"no model {model_id!r} in the registry {_registry(registry_dir)}; available: {known}"
         )

@@ -221,6 +221,30 @@ def slice_position(position: Sequence[float] | None, orientation: Sequence[float
     return value if np.isfinite(value) else None
 
 
+def _image_position(position: Any) -> tuple[float, float, float] | None:
+    """ImagePositionPatient (x, y, z) in mm (PS3.3 C.7.6.2.1.1: the centre of the first
+    transmitted pixel) as a tuple of three finite floats, or None when missing or malformed."""
+    vals = _float_list(position)
+    if vals is None or len(vals) != 3:
+        return None
+    return (vals[0], vals[1], vals[2])
+
+
+def _shift_along_normal(
+    corner: tuple[float, float, float] | None, orientation: Any, distance: float
+) -> tuple[float, float, float] | None:
+    """``corner`` moved ``distance`` mm along the slice normal of ``orientation`` (None if unknown)."""
+    o_vals = _float_list(orientation)
+    if corner is None or o_vals is None or len(o_vals) != 6:
+        return None
+    normal = np.cross(np.asarray(o_vals[:3]), np.asarray(o_vals[3:]))
+    norm = float(np.linalg.norm(normal))
+    if norm == 0.0:
+        return None
+    p = np.asarray(corner, dtype=np.float64) + normal / norm * distance
+    return (float(p[0]), float(p[1]), float(p[2]))
+
+
 def _windows_of(ds: Dataset | None) -> list[Window]:
     """WindowCenter/WindowWidth pairs of a dataset (multi-valued too), invalid widths dropped."""
     centres, widths = _floats(ds, "WindowCenter"), _floats(ds, "WindowWidth")
@@ -741,20 +765,24 @@ def _read_dicom(name: str, data: bytes, digest: str, budget: PixelBudget) -> Dic
         if enhanced:
             pos_item = _group_item(ds, f, "PlanePositionSequence")
             ori_item = _group_item(ds, f, "PlaneOrientationSequence")
+            frame_ipp = _get(pos_item, "ImagePositionPatient")
             position = slice_position(
-                _get(pos_item, "ImagePositionPatient"),
+                frame_ipp,
                 _get(ori_item, "ImageOrientationPatient") if ori_item is not None else iop,
             )
+            corner = _image_position(frame_ipp)
             voi = _group_item(ds, f, "FrameVOILUTSequence")
             if voi is not None and not frame_windows:
                 frame_windows = _windows_of(voi)
             pvt = _group_item(ds, f, "PixelValueTransformationSequence")
         else:
             position = slice_position(ipp, iop)
+            corner = _image_position(ipp)
             if position is not None and offsets and len(offsets) == frames:
                 # RT Dose: GridFrameOffsetVector, offsets along the normal, relative when the first
                 # is 0, else absolute with the first at ImagePositionPatient (PS3.3 C.8.8.3.2)
                 position += offsets[f] - offsets[0]
+                corner = _shift_along_normal(corner, iop, offsets[f] - offsets[0])
         if colour:
             rgb = frame
             if rgb.dtype != np.uint8:
@@ -782,6 +810,7 @@ def _read_dicom(name: str, data: bytes, digest: str, budget: PixelBudget) -> Dic
                 instance_number=instance_number,
                 sop_instance_uid=sop_uid,
                 position_mm=position,
+                image_position_mm=corner,
                 windows=tuple(frame_windows),
                 frame=f if frames > 1 else None,
             )

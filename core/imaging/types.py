@@ -49,6 +49,11 @@ class Slice:
         instance_number: DICOM InstanceNumber, or None.
         sop_instance_uid: DICOM SOPInstanceUID (None for pictures).
         position_mm: position along the slice normal in mm (see ``core.imaging.slice_position``), or None.
+        image_position_mm: DICOM Image Position (Patient) (x, y, z) in mm, the patient (LPS)
+            coordinates of the centre of the first pixel (PS3.3 C.7.6.2.1.1; per frame for
+            enhanced multi-frame images), or None (pictures, missing attribute). With the series'
+            ``metadata["image_orientation_patient"]`` and ``spacing_mm`` it maps voxel indices to
+            patient coordinates (``core.nodules.volume.voxel_to_patient``).
         windows: the file's own VOI windows (WindowCenter/WindowWidth pairs); empty for pictures.
         frame: 0-based frame index within a multi-frame instance, else None.
     """
@@ -60,6 +65,7 @@ class Slice:
     position_mm: float | None = None
     windows: tuple[Window, ...] = ()
     frame: int | None = None
+    image_position_mm: tuple[float, float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
