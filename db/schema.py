@@ -8,6 +8,8 @@ one inference showed. Nodules (end of this module): ``nodule_detections`` (:clas
 one nodule-detector run on an inference's series), ``nodules`` (:class:`AiNodule`, its findings),
 ``nodule_reads`` (:class:`NoduleRead`, a reader's accept / reject / add per nodule) and
 ``lungrads_reads`` (:class:`LungRadsRead`, a reader's Lung-RADS category), all append-only.
+Lesion marks of the reader study (after the nodules): ``reference_lesions`` (:class:`ReferenceLesion`)
+and ``lesion_marks`` (:class:`LesionMark`), append-only chains with supersede.
 
 Privacy: no table has a column for a patient's name, ID, birth date or a raw DICOM UID. A study is
 known only by its pseudonymous ``study_key`` (HMAC-SHA256 of StudyInstanceUID, made by
@@ -957,3 +959,101 @@ class ArchiveResult(Base):
     worker: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+# Lesion marks of the reader study (services.reader_study.marks, .reference; issue 27):
+# reference lesions per case of a reading list, and the readers' lesion marks per step.
+#
+# Both tables are append-only chains, as ``reader_reads``: a change is a new row whose
+# ``supersedes_id`` names the row it replaces (unique, so a chain never forks); a deletion is a
+# new row with ``deleted`` true that supersedes the row it takes back (it repeats that row's
+# values, so every row is complete). The CURRENT rows are those no row supersedes and that are
+# not deletions. Coordinates: ``slice_index`` 0-based in the series' slice order (the order of
+# ``core.imaging.Series.slices``, as ``nodules.slice_index``), ``x`` the pixel column and ``y``
+# the pixel row of the centre (0-based, fractional allowed).
+
+
+class LesionSource(StrEnum):
+    """Where a reference lesion comes from: the Reading lists form, a CSV import, or an LIDC XML
+    (nodules of 3 mm or more marked by at least 3 of the 4 LIDC readers, the LUNA16 rule)."""
+
+    FORM = "form"
+    CSV = "csv"
+    LIDC_XML = "lidc-xml"
+
+
+class ReferenceLesion(Base):
+    """A reference lesion of one case of a reading list: centre (slice, x, y) and diameter in mm.
+
+    ``note`` says where it came from in words (e.g. the LIDC readers who marked it), never PHI.
+    Append-only; a correction is a deletion (``deleted``) followed by a new lesion.
+    """
+
+    __tablename__ = "reference_lesions"
+    __table_args__ = (
+        CheckConstraint(_in("source", LesionSource), name="source"),
+        CheckConstraint("slice_index >= 0", name="slice_nonnegative"),
+        CheckConstraint("x >= 0 AND y >= 0", name="centre_nonnegative"),
+        CheckConstraint("diameter_mm > 0", name="diameter_positive"),
+        CheckConstraint("NOT deleted OR supersedes_id IS NOT NULL", name="deletion_supersedes"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("reading_list_cases.id"), index=True)
+    slice_index: Mapped[int] = mapped_column(Integer)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    diameter_mm: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+    entered_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    entered_at: Mapped[datetime] = mapped_column(default=utc_now)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("reference_lesions.id"), unique=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LesionMark(Base):
+    """A reader's lesion mark on a case in one step (unaided / aided): centre and a 1-5 rating.
+
+    ``rating``: 1 = probably not a nodule ... 5 = certainly a nodule needing work-up.
+    ``nodule_id``: the AI finding (``nodules`` row) the reader took as this mark, NULL for a mark
+    placed by the reader (aided step only). ``copied_from_id``: the unaided mark this aided mark
+    was copied from when the AI was shown (the aided step starts from a copy of the unaided
+    marks), NULL otherwise (aided step only). A changed rating or a deletion supersedes the row
+    (``supersedes_id``; ``deleted``); the chain keeps ``nodule_id`` and ``copied_from_id``.
+    """
+
+    __tablename__ = "lesion_marks"
+    __table_args__ = (
+        CheckConstraint(_in("step", ReadPhase), name="step"),
+        CheckConstraint("slice_index >= 0", name="slice_nonnegative"),
+        CheckConstraint("x >= 0 AND y >= 0", name="centre_nonnegative"),
+        CheckConstraint("rating BETWEEN 1 AND 5", name="rating_range"),
+        CheckConstraint("nodule_id IS NULL OR step = 'aided'", name="ai_finding_only_aided"),
+        CheckConstraint("copied_from_id IS NULL OR step = 'aided'", name="copy_only_aided"),
+        CheckConstraint("NOT deleted OR supersedes_id IS NOT NULL", name="deletion_supersedes"),
+        Index("ix_lesion_marks_case_reader", "case_id", "reader_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("reading_list_cases.id"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    step: Mapped[str] = mapped_column(String(16))
+    slice_index: Mapped[int] = mapped_column(Integer)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    rating: Mapped[int] = mapped_column(Integer)
+    nodule_id: Mapped[int | None] = mapped_column(ForeignKey("nodules.id"))
+    copied_from_id: Mapped[int | None] = mapped_column(ForeignKey("lesion_marks.id"))
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("lesion_marks.id"), unique=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+#: The lesion tables, append-only (ORM events below; triggers in migration 0007).
+LESION_APPEND_ONLY_TABLES: tuple[str, ...] = ("reference_lesions", "lesion_marks")
+APPEND_ONLY_TABLES = APPEND_ONLY_TABLES + LESION_APPEND_ONLY_TABLES
+
+for _cls in (ReferenceLesion, LesionMark):
+    event.listen(_cls, "before_update", _refuse_change("UPDATE"))
+    event.listen(_cls, "before_delete", _refuse_change("DELETE"))

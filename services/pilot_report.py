@@ -1,19 +1,27 @@
 """The pilot report of a reading list: a self-contained HTML file and a CSV of every read.
 
 Laid out like a reader-study report: participants, cases and reference standard, results
-tables (``core.stats.reader_metrics``), figures (plotly, the plotly.js library embedded once with
-``include_plotlyjs=True`` so the file opens offline), limitations, and definitions. The page is
-the Jinja2 template ``services/templates/pilot_report.html.j2``. The CSV of
-every read (superseded ones too, flagged ``current``) is also embedded in the HTML as a
-download link (``data:`` URI), and returned on its own.
+tables (``core.stats.reader_metrics``), the multi-reader multi-case analysis (``services.pilot_mrmc``:
+Obuchowski-Rockette-Hillis for the ROC AUC of the malignancy rating and, where reference lesions
+exist, wAFROC of the lesion marks; the plain sentence; the sample size of the next study),
+figures (plotly, the plotly.js library embedded once with ``include_plotlyjs=True`` so the file
+opens offline), limitations, and definitions. The page is the Jinja2 template
+``services/templates/pilot_report.html.j2``. The CSV of every read (superseded ones too, flagged
+``current``) and the pilot's data in the MRMC layouts (ROC reads CSV, FROC truth and marks CSV,
+RJafroc's Excel workbooks) are also embedded in the HTML as download links (``data:`` URIs).
+
+The case-bootstrap interval of the reader-averaged AUC difference that earlier versions showed
+is gone: the MRMC analysis gives that difference with a jackknife interval under random readers
+(the generalisable one) and under fixed readers (what the bootstrap estimated), so it was a
+duplicate. The per-reader bootstrap intervals of sensitivity, specificity, accuracy and AUC stay.
 
 Command line (same report from a database URL)::
 
     python -m services.pilot_report --db-url sqlite:///var/lungreview.db --list "Pilot A" --out report.html
 
-writes ``report.html`` and ``report.csv`` (``--csv`` to choose) and prints the two paths. The
-CLI reads as the database's owner (no sign-in); the dashboard page passes the signed-in viewer,
-who must be a coordinator, lead or admin.
+writes ``report.html`` and ``report.csv`` (``--csv`` to choose) and prints the two paths
+(``--effect 0.05`` adds the sample size at that effect). The CLI reads as the database's owner
+(no sign-in); the dashboard page passes the signed-in viewer, who must be a coordinator, lead or admin.
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from core.domain import APP_VERSION, CLASS_NAMES, DISCLAIMER
+from core.stats import lesions as sl
 from core.stats import reader_metrics as rm
+from services import pilot_mrmc as pm
 from services.reader_study import ReaderStudyService, StudyData
 
 #: Colours of the two phases in every figure.
@@ -50,13 +60,15 @@ WIDE_INTERVAL = 0.2
 
 @dataclass(frozen=True)
 class PilotReport:
-    """A built report: the HTML text, the reads CSV text, the results, display tables, figures."""
+    """A built report: the HTML text, the reads CSV text, the results, display tables, figures,
+    and the MRMC section (``services.pilot_mrmc.MrmcSection``: analyses, sample sizes, downloads)."""
 
     html: str
     reads_csv: str
     results: rm.ReaderStudyResults
     tables: dict[str, pd.DataFrame]
     figures: dict[str, go.Figure]
+    mrmc: pm.MrmcSection
 
 
 def _names(data: StudyData) -> dict:
@@ -85,8 +97,9 @@ def display_tables(res: rm.ReaderStudyResults, data: StudyData) -> dict[str, pd.
     """The report's tables with reader names and formatted numbers (3 decimals; [95 % interval]).
 
     Returns:
-        dict with keys ``participants``, ``cases``, ``accuracy``, ``auc_difference``, ``kappa``,
-        ``changes``, ``automation_bias``, ``times``.
+        dict with keys ``participants``, ``cases``, ``accuracy``, ``kappa``, ``changes``,
+        ``automation_bias``, ``times`` (the aided-minus-unaided AUC difference is in the MRMC
+        section, ``services.pilot_mrmc``).
     """
     names = _names(data)
     sus = dict(zip(res.sus["reader_id"], res.sus["sus_score"], strict=True))
@@ -114,10 +127,6 @@ def display_tables(res: rm.ReaderStudyResults, data: StudyData) -> dict[str, pd.
         **{m: [_ci(p, lo, hi) for p, lo, hi in zip(acc[m], acc[f"{m}_low"], acc[f"{m}_high"], strict=True)]
            for m in rm.INTERVAL_METRICS},
     }).rename(columns={"auc": "ROC AUC"})
-    d = res.auc_difference
-    auc_diff = pd.DataFrame([{"readers": d["n_readers"], "AUC unaided": f"{d['auc_unaided']:.3f}",
-                              "AUC aided": f"{d['auc_aided']:.3f}",
-                              "aided - unaided [95 % CI]": _ci(d["difference"], d["low"], d["high"])}])
     k = res.kappa
     kappa = pd.DataFrame({"reader": k["reader_id"].map(names), "phase": k["phase"], "reads": k["n_reads"],
                           "agreement with AI (%)": k["percent_agreement"].map(lambda v: f"{v:.1f}"),
@@ -133,8 +142,7 @@ def display_tables(res: rm.ReaderStudyResults, data: StudyData) -> dict[str, pd.
                           "mean (s)": t["mean_s"].map(lambda v: f"{v:.1f}"),
                           "median (s)": t["median_s"].map(lambda v: f"{v:.1f}")})
     return {"participants": participants, "cases": pd.DataFrame(case_rows), "accuracy": accuracy,
-            "auc_difference": auc_diff, "kappa": kappa, "changes": changes, "automation_bias": automation,
-            "times": times}
+            "kappa": kappa, "changes": changes, "automation_bias": automation, "times": times}
 
 
 def figures(res: rm.ReaderStudyResults, data: StudyData) -> dict[str, go.Figure]:
@@ -215,10 +223,11 @@ def limitations(res: rm.ReaderStudyResults, data: StudyData) -> list[str]:
     unfinished = data.readers[data.readers["n_done"] < data.readers["total"]]
     if len(unfinished):
         out.append(f"{len(unfinished)} reader(s) have not finished the list.")
-    out.append("No maintained Python implementation of an MRMC analysis (Obuchowski-Rockette or "
-               "Dorfman-Berbaum-Metz) was found; the intervals are percentile bootstrap intervals over cases "
-               f"({res.n_boot} replicates, seed {res.seed}), which treat the readers as fixed: they do not "
-               "generalise to other readers.")
+    out.append("The intervals of sensitivity, specificity, accuracy and ROC AUC per reader are percentile bootstrap "
+               f"intervals over cases ({res.n_boot} replicates, seed {res.seed}), which treat the readers as fixed. "
+               "The comparison of the aided with the unaided step is the Obuchowski-Rockette-Hillis analysis of "
+               "section 4, with random readers and random cases: it generalises to other readers and cases like "
+               "these.")
     out.append("Unaided and aided reads are sequential on the same case in one session, so the aided read is "
                "not independent of the unaided one; the AI result is that of one model version.")
     return out
@@ -236,13 +245,44 @@ def _templates() -> Environment:
                        undefined=StrictUndefined, keep_trailing_newline=False)
 
 
+def _data_uri(d: pm.Download) -> str:
+    raw = d.content.encode("utf-8") if isinstance(d.content, str) else d.content
+    return f"data:{d.mime};base64," + base64.b64encode(raw).decode("ascii")
+
+
+def mrmc_view(section: pm.MrmcSection, data: StudyData) -> list[dict]:
+    """The MRMC section as the template shows it: per figure of merit its title, missing lines,
+    tables (HTML), sentence, notes and sample sizes."""
+    out = []
+    for n, a in enumerate(section.analyses, start=1):
+        key = "roc" if a.fom == pm.mrmc.ROC_AUC else "wafroc"
+        view = {"key": key, "title": f"4.{n} {a.fom}", "missing": list(a.missing), "sentence": a.sentence,
+                "notes": list(a.notes), "tables": {}, "sizes": []}
+        if a.result is not None:
+            view["tables"] = {"foms": _table_html(pm.fom_table(a, data), f"mrmc-{key}-foms"),
+                              "tests": _table_html(pm.test_table(a), f"mrmc-{key}-tests"),
+                              "differences": _table_html(pm.difference_table(a), f"mrmc-{key}-differences"),
+                              "components": _table_html(pm.components_table(a), f"mrmc-{key}-components")}
+            for i, ps in enumerate(a.sizes):
+                item = {"label": ps.label, "effect": ps.effect, "problem": ps.problem}
+                if ps.size is not None:
+                    item.update(power=_table_html(pm.power_table(ps.size), f"power-{key}-{i}"),
+                                needed=_table_html(pm.cases_needed_table(ps.size), f"needed-{key}-{i}"),
+                                smallest=pm.smallest_text(ps.size))
+                view["sizes"].append(item)
+        out.append(view)
+    return out
+
+
 def render_html(res: rm.ReaderStudyResults, data: StudyData, tables: dict[str, pd.DataFrame],
-                figs: dict[str, go.Figure], csv_text: str, generated_at: datetime) -> str:
+                figs: dict[str, go.Figure], csv_text: str, generated_at: datetime,
+                section: pm.MrmcSection | None = None) -> str:
     """The self-contained HTML document (plotly.js embedded once; no external resources).
 
     Rendered from ``services/templates/pilot_report.html.j2`` (Jinja2, every value escaped
     except the tables and figures, which pandas and plotly write as HTML).
     """
+    section = section if section is not None else pm.build_section(data)
     lst = data.list
     fig_html = [Markup(fig.to_html(full_html=False, include_plotlyjs=i == 0, div_id=f"fig-{key}",
                                    config={"displaylogo": False}))
@@ -250,43 +290,56 @@ def render_html(res: rm.ReaderStudyResults, data: StudyData, tables: dict[str, p
     csv_uri = "data:text/csv;base64," + base64.b64encode(csv_text.encode("utf-8")).decode("ascii")
     mode = {"ai_after_unaided": "AI shown after an unaided read", "ai_at_once": "AI shown at once",
             "no_ai": "no AI"}.get(lst.mode, lst.mode)
+    files = [{"label": d.label, "file_name": d.file_name, "uri": _data_uri(d), "key": k}
+             for k, d in section.downloads.items()]
+    marks = {"counts": _table_html(section.lesion_counts, "lesion-counts"),
+             "changes": _table_html(section.mark_changes, "mark-changes")} if len(data.marks) else {}
     return _templates().get_template("pilot_report.html.j2").render(
         lst=lst, res=res, mode=mode, app_version=APP_VERSION, disclaimer=DISCLAIMER, generated_at=generated_at,
         tables={k: _table_html(df, k) for k, df in tables.items()}, figures=fig_html,
-        limitations=limitations(res, data), csv_uri=csv_uri, n_reads=len(data.reads))
+        limitations=limitations(res, data), csv_uri=csv_uri, n_reads=len(data.reads),
+        mrmc=mrmc_view(section, data), effect=section.effect, marks=marks, rules=sl.RULES, files=files,
+        file_problems=section.download_problems, n_lesions=len(data.lesions))
 
 
 def build_report(data: StudyData, *, n_boot: int = rm.N_BOOT, seed: int = rm.SEED,
-                 generated_at: datetime | None = None) -> PilotReport:
+                 generated_at: datetime | None = None, effect: float | None = None) -> PilotReport:
     """Analyse ``data`` and build the report.
 
     Args:
         data: from ``ReaderStudyService.study_data``.
         n_boot, seed: bootstrap replicates and seed (``core.stats.reader_metrics``).
         generated_at: time printed in the report (default now, UTC).
+        effect: difference of figures of merit the next study should detect (the coordinator's
+            number, e.g. 0.05); None: the sample size at the observed effect only.
 
     Returns:
         :class:`PilotReport`.
+
+    Raises:
+        ValueError: ``effect`` is not a finite number.
     """
     res = rm.analyse(data.reads, data.cases, data.sus, data.readers["reader_id"].tolist(), n_boot=n_boot, seed=seed)
     tables = display_tables(res, data)
     figs = figures(res, data)
     csv_text = reads_csv(data)
-    page = render_html(res, data, tables, figs, csv_text, generated_at or datetime.now(UTC))
-    return PilotReport(html=page, reads_csv=csv_text, results=res, tables=tables, figures=figs)
+    section = pm.build_section(data, effect=effect)
+    page = render_html(res, data, tables, figs, csv_text, generated_at or datetime.now(UTC), section)
+    return PilotReport(html=page, reads_csv=csv_text, results=res, tables=tables, figures=figs, mrmc=section)
 
 
 def make_report(service: ReaderStudyService, viewer, list_id: int, *, n_boot: int = rm.N_BOOT,
-                seed: int = rm.SEED) -> PilotReport:
+                seed: int = rm.SEED, effect: float | None = None) -> PilotReport:
     """Read one list through the service (an "export" audit event) and build its report.
 
     Args:
         viewer: a coordinator, lead or admin; None for the CLI (database owner).
+        effect: see :func:`build_report`.
 
     Raises:
         db.repository.PermissionDenied, db.repository.NotFoundError.
     """
-    return build_report(service.study_data(viewer, list_id, audit=True), n_boot=n_boot, seed=seed)
+    return build_report(service.study_data(viewer, list_id, audit=True), n_boot=n_boot, seed=seed, effect=effect)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -303,7 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, help="CSV of every read (default: --out with .csv)")
     p.add_argument("--n-boot", type=int, default=rm.N_BOOT, help=f"bootstrap replicates (default {rm.N_BOOT})")
     p.add_argument("--seed", type=int, default=rm.SEED, help=f"bootstrap seed (default {rm.SEED})")
+    p.add_argument("--effect", type=float, default=None,
+                   help="difference of figures of merit the next study should detect (sample size at it)")
     args = p.parse_args(argv)
+    if args.effect is not None and not (args.effect == args.effect and abs(args.effect) != float("inf")):
+        p.error("--effect must be a finite number, e.g. 0.05")
     try:
         engine = make_engine(args.db_url)
     except DatabaseError as exc:
@@ -312,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         service = ReaderStudyService(make_session_factory(engine))
         summary = service.find_list(None, args.list)
-        report = make_report(service, None, summary.list_id, n_boot=args.n_boot, seed=args.seed)
+        report = make_report(service, None, summary.list_id, n_boot=args.n_boot, seed=args.seed, effect=args.effect)
     except RepositoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,14 @@ Browser: selectbox "Reading list"; the progress text "<n> of <total> read"; head
 "Confidence (1-5)" and button "Save unaided read"; then button "Show the AI result"; then the AI
 result and a form with radio "Final finding", slider "Final confidence (1-5)" and button
 "Save final read". When every case is read: "You have read all <total> cases of this list".
+
+Lesion marks (heading "Lesion marks"): the reader's own marks of the current step, each with a
+"Delete" button, and a form (number inputs "Slice", "x (pixel column)", "y (pixel row)", slider
+"Rating (1-5)", button "Add mark"); in the aided step the unaided marks are listed as locked and,
+when the case has AI nodule findings, a table of them with "Take AI finding <k> as a mark" buttons
+(slider "Rating of a finding you take"). Marks are placed by typing the centre here; clicking on
+the image comes with the shared viewer. The unaided step shows no AI output at all (no result, no
+findings): the service does not return them before the AI is shown.
 """
 
 from __future__ import annotations
@@ -21,9 +29,12 @@ from __future__ import annotations
 import streamlit as st
 
 from core.domain import WINDOW_PRESETS, Finding, WindowPreset
-from dashboard.components import READ_ROLES, SessionUser, flash, run_page
+from dashboard.components import READ_ROLES, SessionUser, error_boundary, flash, run_page
 from dashboard.resources import get_session_factory
 from services.reader_study import CaseStep, ReaderCase, ReaderStudyService, ReadingMode
+
+#: What a mark's rating means (shown as help).
+RATING_HELP = "1 = probably not a nodule ... 5 = certainly a nodule needing work-up"
 
 OPENED_KEY = "mrl_opened"
 MODE_TEXT: dict[str, str] = {
@@ -55,19 +66,104 @@ def load_case_images(case: ReaderCase):
     return open_stored_series(get_session_factory(read_only=True), case.study_id, case.series_key)
 
 
-def show_images(case: ReaderCase) -> None:
-    """The case's slices (lung window) with a slice slider, or a note that they cannot be shown."""
+def show_images(case: ReaderCase) -> int | None:
+    """The case's slices (lung window) with a slice slider, or a note that they cannot be shown.
+
+    Returns:
+        the number of slices, or None when the images cannot be shown.
+    """
     from core.imaging import view
 
     series = load_case_images(case)
     if series is None or not series.slices:
         st.info(f"The images of study {case.study_id} (key {case.study_key[:12]}) are no longer in the study "
                 "store (evicted, or analysed before the store existed); open the study in your viewer.")
-        return
+        return None
     n = len(series.slices)
     i = st.slider("Slice", 1, n, (n + 1) // 2, key=f"mrl_slice_{case.case_id}") if n > 1 else 1
     st.image(view(series.slices[i - 1].hu, WINDOW_PRESETS[WindowPreset.LUNG]), caption=f"Slice {i} of {n}",
              width="stretch")
+    return n
+
+
+def list_marks(svc: ReaderStudyService, user: SessionUser, case: ReaderCase, step: str, *, editable: bool) -> None:
+    """The reader's own current marks of ``step``, each with a Delete button when editable."""
+    marks = case.step_marks(step)
+    st.markdown(f"**Your {step} marks**" + ("" if editable else " (locked)"))
+    if not marks:
+        st.caption("No marks yet." if editable else "No marks.")
+        return
+    for n, m in enumerate(marks, start=1):
+        origin = (" · taken from the AI" if m.nodule_id is not None else
+                  " · copied from your unaided marks" if m.copied_from_id is not None else "")
+        c1, c2 = st.columns([5, 1])
+        c1.markdown(f"Mark {n}: slice {m.slice_index + 1}, x {m.x:g}, y {m.y:g}, rating {m.rating}{origin}")
+        if editable and c2.button("Delete", key=f"mrl_del_{m.mark_id}"):
+            with error_boundary("My reading list"):
+                svc.delete_mark(user.id, m.mark_id)
+                flash(f"Mark {n} deleted.")
+                st.rerun()
+
+
+def add_mark_form(svc: ReaderStudyService, user: SessionUser, case: ReaderCase, step: str,
+                  n_slices: int | None) -> None:
+    """A form that adds a mark in ``step`` from a typed centre and rating."""
+    k = f"{step}_{case.case_id}"
+    with st.form(f"mrl_mark_form_{k}"):
+        c1, c2, c3, c4 = st.columns(4)
+        z = c1.number_input("Slice", min_value=1, max_value=n_slices, value=1, step=1, key=f"mrl_mark_slice_{k}",
+                            help="1 = the first slice, as under the image")
+        x = c2.number_input("x (pixel column)", min_value=0.0, value=0.0, step=1.0, key=f"mrl_mark_x_{k}")
+        y = c3.number_input("y (pixel row)", min_value=0.0, value=0.0, step=1.0, key=f"mrl_mark_y_{k}")
+        rating = c4.select_slider("Rating (1-5)", options=[1, 2, 3, 4, 5], value=3, key=f"mrl_mark_rating_{k}",
+                                  help=RATING_HELP)
+        added = st.form_submit_button("Add mark", key=f"mrl_mark_add_{step}")
+    if added:
+        with error_boundary("My reading list"):
+            svc.add_mark(user.id, case.case_id, step=step, slice_index=int(z) - 1, x=x, y=y, rating=int(rating))
+            flash("Mark added.")
+            st.rerun()
+
+
+def ai_findings(svc: ReaderStudyService, user: SessionUser, case: ReaderCase) -> None:
+    """The AI's nodule findings (aided step only) with a button per finding to take it as a mark."""
+    findings = case.ai.findings if case.ai is not None else ()
+    if not findings:
+        return
+    st.markdown("**AI nodule findings**")
+    st.dataframe([{"finding": f.rank, "slice": f.slice_index + 1, "x": f.x, "y": f.y,
+                   "diameter (mm)": round(f.diameter_mm, 1), "p(nodule)": round(f.p_nodule, 2),
+                   "malignancy (1-5)": round(f.malignancy, 1)} for f in findings],
+                 hide_index=True, key="mrl_ai_findings")
+    rating = st.select_slider("Rating of a finding you take", options=[1, 2, 3, 4, 5], value=3,
+                              key=f"mrl_take_rating_{case.case_id}", help=RATING_HELP)
+    taken = {m.nodule_id for m in case.step_marks("aided") if m.nodule_id is not None}
+    for f in findings:
+        if st.button(f"Take AI finding {f.rank} as a mark", key=f"mrl_take_{f.nodule_id}",
+                     disabled=f.nodule_id in taken):
+            with error_boundary("My reading list"):
+                svc.take_ai_finding(user.id, case.case_id, f.nodule_id, rating=int(rating))
+                flash(f"AI finding {f.rank} taken as a mark.")
+                st.rerun()
+
+
+def marks_section(svc: ReaderStudyService, user: SessionUser, case: ReaderCase, n_slices: int | None) -> None:
+    """The lesion marks of the case in its current step (the service enforces the same rules)."""
+    if case.step == CaseStep.AIDED_READ:
+        step = "aided"
+    elif case.mode != ReadingMode.AI_AT_ONCE.value and case.step in (CaseStep.UNAIDED_READ, CaseStep.SHOW_AI):
+        step = "unaided"
+    else:
+        return
+    st.subheader("Lesion marks")
+    st.caption("Mark each lesion by its centre: type the slice and the pixel column (x) and row (y), and rate it. "
+               + RATING_HELP + ".")
+    if step == "aided" and case.mode == ReadingMode.AI_AFTER_UNAIDED.value:
+        list_marks(svc, user, case, "unaided", editable=False)
+    list_marks(svc, user, case, step, editable=True)
+    add_mark_form(svc, user, case, step, n_slices)
+    if step == "aided":
+        ai_findings(svc, user, case)
 
 
 def read_form(case: ReaderCase, phase: str) -> tuple[str, int] | None:
@@ -121,10 +217,13 @@ def body(user: SessionUser) -> None:
         case = svc.open_case(user.id, case.case_id)
         opened.add(case.case_id)
     st.header(f"Case {case.position} of {case.total}")
-    show_images(case)
+    n_slices = show_images(case)
     if case.unaided is not None:
         st.markdown(f"Your unaided read: **{case.unaided.finding}**, confidence {case.unaided.confidence}"
                     + (" (locked)" if case.ai is not None else ""))
+    if case.step == CaseStep.AIDED_READ:
+        show_ai(case)
+    marks_section(svc, user, case, n_slices)
     if case.step == CaseStep.UNAIDED_READ:
         got = read_form(case, "unaided")
         if got:
@@ -137,7 +236,6 @@ def body(user: SessionUser) -> None:
             svc.show_ai(user.id, case.case_id)
             st.rerun()
     elif case.step == CaseStep.AIDED_READ:
-        show_ai(case)
         got = read_form(case, "aided")
         if got:
             svc.record_aided(user.id, case.case_id, finding=got[0], confidence=got[1])

@@ -9,7 +9,13 @@ checkbox "Randomise each reader's order", text input "Seed (blank: draw one)", b
 "Create reading list". Heading "Reference standard" with selectbox "Reading list", the table of
 cases, a form (selectbox "Case", radio "Reference finding", selectbox "Source", text input
 "Note", button "Save reference standard") and a CSV upload ("Reference standard CSV", button
-"Import CSV"), which reports rows that did not match.
+"Import CSV"), which reports rows that did not match. Heading "Reference lesions" with the
+table of the list's lesions (slice 1-based), selectbox "Lesion to delete" and button "Delete
+lesion"; a form (selectbox "Case of the lesion", number inputs "Slice (1 = first)", "x (pixel
+column)", "y (pixel row)", "Diameter (mm)", text input "Lesion note", button "Save reference
+lesion"); a CSV upload ("Reference lesions CSV", button "Import lesions CSV"); and "Import from
+the LIDC XML": selectbox "Case for the LIDC XML", radio "LIDC XML from" (a file of the data folder
+chosen in selectbox "LIDC XML file", or an upload "LIDC XML upload"), button "Import from the LIDC XML".
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import streamlit as st
 
 from core.domain import Finding, Role
-from dashboard.components import SessionUser, flash, run_page
+from dashboard.components import SessionUser, error_boundary, flash, run_page
 from dashboard.resources import get_session_factory
 from services.reader_study import (
+    LESION_CSV_COLUMNS,
     REFERENCE_CSV_COLUMNS,
     ImportResult,
+    LidcImportResult,
     ReaderStudyService,
     ReadingMode,
     ReferenceSource,
@@ -131,6 +139,85 @@ def reference_section(user: SessionUser, svc: ReaderStudyService) -> None:
     upload = st.file_uploader("Reference standard CSV", type=["csv"], key="rl_ref_csv")
     if st.button("Import CSV", key="rl_ref_import", disabled=upload is None):
         show_import(svc.import_reference_csv(user.id, list_id, upload.getvalue()))
+    lesions_section(user, svc, list_id, table)
+
+
+def show_lidc(result: LidcImportResult) -> None:
+    """What an LIDC XML import saved and left out."""
+    st.success(f"{result.saved} reference lesion(s) saved from the LIDC XML"
+               + (f"; {result.already_there} were entered already" if result.already_there else "") + ".")
+    if result.lesions:
+        st.dataframe([{"slice": z + 1, "x": x, "y": y, "diameter (mm)": d, "readers": k}
+                      for z, x, y, d, k in result.lesions], hide_index=True, key="rl_lidc_result")
+    st.caption(f"Not lesions by the LUNA16 rule: {result.fewer_readers} nodule(s) marked by fewer than 3 readers, "
+               f"{result.small_marks} mark(s) of nodules under 3 mm; {result.marks_outside} mark(s) on no slice of "
+               "the series.")
+
+
+def lesions_section(user: SessionUser, svc: ReaderStudyService, list_id: int, cases) -> None:
+    """Reference lesions of one list: table with delete, form, CSV import, LIDC XML import."""
+    st.header("Reference lesions")
+    st.caption("A lesion is its centre (slice, x = pixel column, y = pixel row) and its diameter in mm. Readers' "
+               "marks within a lesion's radius localise it (the rule is on the pilot report).")
+    lesions = svc.reference_lesions(user.id, list_id)
+    if lesions.empty:
+        st.info("No reference lesion yet for this list.")
+    else:
+        shown = lesions.assign(slice=lesions["slice_index"] + 1, study_key=lesions["study_key"].str[:12])
+        st.dataframe(shown[["lesion_id", "position", "study_key", "slice", "x", "y", "diameter_mm", "source", "note"]],
+                     hide_index=True, key="rl_lesion_table")
+        by_id = {int(r.lesion_id): f"Lesion {r.lesion_id} · case {r.position} · slice {r.slice_index + 1} · "
+                                   f"{r.diameter_mm:g} mm" for r in lesions.itertuples()}
+        c1, c2 = st.columns([3, 1])
+        lesion_id = c1.selectbox("Lesion to delete", list(by_id), format_func=by_id.get, key="rl_lesion_del_pick")
+        if c2.button("Delete lesion", key="rl_lesion_delete"):
+            with error_boundary("Reading lists"):
+                svc.delete_reference_lesion(user.id, lesion_id)
+                flash(f"Reference lesion {lesion_id} deleted.")
+                st.rerun()
+    case_labels = {int(r.case_id): f"Case {r.position} · study {r.study_id} · {r.study_key[:12]}"
+                   for r in cases.itertuples()}
+    with st.form("rl_lesion_form"):
+        case_id = st.selectbox("Case of the lesion", list(case_labels), format_func=case_labels.get,
+                               key="rl_lesion_case")
+        c1, c2, c3, c4 = st.columns(4)
+        slice_1 = c1.number_input("Slice (1 = first)", min_value=1, value=1, step=1, key="rl_lesion_slice")
+        x = c2.number_input("x (pixel column)", min_value=0.0, value=0.0, step=1.0, key="rl_lesion_x")
+        y = c3.number_input("y (pixel row)", min_value=0.0, value=0.0, step=1.0, key="rl_lesion_y")
+        d = c4.number_input("Diameter (mm)", min_value=0.0, value=5.0, step=0.5, key="rl_lesion_d")
+        note = st.text_input("Lesion note", key="rl_lesion_note", max_chars=2000, help="No patient identifiers.")
+        saved = st.form_submit_button("Save reference lesion", key="rl_lesion_save")
+    if saved:
+        with error_boundary("Reading lists"):
+            svc.add_reference_lesion(user.id, case_id, slice_index=int(slice_1) - 1, x=x, y=y, diameter_mm=d,
+                                     note=note)
+            flash("Reference lesion saved.")
+            st.rerun()
+    st.caption(f"CSV columns: {', '.join(LESION_CSV_COLUMNS)} (optionally series_key and note). slice counts from 1 "
+               "(the first slice is 1, as the viewer shows it); x and y are pixel column and row; the study key as "
+               "for the reference standard.")
+    upload = st.file_uploader("Reference lesions CSV", type=["csv"], key="rl_lesion_csv")
+    if st.button("Import lesions CSV", key="rl_lesion_import", disabled=upload is None):
+        with error_boundary("Reading lists"):
+            show_import(svc.import_reference_lesions_csv(user.id, list_id, upload.getvalue()))
+    st.subheader("Import from the LIDC XML")
+    st.caption("Nodules of 3 mm or more marked by at least 3 of the 4 LIDC readers (the LUNA16 rule) become reference "
+               "lesions of the case, placed on its series from the study store.")
+    lidc_case = st.selectbox("Case for the LIDC XML", list(case_labels), format_func=case_labels.get,
+                             key="rl_lidc_case")
+    source = st.radio("LIDC XML from", ["the data folder", "an upload"], horizontal=True, key="rl_lidc_source")
+    path = xml = None
+    if source == "the data folder":
+        files = svc.lidc_xml_files(user.id)
+        if not files:
+            st.info("No LIDC XML file in the data folder.")
+        path = st.selectbox("LIDC XML file", files, key="rl_lidc_file") if files else None
+    else:
+        up = st.file_uploader("LIDC XML upload", type=["xml"], key="rl_lidc_upload")
+        xml = up.getvalue() if up is not None else None
+    if st.button("Import from the LIDC XML", key="rl_lidc_import", disabled=path is None and xml is None):
+        with error_boundary("Reading lists"):
+            show_lidc(svc.import_reference_lesions_lidc(user.id, lidc_case, path=path, xml=xml))
 
 
 def body(user: SessionUser) -> None:

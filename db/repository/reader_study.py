@@ -1,4 +1,5 @@
-"""Reader-study rows: reading lists, their cases and readers, case events, reads, reference standards.
+"""Reader-study rows: reading lists, their cases and readers, case events, reads, reference standards,
+reference lesions and lesion marks.
 
 Every function takes a ``Session`` and never commits; the rules (roles, blinding, the order of
 the reads) are ``services.reader_study``'s, which owns the transactions. Lookups return the row
@@ -16,13 +17,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from db.schema import (
+    AiNodule,
     Feedback,
     Inference,
+    LesionMark,
+    NoduleDetection,
     ReaderCaseEvent,
     ReaderRead,
     ReadingList,
     ReadingListCase,
     ReadingListReader,
+    ReferenceLesion,
     ReferenceStandard,
     Study,
     User,
@@ -250,3 +255,125 @@ def add_reference(s: Session, *, study_id: int, finding: str, source: str, note:
 def study_exists(s: Session, study_id: int) -> bool:
     """True when the study row exists."""
     return s.get(Study, int(study_id)) is not None
+
+
+# ------------------------------------------------------------------------------ series of a case
+def series_of_case(s: Session, case: ReadingListCase) -> SeriesRow | None:
+    """The ``series`` row of a case: its (study, series key), or the study's only series when the key is ""."""
+    if case.series_key:
+        return s.scalar(select(SeriesRow).where(SeriesRow.study_id == case.study_id,
+                                                SeriesRow.series_key == case.series_key))
+    found = series_of_study(s, case.study_id)
+    return found[0] if len(found) == 1 else None
+
+
+# ------------------------------------------------------------------------------ reference lesions
+def _not_superseded(model):
+    newer = aliased(model)
+    return ~select(newer.id).where(newer.supersedes_id == model.id).exists()
+
+
+def current_reference_lesions(s: Session, case_ids: Iterable[int]) -> list[ReferenceLesion]:
+    """The current reference lesions (not superseded, not deleted) of the given cases, by case then id."""
+    ids = [int(c) for c in case_ids]
+    if not ids:
+        return []
+    return list(s.scalars(select(ReferenceLesion).where(ReferenceLesion.case_id.in_(ids),
+                                                        ReferenceLesion.deleted.is_(False),
+                                                        _not_superseded(ReferenceLesion))
+                          .order_by(ReferenceLesion.case_id, ReferenceLesion.id)))
+
+
+def get_reference_lesion(s: Session, lesion_id: int) -> ReferenceLesion | None:
+    """The reference-lesion row ``lesion_id`` (any state), or None."""
+    return s.get(ReferenceLesion, int(lesion_id))
+
+
+def reference_lesion_is_current(s: Session, lesion_id: int) -> bool:
+    """True when the row exists, is not a deletion and no row supersedes it."""
+    row = get_reference_lesion(s, lesion_id)
+    if row is None or row.deleted:
+        return False
+    return s.scalar(select(ReferenceLesion.id).where(ReferenceLesion.supersedes_id == row.id)) is None
+
+
+def add_reference_lesion(s: Session, *, case_id: int, slice_index: int, x: float, y: float, diameter_mm: float,
+                         source: str, note: str, entered_by: int, entered_at: datetime,
+                         supersedes_id: int | None = None, deleted: bool = False) -> ReferenceLesion:
+    """Append a reference-lesion row (values checked by the caller); flushed."""
+    row = ReferenceLesion(case_id=case_id, slice_index=slice_index, x=x, y=y, diameter_mm=diameter_mm, source=source,
+                          note=note, entered_by=entered_by, entered_at=entered_at, supersedes_id=supersedes_id,
+                          deleted=bool(deleted))
+    s.add(row)
+    s.flush()
+    return row
+
+
+# ------------------------------------------------------------------------------ lesion marks
+def current_marks(s: Session, case_id: int, reader_id: int, step: str | None = None) -> list[LesionMark]:
+    """The reader's current marks (not superseded, not deleted) of a case, in ``step`` or both, by id."""
+    q = select(LesionMark).where(LesionMark.case_id == int(case_id), LesionMark.reader_id == int(reader_id),
+                                 LesionMark.deleted.is_(False), _not_superseded(LesionMark))
+    if step is not None:
+        q = q.where(LesionMark.step == step)
+    return list(s.scalars(q.order_by(LesionMark.id)))
+
+
+def mark_rows(s: Session, case_id: int, reader_id: int) -> list[LesionMark]:
+    """Every lesion-mark row (any state) of a reader on a case, by id."""
+    return list(s.scalars(select(LesionMark).where(LesionMark.case_id == int(case_id),
+                                                   LesionMark.reader_id == int(reader_id)).order_by(LesionMark.id)))
+
+
+def get_mark(s: Session, mark_id: int) -> LesionMark | None:
+    """The lesion-mark row ``mark_id`` (any state), or None."""
+    return s.get(LesionMark, int(mark_id))
+
+
+def mark_is_current(s: Session, mark_id: int) -> bool:
+    """True when the mark row exists, is not a deletion and no row supersedes it."""
+    row = get_mark(s, mark_id)
+    if row is None or row.deleted:
+        return False
+    return s.scalar(select(LesionMark.id).where(LesionMark.supersedes_id == row.id)) is None
+
+
+def add_mark(s: Session, *, case_id: int, reader_id: int, step: str, slice_index: int, x: float, y: float,
+             rating: int, nodule_id: int | None, copied_from_id: int | None, supersedes_id: int | None,
+             deleted: bool, created_at: datetime) -> LesionMark:
+    """Append a lesion-mark row (values checked by the caller); flushed."""
+    row = LesionMark(case_id=case_id, reader_id=reader_id, step=step, slice_index=slice_index, x=x, y=y,
+                     rating=rating, nodule_id=nodule_id, copied_from_id=copied_from_id, supersedes_id=supersedes_id,
+                     deleted=bool(deleted), created_at=created_at)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def marks_of_list(s: Session, list_id: int) -> list[tuple[LesionMark, int | None]]:
+    """Every lesion-mark row of the list's cases, oldest first: (mark, id of the row that supersedes it or None)."""
+    newer = aliased(LesionMark)
+    q = (select(LesionMark, newer.id.label("newer_id"))
+         .join(ReadingListCase, ReadingListCase.id == LesionMark.case_id)
+         .outerjoin(newer, newer.supersedes_id == LesionMark.id)
+         .where(ReadingListCase.list_id == int(list_id)).order_by(LesionMark.id))
+    return [(m, newer_id) for m, newer_id in s.execute(q).all()]
+
+
+def get_nodule(s: Session, nodule_id: int) -> AiNodule | None:
+    """The AI finding (``nodules`` row) ``nodule_id``, or None."""
+    return s.get(AiNodule, int(nodule_id))
+
+
+def detection_of_case(s: Session, case: ReadingListCase) -> NoduleDetection | None:
+    """The nodule detection whose findings a case's readers are shown: the newest detection on the
+    case's inference (the AI result the list shows), else the newest on the case's series, or None."""
+    found = s.scalar(select(NoduleDetection).where(NoduleDetection.inference_id == case.inference_id)
+                     .order_by(NoduleDetection.id.desc()).limit(1))
+    if found is not None:
+        return found
+    series = series_of_case(s, case)
+    if series is None:
+        return None
+    return s.scalar(select(NoduleDetection).where(NoduleDetection.series_id == series.id)
+                    .order_by(NoduleDetection.id.desc()).limit(1))

@@ -13,9 +13,10 @@ This package owns its transactions: :class:`ReaderStudyService` takes a ``sessio
 public method runs in one ``with factory.begin():`` block (nothing is written when it raises).
 Pages call it; they never open sessions themselves. It imports no Streamlit. Its parts:
 ``lists`` (reading lists, coordinators), ``reference`` (reference standard: form, CSV import),
-``reads`` (the blinded unaided and aided reads), ``analysis`` (every read, for the pilot report),
-``common`` (errors, returned values, the reading order); the queries are
-``db.repository.reader_study``.
+``reads`` (the blinded unaided and aided reads), ``marks`` (lesion marks in each step, AI findings
+taken as marks), ``analysis`` (every read and mark, for the pilot report), ``common`` (errors,
+returned values, the reading order); the queries are ``db.repository.reader_study``. Reference
+lesions (form, CSV, LIDC XML) are in ``reference`` beside the reference standard.
 
 Blinding is enforced HERE, not only in the page, with typed errors (all :class:`BlindingError`,
 a :class:`~db.repository.PermissionDenied`):
@@ -27,6 +28,10 @@ a :class:`~db.repository.PermissionDenied`):
 * :class:`AiNotShownError`: an aided read before the AI result was shown.
 * :class:`NoAiModeError`: AI shown or an aided read in a ``no_ai`` list.
 * :class:`NotAssignedError`: a reader acting on a list they are not assigned to.
+* :class:`NotYourMarkError`: a reader changing another reader's lesion mark.
+
+The same errors guard the lesion marks (``marks``): unaided marks lock when the AI is shown,
+exactly as the unaided read; aided marks need the AI shown.
 * :class:`BlindingError`: a reader of a list (an admin may be both) asking for that list's
   reference standard, its CSV import or its analysis data (every reader's reads).
 
@@ -36,8 +41,9 @@ Reference standard, every read and the analysis data are for coordinators, leads
 (:data:`STUDY_VIEWER_ROLES`).
 
 Everything is append-only with timestamps (``reader_reads``, ``reader_case_events``,
-``reference_standards``; ORM events and database triggers, see ``db.schema``): a re-recorded
-read supersedes the earlier row, a corrected reference standard is a newer row.
+``reference_standards``, ``reference_lesions``, ``lesion_marks``; ORM events and database
+triggers, see ``db.schema``): a re-recorded read supersedes the earlier row, a corrected reference
+standard is a newer row, a changed or deleted mark or reference lesion is a superseding row.
 
 Times come from ``clock`` (default ``db.schema.utc_now``), so tests can fix them.
 
@@ -47,13 +53,16 @@ given as a bare study id means that study's only series.
 
 from __future__ import annotations
 
-from db.schema import ReadingMode, ReferenceSource
+from db.schema import LesionSource, ReadingMode, ReadPhase, ReferenceSource
 from services.reader_study.analysis import AnalysisData
 from services.reader_study.common import (
     COORDINATOR_ROLES,
+    LESION_COLUMNS,
+    MARK_COLUMNS,
     READER_ROLES,
     STUDY_VIEWER_ROLES,
     AidedBeforeUnaidedError,
+    AiFinding,
     AiNotShownError,
     AiResult,
     BlindingError,
@@ -63,6 +72,8 @@ from services.reader_study.common import (
     ListSummary,
     NoAiModeError,
     NotAssignedError,
+    NotYourMarkError,
+    OwnMark,
     OwnRead,
     ReaderCase,
     ReaderListSummary,
@@ -73,19 +84,29 @@ from services.reader_study.common import (
     reader_order,
 )
 from services.reader_study.lists import ReadingLists
+from services.reader_study.marks import LesionMarks
 from services.reader_study.reads import BlindedReads
-from services.reader_study.reference import MIN_KEY_PREFIX, REFERENCE_CSV_COLUMNS, ReferenceStandards
+from services.reader_study.reference import (
+    LESION_CSV_COLUMNS,
+    MIN_KEY_PREFIX,
+    REFERENCE_CSV_COLUMNS,
+    LidcImportResult,
+    ReferenceLesions,
+    ReferenceStandards,
+)
 
 __all__ = [
-    "COORDINATOR_ROLES", "MIN_KEY_PREFIX", "READER_ROLES", "REFERENCE_CSV_COLUMNS", "STUDY_VIEWER_ROLES",
-    "AidedBeforeUnaidedError", "AiNotShownError", "AiResult", "BlindingError", "CaseNotOpenError", "CaseStep",
-    "ImportResult", "ListSummary", "NoAiModeError", "NotAssignedError", "OwnRead", "ReaderCase", "ReaderListSummary",
-    "ReaderStudyError", "ReaderStudyService", "ReadingMode", "ReferenceSource", "StudyData", "UnaidedLockedError",
-    "UnmatchedRow", "reader_order",
+    "COORDINATOR_ROLES", "LESION_COLUMNS", "LESION_CSV_COLUMNS", "MARK_COLUMNS", "MIN_KEY_PREFIX", "READER_ROLES",
+    "REFERENCE_CSV_COLUMNS", "STUDY_VIEWER_ROLES",
+    "AidedBeforeUnaidedError", "AiFinding", "AiNotShownError", "AiResult", "BlindingError", "CaseNotOpenError",
+    "CaseStep", "ImportResult", "LesionSource", "LidcImportResult", "ListSummary", "NoAiModeError", "NotAssignedError",
+    "NotYourMarkError", "OwnMark", "OwnRead", "ReadPhase", "ReaderCase", "ReaderListSummary", "ReaderStudyError",
+    "ReaderStudyService", "ReadingMode", "ReferenceSource", "StudyData", "UnaidedLockedError", "UnmatchedRow",
+    "reader_order",
 ]
 
 
-class ReaderStudyService(ReadingLists, ReferenceStandards, BlindedReads, AnalysisData):
+class ReaderStudyService(ReadingLists, ReferenceStandards, ReferenceLesions, BlindedReads, LesionMarks, AnalysisData):
     """The reader-study operations; each public method is one transaction.
 
     Args:

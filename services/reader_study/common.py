@@ -4,7 +4,7 @@ order, and the per-transaction helpers of :class:`ReaderStudyBase` (they take a 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -21,10 +21,13 @@ from db.repository import (
     ValidationError,
     _require_role,
     _user,
+    list_nodules,
 )
 from db.repository import reader_study as rows
 from db.schema import (
+    AiNodule,
     CaseEventKind,
+    LesionMark,
     ReaderRead,
     ReadingList,
     ReadingListCase,
@@ -76,6 +79,10 @@ class CaseNotOpenError(ReaderStudyError, ValidationError):
     """A read was recorded for a case the reader has not opened (phase times start at opening)."""
 
 
+class NotYourMarkError(ReaderStudyError, PermissionDenied):
+    """A reader asked to change or delete a lesion mark that is not their own."""
+
+
 class CaseStep(StrEnum):
     """What the reader does next on a case."""
 
@@ -96,14 +103,61 @@ class OwnRead:
 
 
 @dataclass(frozen=True)
+class AiFinding:
+    """One nodule finding of the AI on a case's series (a ``nodules`` row), as shown to a reader.
+
+    ``rank`` 1 = the most suspicious; ``slice_index`` 0-based; ``x`` column and ``y`` row of the
+    centre (voxel indices of the series); ``diameter_mm`` mm; ``p_nodule`` 0-1; ``malignancy``
+    1-5 (LIDC scale); ``model_id`` the detector.
+    """
+
+    nodule_id: int
+    rank: int
+    slice_index: int
+    x: int
+    y: int
+    diameter_mm: float
+    p_nodule: float
+    malignancy: float
+    is_mass: bool
+    model_id: str
+
+
+@dataclass(frozen=True)
 class AiResult:
-    """The AI result of a case as shown to a reader (only after it was shown)."""
+    """The AI result of a case as shown to a reader (only after it was shown).
+
+    ``findings``: the nodule detector's findings on the case's series (rank order; empty when the
+    detector has not run on it, found nothing or refused the series).
+    """
 
     inference_id: int
     model_id: str
     label: str
     score: float
     ood: bool
+    findings: tuple[AiFinding, ...] = ()
+
+
+@dataclass(frozen=True)
+class OwnMark:
+    """One of the reader's own current lesion marks.
+
+    ``step`` unaided / aided; ``slice_index`` 0-based; ``x`` column, ``y`` row of the centre in
+    pixels; ``rating`` 1-5 (5 = certainly a nodule needing work-up); ``nodule_id`` the AI finding
+    it was taken from (aided step) or None; ``copied_from_id`` the unaided mark it is a copy of
+    (aided step) or None; ``at`` UTC time of this row.
+    """
+
+    mark_id: int
+    step: str
+    slice_index: int
+    x: float
+    y: float
+    rating: int
+    nodule_id: int | None
+    copied_from_id: int | None
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -128,6 +182,11 @@ class ReaderCase:
     unaided: OwnRead | None
     aided: OwnRead | None
     ai: AiResult | None
+    marks: tuple[OwnMark, ...] = ()
+
+    def step_marks(self, step: str) -> tuple[OwnMark, ...]:
+        """The reader's current marks in ``step`` ("unaided" / "aided"), oldest first."""
+        return tuple(m for m in self.marks if m.step == step)
 
 
 @dataclass(frozen=True)
@@ -184,7 +243,11 @@ class StudyData:
     when none). ``reads``: EVERY read row (superseded ones too): ``read_id, case_id, study_key,
     reader_id, reader, phase, finding, confidence, seconds, supersedes_id, current, created_at``.
     ``readers``: ``reader_id, reader, username, n_done, total``. ``sus``: the SUS questionnaires
-    of the list's readers: ``reader_id, sus_score, created_at``.
+    of the list's readers: ``reader_id, sus_score, created_at``. ``cases`` also holds the
+    series' ``n_slices`` and ``spacing_z_mm, spacing_y_mm, spacing_x_mm`` (NaN when unknown).
+    ``lesions``: the CURRENT reference lesions (:data:`LESION_COLUMNS`). ``marks``: EVERY
+    lesion-mark row (:data:`MARK_COLUMNS`; ``current`` = not superseded and not a deletion,
+    ``chain_id`` = the first row of the mark's chain).
     """
 
     list: ListSummary
@@ -192,11 +255,35 @@ class StudyData:
     reads: pd.DataFrame
     readers: pd.DataFrame
     sus: pd.DataFrame
+    lesions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(LESION_COLUMNS)))
+    marks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(MARK_COLUMNS)))
+
+
+#: Columns of :attr:`StudyData.lesions` (and of ``ReferenceStandards.reference_lesions``).
+LESION_COLUMNS: tuple[str, ...] = (
+    "lesion_id", "case_id", "position", "study_key", "series_key", "slice_index", "x", "y", "diameter_mm", "source",
+    "note", "entered_by", "entered_at")
+#: Columns of :attr:`StudyData.marks`.
+MARK_COLUMNS: tuple[str, ...] = (
+    "mark_id", "case_id", "reader_id", "step", "slice_index", "x", "y", "rating", "nodule_id", "copied_from_id",
+    "supersedes_id", "deleted", "current", "chain_id", "created_at")
 
 
 def _aware(value: datetime) -> datetime:
     """SQLite returns naive datetimes (stored in UTC): make them timezone-aware UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def own_mark(row: LesionMark) -> OwnMark:
+    """The :class:`OwnMark` of a ``lesion_marks`` row."""
+    return OwnMark(mark_id=row.id, step=row.step, slice_index=row.slice_index, x=row.x, y=row.y, rating=row.rating,
+                   nodule_id=row.nodule_id, copied_from_id=row.copied_from_id, at=_aware(row.created_at))
+
+
+def _finding(n: AiNodule) -> AiFinding:
+    return AiFinding(nodule_id=n.id, rank=n.rank, slice_index=n.slice_index, x=n.voxel_x, y=n.voxel_y,
+                     diameter_mm=n.diameter_mm, p_nodule=n.p_nodule, malignancy=n.malignancy, is_mass=n.is_mass,
+                     model_id=n.model_id)
 
 
 def reader_order(case_ids: Sequence[int], *, seed: int, reader_id: int, randomise: bool) -> list[int]:
@@ -301,12 +388,19 @@ class ReaderStudyBase:
         shown = self._first_event(s, case.id, reader_id, CaseEventKind.AI_SHOWN) is not None
         inf = case.inference
         ai = AiResult(inference_id=inf.id, model_id=inf.model_id, label=inf.ai_label, score=inf.series_score,
-                      ood=inf.ood) if shown else None
+                      ood=inf.ood, findings=tuple(_finding(n) for n in self._ai_nodules(s, case))) if shown else None
         return ReaderCase(list_id=rl.id, list_name=rl.name, mode=rl.mode, case_id=case.id, study_id=case.study_id,
                           study_key=case.study.study_key, series_key=case.series_key,
                           position=order.index(case.id) + 1, total=len(order), n_done=self._n_done(s, rl, reader_id),
                           step=self._step(s, rl, case, reader_id), unaided=own(ReadPhase.UNAIDED),
-                          aided=own(ReadPhase.AIDED), ai=ai)
+                          aided=own(ReadPhase.AIDED), ai=ai,
+                          marks=tuple(own_mark(m) for m in rows.current_marks(s, case.id, reader_id)))
+
+    @staticmethod
+    def _ai_nodules(s: Session, case: ReadingListCase) -> list[AiNodule]:
+        """The AI findings of a case (``db.repository.reader_study.detection_of_case``), rank order."""
+        det = rows.detection_of_case(s, case)
+        return list_nodules(s, det.inference_id, detection_id=det.id) if det is not None else []
 
     def _case_for_reader(self, s: Session, reader: User | int, case_id: int
                          ) -> tuple[User, ReadingList, ReadingListReader, ReadingListCase]:

@@ -31,6 +31,7 @@ from services.reader_study.common import (
     UnaidedLockedError,
     _aware,
 )
+from services.reader_study.marks import copy_unaided_marks
 
 
 class BlindedReads(ReaderStudyBase):
@@ -150,8 +151,11 @@ class BlindedReads(ReaderStudyBase):
     def show_ai(self, reader: User | int, case_id: int) -> ReaderCase:
         """Show the reader the AI result of the case (records an "ai_shown" event, once).
 
+        The first time, the reader's current unaided lesion marks are copied into the aided step
+        (``services.reader_study.marks.copy_unaided_marks``): the aided step starts from them.
+
         Returns:
-            :class:`ReaderCase` with ``ai`` set; the unaided read is locked from now on.
+            :class:`ReaderCase` with ``ai`` set; the unaided read and marks are locked from now on.
 
         Raises:
             AidedBeforeUnaidedError: ``ai_after_unaided`` and no unaided read yet.
@@ -171,7 +175,9 @@ class BlindedReads(ReaderStudyBase):
                     "Record your unaided read first: in this list the AI result is shown only after it."
                 )
             if self._first_event(s, case.id, user.id, CaseEventKind.AI_SHOWN) is None:
-                rows.add_event(s, case.id, user.id, CaseEventKind.AI_SHOWN.value, self._now())
+                now = self._now()
+                rows.add_event(s, case.id, user.id, CaseEventKind.AI_SHOWN.value, now)
+                copy_unaided_marks(s, case, user.id, now)
                 s.flush()
             return self._reader_case(s, rl, assignment, case)
 

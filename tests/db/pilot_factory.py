@@ -35,8 +35,15 @@ def make_cases(factory, uploader: int, n: int = 20) -> dict[int, int]:
     return out
 
 
-def run_pilot(factory, people, *, seed: int = 11):
+def run_pilot(factory, people, *, seed: int = 11, before_cases=None, on_step=None):
     """Create the list, enter the reference, read every case as the pilot says, answer SUS.
+
+    Args:
+        before_cases: optional ``f(svc, case_of)`` called once the list and reference exist,
+            before any read (e.g. to enter reference lesions or AI findings).
+        on_step: optional ``f(svc, reader_name, reader_id, case_number, case_id, step)`` called
+            in each case after opening it (step "unaided", before the unaided read) and after the
+            AI is shown (step "aided", before the aided read), e.g. to place lesion marks.
 
     Returns:
         (service, list summary, {case number: case id}, {"r1": user id, ...}, clock).
@@ -54,16 +61,22 @@ def run_pilot(factory, people, *, seed: int = 11):
     for c in pilot.CASES:
         svc.set_reference(people["coord"], study_id=studies[c], finding=pilot.REFERENCE[c],
                           source="pathology" if pilot.REFERENCE[c] == "malignant" else "follow-up")
+    if before_cases is not None:
+        before_cases(svc, case_of)
     for name, uid in readers.items():
         while (case := svc.next_case(uid, summary.list_id)) is not None:
             c = number_of[case.case_id]
             svc.open_case(uid, case.case_id)
+            if on_step is not None:
+                on_step(svc, name, uid, c, case.case_id, "unaided")
             finding, conf = pilot.READS[name]["unaided"][c]
             if name == "r1" and c == 5:  # a changed unaided read before the AI: superseded, not analysed
                 svc.record_unaided(uid, case.case_id, finding="normal", confidence=2)
             clock.advance(pilot.unaided_seconds(name, c))
             svc.record_unaided(uid, case.case_id, finding=finding, confidence=conf)
             svc.show_ai(uid, case.case_id)
+            if on_step is not None:
+                on_step(svc, name, uid, c, case.case_id, "aided")
             clock.advance(pilot.aided_seconds(name, c))
             finding, conf = pilot.READS[name]["aided"][c]
             svc.record_aided(uid, case.case_id, finding=finding, confidence=conf)

@@ -9,7 +9,7 @@ from core.annotations import read_voc_folder
 from core.imaging import read_series
 from core.nodules.types import Nodule
 from core.nodules.volume import Geometry
-from models import froc
+from models.evaluation import froc
 
 
 def _nod(rank, zyx, p, d=10.0):

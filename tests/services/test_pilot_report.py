@@ -120,8 +120,10 @@ class TestTables:
         for r, score in pilot.SUS.items():
             assert part.loc[names[r], "SUS (latest)"] == f"{score:.1f}"
         assert part.loc[names["r1"], "cases read"] == "20 of 20"
-        diff = report.tables["auc_difference"].iloc[0]
-        assert diff["aided - unaided [95 % CI]"].startswith(f"{pilot.AUC_DIFFERENCE:.3f} [")
+        # the aided-minus-unaided AUC is the MRMC analysis' now (the bootstrap table duplicated it)
+        assert "auc_difference" not in report.tables
+        diff = report.mrmc.analyses[0].result.difference("aided", "unaided")
+        assert diff.estimate == pytest.approx(pilot.AUC_DIFFERENCE, abs=1e-12)
 
     def test_cases_table(self, pilot_run):
         _, _, report, _ = pilot_run
@@ -138,12 +140,13 @@ class TestHtmlAndCsv:
         page = report.html
         assert page.startswith("<!DOCTYPE html>") and page.count("plotly.js v") >= 1
         assert not re.search(r"<script[^>]+src=", page)  # plotly.js is inline, nothing is fetched
-        for heading in ("1. Participants", "2. Cases and reference standard", "3. Results", "4. Figures",
-                        "5. Limitations"):
+        for heading in ("1. Participants", "2. Cases and reference standard", "3. Results",
+                        "4. Multi-reader multi-case analysis", "5. Figures", "6. Limitations"):
             assert heading in page
         assert f"{pilot.KAPPA[('pooled', 'unaided')]:.3f}" in page
         assert f"{pilot.AUTOMATION_BIAS['pooled']:.3f}" in page
-        assert "No maintained Python implementation of an MRMC analysis" in page
+        assert "Obuchowski-Rockette-Hillis analysis of section 4, with random readers and random cases" in page
+        assert "No reference lesions: enter them on Reading lists" in page  # wAFROC: what is missing
         assert "20 cases, 20 with a reference standard, 8 malignant, read by 3 reader(s)" in page
 
     def test_csv_has_every_read(self, pilot_run):
