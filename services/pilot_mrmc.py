@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core import reader_metrics as rm
+from core.stats import reader_metrics as rm
 from core.stats import lesions as sl
 from core.stats import mrmc, mrmc_io, sample_size
 from db.schema import ReadingMode

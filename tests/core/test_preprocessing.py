@@ -279,12 +279,13 @@ class TestLungFields:
 def _shipped_specs() -> dict[str, PreprocessSpec]:
     import json
 
-    from core.config import REPO_ROOT
+    from core.settings import REPO_ROOT
 
-    return {
-        card.parent.name: PreprocessSpec.from_dict(json.loads(card.read_text())["preprocessing"])
-        for card in sorted((REPO_ROOT / "models" / "registry").glob("*/card.json"))
-    }
+    cards = {card.parent.name: json.loads(card.read_text())
+             for card in sorted((REPO_ROOT / "models" / "registry").glob("*/card.json"))}
+    # slice classifiers only: the nodule detector's card has a volume spec and no slice preprocessing
+    return {name: PreprocessSpec.from_dict(c["preprocessing"]) for name, c in cards.items()
+            if c.get("kind", "slice_classifier") == "slice_classifier"}
 
 
 @pytest.fixture(scope="module")

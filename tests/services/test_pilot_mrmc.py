@@ -15,7 +15,7 @@ from core.stats import lesions as sl
 from core.stats import mrmc, mrmc_io
 from services import pilot_mrmc as pm
 from services import pilot_report as pr
-from tests.core import reader_study_pilot as pilot
+from tests.core.stats import reader_study_pilot as pilot
 from tests.db.pilot_factory import run_pilot
 
 N_BOOT = 100
@@ -55,7 +55,7 @@ NAMES = {"r1": "Dr rad1", "r2": "Dr rad2", "r3": "Dr rad3"}
 
 
 def lesion_pilot(factory, people):
-    """The pilot of tests/core/reader_study_pilot.py with the lesions and marks above."""
+    """The pilot of tests/core/stats/reader_study_pilot.py with the lesions and marks above."""
     from db import repository as repo
     from db.schema import ReadingListCase
 
