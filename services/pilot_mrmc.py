@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core.stats import reader_metrics as rm
 from core.stats import lesions as sl
 from core.stats import mrmc, mrmc_io, sample_size
+from core.stats import reader_metrics as rm
 from db.schema import ReadingMode
 from services.reader_study import StudyData
 
