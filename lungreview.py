@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("core.inference.predict:main", "per-slice probabilities (CSV) and heatmaps for DICOM/ZIP/JPG/PNG"),
     "imaging": ("core.imaging:main", "de-identified summary of each series in files or folders (JSON)"),
     "ood": ("core.inference.ood:main", "false-positive and detection rates of the out-of-distribution rules"),
-    "nodules": ("core.nodules.__main__:main", "the nodule detector on a CT series"),
+    "nodules": ("core.nodules:main", "the nodule detector on a CT series: a table, --json or a contact sheet"),
     "datasets": ("models.data:main", "pseudo-patient groups and the split manifest of a class-folder dataset"),
     "train": ("models.train:main", "train a registry entry (basic_cnn, advanced_cnn, resnet50)"),
     "transfer": ("models.transfer:main", "MobileNetV2 transfer learning with temperature scaling"),

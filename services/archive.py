@@ -509,7 +509,9 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> str:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
             return f"cluster {address}"
         cpus = num_cpus or min(EMBEDDED_MAX_CPUS, os.cpu_count() or 1)
-        ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        # address="local": always a new Ray on this machine, never a stale cluster found in /tmp/ray
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
         return f"embedded ({cpus} CPUs)"
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ArchiveError(f"Ray could not start or join {'the cluster at ' + address if address else 'locally'} "
