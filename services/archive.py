@@ -323,8 +323,13 @@ class DetectorUnavailableError(Exception):
     """``core.nodules.detect_nodules`` cannot be imported on this worker."""
 
 
+#: Nodule detectors loaded in this worker process, by registry id (one load per worker).
+_DETECTORS: dict[str, Any] = {}
+
+
 def detect_nodules_adapter(series: Any, model_id: str) -> list[Any]:
-    """``core.nodules.detect_nodules(series, model=model_id)``, imported when first needed.
+    """``core.nodules.detect_nodules`` with the registry's detector ``model_id`` (loaded once per
+    worker process with ``core.nodules.load_detector``), imported when first needed.
 
     Returns:
         list of ``core.nodules.Nodule``.
@@ -334,11 +339,13 @@ def detect_nodules_adapter(series: Any, model_id: str) -> list[Any]:
         core.nodules.NotAVolumeError: the series is not a CT volume the detector can scan.
     """
     try:
-        from core.nodules import detect_nodules  # type: ignore[attr-defined]
+        from core.nodules import detect_nodules, load_detector
     except ImportError as exc:
         raise DetectorUnavailableError(f"nodule detector not available on this worker ({exc}); install a "
                                        "LungReview with core.nodules.detect_nodules on every node") from exc
-    return list(detect_nodules(series, model=model_id))
+    if model_id not in _DETECTORS:
+        _DETECTORS[model_id] = load_detector(model_id)
+    return list(detect_nodules(series, model=_DETECTORS[model_id]))
 
 
 def _failure_of(exc: BaseException) -> tuple[str, str]:

@@ -14,6 +14,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -422,18 +423,14 @@ def test_command_line(service, pacs, factory, capsys, tmp_path):
     assert "no archive run 999" in capsys.readouterr().err
 
 
-def test_nodule_detector_unavailable_is_a_typed_failure():
-    try:
-        from core.nodules import detect_nodules  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("core.nodules.detect_nodules exists: the detector path is tested with the real detector")
+def test_nodule_detector_unavailable_is_a_typed_failure(monkeypatch):
+    """A worker whose LungReview lacks the detector records a typed failure, not a crash."""
     from core.imaging import read_paths
 
     if not TCIA_STUDY.is_dir():
         pytest.skip(f"shared datasets missing under {DATA}")
     series = read_paths([_tcia_dirs()[0]]).series[0]
+    monkeypatch.setitem(sys.modules, "core.nodules", None)  # `from core.nodules import ...` raises ImportError
     worker = ScoringWorker("http://127.0.0.1:9/dicom-web")
     out = worker._score_one(series, ModelRef("nodule3d_luna16_v1", "", "nodule_detector"))
     assert out.failure == "detector_unavailable" and "nodule detector not available" in out.message
@@ -442,12 +439,8 @@ def test_nodule_detector_unavailable_is_a_typed_failure():
 
 def test_nodule_detector_scores_a_series(service, factory):
     """With the detector merged (core.nodules.detect_nodules, registry entry nodule3d_luna16_v1)."""
-    pytest.importorskip("core.nodules", reason="no core.nodules")
-    from core import nodules
     from core.registry import RegistryError, get_card
 
-    if not hasattr(nodules, "detect_nodules"):
-        pytest.skip("core.nodules.detect_nodules is not merged yet")
     try:
         get_card("nodule3d_luna16_v1")
     except RegistryError:
