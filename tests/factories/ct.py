@@ -55,7 +55,10 @@ def phantom_files(n: int = 24, size: int = 128, pixel_mm: float = 2.5, step_mm: 
         pos = (origin[0], origin[1], origin[2] + i * step_mm)
         data = make_dicom(pixels=(hu[i] + 1024).astype(np.int16), study_uid=study_uid, series_uid=series_uid,
                           instance_number=i + 1, position=pos, series_description="Phantom chest",
-                          extra={"PixelSpacing": [pixel_mm, pixel_mm], "SliceThickness": step_mm})
+                          extra={"PixelSpacing": [pixel_mm, pixel_mm], "SliceThickness": step_mm,
+                                 # the study attributes an SR or SC copies from its source (Type 2)
+                                 "PatientSex": "O", "StudyTime": "101500", "StudyID": "1",
+                                 "AccessionNumber": "PHANTOM1", "ReferringPhysicianName": ""})
         out.append((f"phantom_{i:03d}.dcm", data))
     return out
 
