@@ -6,9 +6,13 @@ intervals are percentile bootstraps over patient groups (Efron & Tibshirani 1993
 bins (Guo et al. 2017); Brier (1950). Reader agreement: Cohen's kappa (1960), linearly weighted
 (Cohen 1968) and Fleiss' kappa (1971), from ``services.analytics``.
 
+Nodule detectors (``services.accounts.nodule_model_summary``): per detector model and reader, the
+fraction of AI findings the readers accepted (accepted / (accepted + rejected)) and the nodules
+they added (what the model missed), with a pooled "all readers" row.
+
 Browser: headings "Test-split metrics", "ROC curves", "Confusion matrices", "Reliability",
-"Latency and size", "Radiologists vs AI"; a model without evaluation is listed as
-"<id>: not evaluated yet".
+"Latency and size", "Radiologists vs AI", "Nodule findings: readers vs AI" (table test id
+``compare_nodules``); a model without evaluation is listed as "<id>: not evaluated yet".
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import streamlit as st
 from core.registry import list_cards, read_evaluation
 from dashboard.components import COMPARE_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from services.accounts import reader_agreement
+from services.accounts import nodule_model_summary, reader_agreement
 
 #: (key in evaluation.json, row label) of the headline metrics.
 METRICS: tuple[tuple[str, str], ...] = (
@@ -147,6 +151,7 @@ def body(user: SessionUser) -> None:
         left.plotly_chart(px.bar(ls, x="model", y="latency (ms / slice)", height=300), key="compare_latency")
         right.plotly_chart(px.bar(ls, x="model", y="size (MB)", height=300), key="compare_size")
 
+    nodule_section()
     st.header("Radiologists vs AI")
     agreement = reader_agreement(get_session_factory(read_only=True), [c.id for c in cards])
     per_model, per_reader, fleiss = agreement.per_model, agreement.per_reader, agreement.fleiss
@@ -169,6 +174,22 @@ def body(user: SessionUser) -> None:
                             text_auto=True, color_continuous_scale="Greens")
             fig.update_layout(height=300, title=f"Reader vs AI: {m}", coloraxis_showscale=False)
             cols[i % len(cols)].plotly_chart(fig, key=f"compare_reader_cm_{m}")
+
+
+def nodule_section() -> None:
+    """Per nodule-detector model: fraction of AI findings accepted and nodules added, per reader."""
+    summary = nodule_model_summary(get_session_factory(read_only=True))
+    st.header("Nodule findings: readers vs AI")
+    if summary.empty:
+        st.info("No nodule reads recorded yet: this appears once radiologists accept, reject or add nodules.")
+        return
+    st.caption("Current reads only. Fraction accepted = accepted / (accepted + rejected) of the AI findings the "
+               "reader decided (corrected ones count as accepted); added = nodules the reader found that the "
+               "model did not list, per series read.")
+    shown = summary.rename(columns={"model_id": "detector", "series_read": "series read",
+                                    "ai_findings_shown": "AI findings shown", "fraction_accepted": "fraction accepted",
+                                    "added_per_series": "added per series"})
+    st.dataframe(shown.drop(columns=["reader_id"]).round(3), hide_index=True, key="compare_nodules")
 
 
 if __name__ == "__main__":
