@@ -41,6 +41,7 @@ from core.domain import WINDOW_PRESETS, Window, WindowPreset
 from core.imaging import Series, view
 from dashboard.components import slice_score_figure
 from dashboard.resources import gradcam_heatmap, shared_cache
+from services.nodules import slice_step_mm
 
 PRESET_LABELS: dict[str, str] = {
     WindowPreset.LUNG.value: "Lung (C -600 / W 1500)",
@@ -273,7 +274,7 @@ def _take_click(prefix: str, index: int) -> Click | None:
 
 def slice_viewer(series: Series, analysis, *, threshold: float | None = None, circles: Sequence[Circle] = (),
                  all_circles: Sequence[Circle] | None = None, on_click: Callable[[Click], None] | None = None,
-                 prefix: str = "") -> int:
+                 prefix: str = "", stacked: bool = False) -> int:
     """The viewer of one analysed series (module docstring); call it inside an ``st.fragment``.
 
     Args:
@@ -288,6 +289,8 @@ def slice_viewer(series: Series, analysis, *, threshold: float | None = None, ci
             run (the image takes clicks only when given); called before anything is drawn, so
             the caller may set other widgets' values from it.
         prefix: prefix of every widget key (two viewers on one page).
+        stacked: the slice over the Grad-CAM overlay (for a narrow column beside a panel);
+            default side by side.
 
     Returns:
         The 0-based slice shown.
@@ -314,7 +317,7 @@ def slice_viewer(series: Series, analysis, *, threshold: float | None = None, ci
                 args=(key, analysis.most_suspicious_index))
     index = min(max(int(st.session_state.get(key, 1)), 1), n) - 1 if n > 1 else 0
     _show_slice(series, analysis, index, circles=circles, all_circles=all_circles,
-                clickable=on_click is not None, prefix=prefix)
+                clickable=on_click is not None, prefix=prefix, stacked=stacked)
     return index
 
 
@@ -323,7 +326,7 @@ def _go_to(key: str, index: int) -> None:
 
 
 def _show_slice(series: Series, analysis, index: int, *, circles: Sequence[Circle],
-                all_circles: Sequence[Circle] | None, clickable: bool, prefix: str) -> None:
+                all_circles: Sequence[Circle] | None, clickable: bool, prefix: str, stacked: bool) -> None:
     """One slice in the chosen window with circles, its Grad-CAM overlay and probabilities."""
     options = window_options(series)
     wkey = f"{prefix}window_preset"
@@ -357,12 +360,13 @@ def _show_slice(series: Series, analysis, index: int, *, circles: Sequence[Circl
     pictures = shared_cache("slice_pictures", SHARED_PICTURES)
     picture = pictures.get_or_make((analysis.key, index, view_key, "array"), picture_of)
     uri = pictures.get_or_make((analysis.key, index, view_key, "png"), lambda: png_uri(picture))
-    from services.nodules import slice_step_mm
-
     wanted = list(circles) + ([c for c in all_circles if c not in circles] if show_all and all_circles else [])
     drawn = circles_on_slice(wanted, index, slice_step_mm(series))
     pixel_mm = (float(series.spacing_mm[1] or 1.0), float(series.spacing_mm[2] or 1.0))
-    left, right = st.columns(2)
+    if stacked:
+        left, right = st.container(), st.container()
+    else:
+        left, right = st.columns(2)
     caption = f"Slice {index + 1} of {len(series.slices)} · {sl.source} · C {window.center:g} / W {window.width:g} HU"
     with left:
         fig = slice_figure(uri, sl.hu.shape, pixel_mm, drawn, clickable=clickable)
@@ -374,15 +378,16 @@ def _show_slice(series: Series, analysis, index: int, *, circles: Sequence[Circl
         st.caption(caption + (f" · {len(drawn)} nodule circle(s)" if drawn else "")
                    + (" · click the image to place a nodule" if clickable else ""))
     with right:
+        cam, table = st.columns(2) if stacked else (st.container(), st.container())
         if show_cam:
             overlay_png = explanation_png(series, analysis, index, cam_class, picture, alpha, view_key=view_key)
             if overlay_png is not None:
-                st.image(overlay_png, caption=f"Grad-CAM for '{cam_class}' (opacity {alpha:.2f})", width="stretch")
+                cam.image(overlay_png, caption=f"Grad-CAM for '{cam_class}' (opacity {alpha:.2f})", width="stretch")
         probs = pd.DataFrame({"class": classes, "probability": analysis.probabilities[index].round(3)})
-        st.dataframe(probs, hide_index=True, key=f"{prefix}slice_probabilities")
+        table.dataframe(probs, hide_index=True, key=f"{prefix}slice_probabilities")
         lbl = analysis.labels[index] if index < len(analysis.labels) else "?"
         flag = " · out of distribution" if bool(analysis.ood[index]) else ""
-        st.caption(f"AI label of this slice: {lbl}{flag}")
+        table.caption(f"AI label of this slice: {lbl}{flag}")
     if series.hu_is_estimated:
         st.caption("HU are estimated from the picture's grey values (JPG/PNG exports carry no HU).")
 

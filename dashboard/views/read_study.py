@@ -86,6 +86,9 @@ REVIEW_KEYS = ("review_finding", "review_agreement", "review_confidence", "revie
 NODULE_KEYS = ("nodule_pick", "findings_table", "findings_page", "nodule_decision", "nodule_type",
                "nodule_diameter", "add_slice", "add_x", "add_y", "add_diameter", "add_type", "lungrads_category",
                "_nodule_msg", "_table_pick", "_last_click", "viewer_image", "nodule_circles_all")
+#: Columns of the findings table, in order (the crop early so that it shows in a narrow column).
+FINDINGS_COLUMNS = ["rank", "crop", "slice", "side", "diameter (mm)", "p(nodule)", "malignancy (1-5)", "your read",
+                    "centre (mm)"]
 #: Findings per page of the findings table (a detection keeps up to 50 candidates, all paginated).
 FINDINGS_PER_PAGE = 10
 #: Detector stages in the order ``core.nodules.detect_nodules`` reports them (progress bar).
@@ -123,9 +126,9 @@ def finding_label(f: AiFinding, side: str) -> str:
 def findings_table(findings: NoduleFindings, read: ReaderNodules, midline: float, crops: list[str]) -> pd.DataFrame:
     """The findings table: one row per AI finding (rank order) with the reader's current status.
 
-    Columns: rank, slice (1-based), side (left / right against the midline: LPS +x is the
-    patient's left), centre (mm) "x, y, z", diameter (mm), p(nodule), malignancy (1-5), crop (PNG
-    data URI, "" when not made), your read.
+    Columns: rank, crop (PNG data URI), slice (1-based), side (left / right against the midline:
+    LPS +x is the patient's left), diameter (mm) (the reader's when corrected), p(nodule),
+    malignancy (1-5), your read, centre (mm) "x, y, z" (patient LPS).
     """
     rows = []
     for f, crop in zip(findings.findings, crops, strict=True):
@@ -138,8 +141,7 @@ def findings_table(findings: NoduleFindings, read: ReaderNodules, midline: float
                      "diameter (mm)": round(state.diameter_mm if state is not None else f.diameter_mm, 1),
                      "p(nodule)": round(f.p_nodule, 3), "malignancy (1-5)": round(f.malignancy, 1), "crop": crop,
                      "your read": status})
-    return pd.DataFrame(rows, columns=["rank", "slice", "side", "centre (mm)", "diameter (mm)", "p(nodule)",
-                                       "malignancy (1-5)", "crop", "your read"])
+    return pd.DataFrame(rows, columns=FINDINGS_COLUMNS)
 
 
 # ------------------------------------------------------------------------------------ widgets
@@ -463,7 +465,10 @@ def findings_panel(ref: SeriesRef, series: Series, analysis: Analysis, findings:
         sub = dataclasses.replace(findings, findings=shown)
         table = findings_table(sub, read, midline, [_crop_uri(analysis, series, f) for f in shown])
         st.dataframe(table, hide_index=True, key="findings_table", on_select="rerun", selection_mode="single-row",
-                     column_config={"crop": st.column_config.ImageColumn("crop", width="small")},
+                     column_config={"crop": st.column_config.ImageColumn("crop", width="small"),
+                                    "rank": st.column_config.NumberColumn("rank", width="small"),
+                                    "slice": st.column_config.NumberColumn("slice", width="small"),
+                                    "side": st.column_config.TextColumn("side", width="small")},
                      row_height=48)
         st.caption(f"{n} finding(s)" + (f", {FINDINGS_PER_PAGE} per page" if pages > 1 else "")
                    + ". Choose a row (or a finding below) to go to its slice; side: left / right of the patient "
@@ -562,7 +567,7 @@ def reading_view(ref: SeriesRef, analysis: Analysis, threshold: float | None,
     left, right = st.columns([3, 2])
     with left:
         slice_viewer(series, analysis, threshold=threshold, circles=circles, all_circles=every,
-                     on_click=_remember_click)
+                     on_click=_remember_click, stacked=True)
     with right:
         findings_panel(ref, series, analysis, findings, read)
 

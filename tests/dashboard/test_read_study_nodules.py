@@ -83,8 +83,8 @@ class TestAnalysis:
         assert [m.value for m in at.metric if m.label == "AI result"]
         assert "analyse" not in [b.key for b in at.button]
         table = findings_frame(at)
-        assert list(table.columns) == ["rank", "slice", "side", "centre (mm)", "diameter (mm)", "p(nodule)",
-                                       "malignancy (1-5)", "crop", "your read"]
+        assert list(table.columns) == ["rank", "crop", "slice", "side", "diameter (mm)", "p(nodule)",
+                                       "malignancy (1-5)", "your read", "centre (mm)"]
         assert list(table["rank"]) == [1, 2] and list(table["slice"]) == [13, 9]
         assert list(table["side"]) == ["right", "left"]  # LPS: +x is the patient's left
         assert list(table["diameter (mm)"]) == [10.0, 6.0] and list(table["your read"]) == ["undecided"] * 2
