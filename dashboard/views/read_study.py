@@ -66,7 +66,7 @@ from dashboard.viewer import (  # noqa: F401 - window_for, window_options: this 
     window_options,
 )
 from dashboard.views import pacs
-from services.database import NotFoundError, PermissionDenied, ValidationError
+from services.database import NotFoundError, PermissionDenied, RepositoryError, ValidationError
 from services.export import NoduleExport
 from services.nodules import AiFinding, NoduleFindings, ReaderNodules, axial_crop, midline_x_mm, side_of
 from services.reading import (
@@ -239,6 +239,10 @@ def _scan(analysis: Analysis, series: Series, user: SessionUser, bar) -> NoduleF
         found = get_reading_service().find_nodules(analysis, series, user_id=user.id, progress=_stage_progress(bar))
     except RegistryError as exc:
         st.warning(f"The nodule detector could not be loaded ({exc}); only the slice classifier ran. Ask an admin.")
+        return None
+    except RepositoryError as exc:  # a detector output the database refuses: the classifier's result stays
+        st.warning(f"The nodule detector's findings could not be recorded ({exc}); only the slice classifier's "
+                   "result is shown. Ask an admin.")
         return None
     if found is not None:
         _cache("_nodules")[analysis.key] = found

@@ -117,6 +117,29 @@ class TestAnalysis:
         assert "No nodule candidates above the operating point" in texts(at)
         assert "Suggested Lung-RADS 1" in texts(at)
 
+    def test_fifty_candidates_are_all_kept_and_the_table_paginates(self, registry_env, users, phantom, monkeypatch,
+                                                                   factory):
+        import dashboard.resources
+        from db.repository import nodule_series_summary
+
+        spheres = [(z, 50 + (i % 5) * 6, 30 + (i // 5) * 7, 4.0) for i, z in enumerate(list(range(2, 22)) * 3)][:50]
+        fake = FakeDetector(spheres=spheres, p=[0.99 - i * 0.005 for i in range(50)])
+        monkeypatch.setattr(dashboard.resources, "get_nodule_detector", lambda: fake.as_detector())
+        at, _ = analysed(users["radiologist"], phantom)
+        assert not at.error, [e.value for e in at.error]
+        assert list(findings_frame(at)["rank"]) == list(range(1, 11))
+        assert at.number_input(key="findings_page").max == 5
+        assert len(at.selectbox(key="nodule_pick").options) == 50  # the selector names every finding
+        at.number_input(key="findings_page").set_value(5).run()
+        assert list(findings_frame(at)["rank"]) == list(range(41, 51))
+        # a row of page 5 is finding 41 + row
+        at.session_state["findings_table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+        at.run()
+        assert at.selectbox(key="nodule_pick").index == 42  # finding 43
+        assert at.slider(key="slice_no").value == spheres[42][0] + 1
+        with factory.begin() as s:
+            assert nodule_series_summary(s).iloc[0]["ai_findings"] == 50
+
     def test_without_a_detector_only_the_classifier_runs(self, registry_env, users, phantom):
         at, _ = analysed(users["radiologist"], phantom)
         assert "No nodule detector is registered" in texts(at)

@@ -84,7 +84,7 @@ class FakeDetector:
         out = []
         for rank, ((z, r, c, d), p) in enumerate(zip(self.spheres, self.p, strict=False), start=1):
             out.append(Nodule(rank=rank, centre_voxel=(z, r, c), centre_mm=patient_mm(series, z, r, c),
-                              diameter_mm=d, p_nodule=p, malignancy=3.5 - rank * 0.5, lobulation=1.5,
+                              diameter_mm=d, p_nodule=p, malignancy=max(1.0, 3.5 - rank * 0.5), lobulation=1.5,
                               spiculation=1.2, slice_index=z, is_mass=d > 30))
         return out
 
