@@ -99,18 +99,49 @@ def get_predictor(model_id: str) -> Any:
     return _predictor(str(registry_dir), card.id, card.sha256)
 
 
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _nodule_network(registry_dir: str, model_id: str, sha256: str) -> Any:
+    from core.nodules.detector import load_detector  # deferred: imports TensorFlow
+
+    log.info("loading nodule detector %s (sha256 %s...) from %s", model_id, sha256[:12], registry_dir)
+    return load_detector(model_id, registry_dir)
+
+
+def get_nodule_detector() -> Any:
+    """The registry's nodule detector (``services.nodules.NoduleDetector``), or None when none is registered.
+
+    Reading the card is cheap; the 3-D network is loaded once per process, registry folder and
+    weights sha256 (``st.cache_resource``), and only when a series must really be scanned.
+
+    Raises:
+        core.registry.RegistryError: the registry cannot be read.
+    """
+    from core.registry import get_card
+    from services.nodules import registry_detector
+
+    registry_dir = get_settings().registry_dir
+
+    def load(model_id: str) -> Any:
+        card = get_card(model_id, registry_dir=registry_dir)
+        return _nodule_network(str(registry_dir), card.id, card.sha256)
+
+    return registry_detector(load, registry_dir)
+
+
 def get_reading_service():
     """The reading service (``services.reading.ReadingService``) on the cached database and models.
 
     Writes go through :func:`get_session_factory`, reads through its read-only twin; models are
-    loaded by :func:`get_predictor` only when a series must really be analysed.
+    loaded by :func:`get_predictor` only when a series must really be analysed, the nodule
+    detector by :func:`get_nodule_detector` only when a series must really be scanned.
 
     Raises:
         db.session.DatabaseError: the database cannot be opened or migrated.
     """
     from services.reading import ReadingService
 
-    return ReadingService(get_session_factory(), get_predictor, read_factory=get_session_factory(read_only=True))
+    return ReadingService(get_session_factory(), get_predictor, read_factory=get_session_factory(read_only=True),
+                          nodule_detector=get_nodule_detector)
 
 
 def clear_all() -> None:

@@ -211,15 +211,63 @@ def worklist_choices(factory: Factory) -> WorklistChoices:
                                models=sorted(everything["model_id"].dropna().unique().tolist()))
 
 
+#: Nodule columns :func:`worklist` adds to ``repo.WORKLIST_COLUMNS``.
+NODULE_WORKLIST_COLUMNS: tuple[str, ...] = (
+    "detection_id", "nodule_model_id", "nodule_refusal", "ai_nodules", "nodules_accepted", "nodules_rejected",
+    "nodules_added", "lungrads",
+)
+
+
+def with_nodules(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The worklist with the nodule read of each row (pure; ``summary`` = ``repo.nodule_series_summary``).
+
+    Per row (a series, a model's inference, a reader's current read): the newest detection that
+    ran beside the row's inference (``detection_id``, ``nodule_model_id``, ``nodule_refusal``,
+    ``ai_nodules`` = its findings), and the row reader's current counts on it
+    (``nodules_accepted`` including corrected, ``nodules_rejected``, ``nodules_added``) and
+    Lung-RADS category. Rows without a detection get NA; a reader without nodule reads gets 0
+    counts and NA Lung-RADS.
+
+    Returns:
+        ``table`` with :data:`NODULE_WORKLIST_COLUMNS` added (same rows, same order).
+    """
+    out = table.copy()
+    if summary.empty or out.empty:
+        for col in NODULE_WORKLIST_COLUMNS:
+            out[col] = pd.NA
+        return out
+    newest = (summary.sort_values("detection_id").drop_duplicates("inference_id", keep="last")
+              [["inference_id", "detection_id", "model_id", "refusal", "ai_findings"]]
+              .rename(columns={"model_id": "nodule_model_id", "refusal": "nodule_refusal", "ai_findings": "ai_nodules"}))
+    reads = (summary.dropna(subset=["reader_id"])
+             [["detection_id", "reader_id", "accepted", "rejected", "added", "lungrads"]]
+             .rename(columns={"accepted": "nodules_accepted", "rejected": "nodules_rejected",
+                              "added": "nodules_added"}))
+    out["_order"] = range(len(out))
+    out["inference_id"] = out["inference_id"].astype("Int64")
+    newest["inference_id"] = newest["inference_id"].astype("Int64")
+    out = out.merge(newest, on="inference_id", how="left")
+    out["reader_id"] = out["reader_id"].astype("Int64")
+    reads["reader_id"] = reads["reader_id"].astype("Int64")
+    out = out.merge(reads, on=["detection_id", "reader_id"], how="left")
+    read = out["detection_id"].notna() & out["reader_id"].notna()
+    for col in ("nodules_accepted", "nodules_rejected", "nodules_added"):
+        out[col] = out[col].astype("Int64")
+        out.loc[read & out[col].isna(), col] = 0
+    return out.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
 def worklist(factory: Factory, *, reader_id: int | None = None, model_id: str | None = None,
              finding: str | None = None, agreement: str | None = None) -> pd.DataFrame:
-    """``repo.worklist`` (one row per series, model and current read) with the given filters.
+    """``repo.worklist`` (one row per series, model and current read) with the given filters, and each
+    row's nodule read (:func:`with_nodules`: AI findings, accepted, rejected, added, Lung-RADS).
 
     Raises:
         ValidationError: unknown finding or agreement.
     """
     with factory.begin() as s:
-        return repo.worklist(s, reader_id=reader_id, model_id=model_id, finding=finding, agreement=agreement)
+        table = repo.worklist(s, reader_id=reader_id, model_id=model_id, finding=finding, agreement=agreement)
+        return with_nodules(table, repo.nodule_series_summary(s, reader_id=reader_id))
 
 
 def study_results(factory: Factory, study_id: int) -> StudyResults:
@@ -253,6 +301,18 @@ class ReaderAgreement:
     per_reader: pd.DataFrame
     fleiss: pd.DataFrame
     confusions: dict[str, pd.DataFrame]
+
+
+def nodule_model_summary(factory: Factory) -> pd.DataFrame:
+    """Per nodule-detector model and reader: fraction of AI findings accepted, nodules readers added.
+
+    ``repo.nodule_model_summary`` (columns ``repo.MODEL_SUMMARY_COLUMNS``; per model a pooled
+    "all readers" row): current reads only; ``fraction_accepted`` = accepted / (accepted +
+    rejected), NaN when nothing is decided; ``added`` = nodules the readers found that the model
+    did not list.
+    """
+    with factory.begin() as s:
+        return repo.nodule_model_summary(s)
 
 
 def reader_agreement(factory: Factory, model_ids: Iterable[str]) -> ReaderAgreement:

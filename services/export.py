@@ -11,6 +11,11 @@ What the export does (the objects themselves are built by ``core.pacs.export`` o
 * :class:`DicomExports` keeps one browser session's prepared exports (the last few) and the SR
   predecessor chain: a changed read builds a new SR (new SOP Instance UID) that lists the one last
   downloaded or sent as its predecessor; nothing is overwritten.
+* :func:`nodule_report` maps the reader's current nodule read (``services.nodules.ReaderNodules``
+  of a detection) to the SR's ``core.pacs.export.NoduleReport``: one Planar ROI group per accepted,
+  corrected or added nodule (rejected and undecided ones are left out), laterality against the
+  lung mask's midline (``services.nodules.midline_x_mm``); :func:`nodule_circles` gives the
+  circles the Secondary Capture draws on its slice.
 * :func:`record_export` appends the "export" audit event of a download or a send (owns its
   transaction). The audit detail says what was exported and where to, never a patient
   identifier or a UID of the study (pseudonymous study rows are referenced by id).
@@ -38,7 +43,7 @@ from db.schema import AuditAction
 if TYPE_CHECKING:  # highdicom: loaded when an export is built
     from pydicom.dataset import Dataset
 
-    from core.pacs.export import AIResult, ReaderRead
+    from core.pacs.export import AIResult, NoduleReport, ReaderRead
 
 #: Where an export went.
 DESTINATIONS = ("download", "pacs")
@@ -46,6 +51,8 @@ DESTINATIONS = ("download", "pacs")
 KINDS = ("OT", "SR")
 #: Prepared exports kept per browser session.
 MAX_BUNDLES = 4
+#: Statuses of a nodule state that the SR reports and the SC circles (``core.pacs.export.REPORTED_STATUSES``).
+REPORTED = ("accepted", "corrected", "added")
 
 
 def record_export(factory: sessionmaker, *, user_id: int, study_id: int | None, destination: str,
@@ -145,12 +152,89 @@ def overlay_picture(series: Series, index: int, heatmap: np.ndarray, alpha: floa
     return overlay(picture, np.asarray(heatmap, dtype=np.float32), alpha=float(alpha))
 
 
+# ------------------------------------------------------------------------------ nodules
+@dataclass(frozen=True)
+class NoduleExport:
+    """The nodules an export reports: a detection and one reader's current read of it.
+
+    Attributes:
+        findings: ``services.nodules.NoduleFindings`` (detector id and sha256).
+        read: ``services.nodules.ReaderNodules`` of the reader whose read is exported.
+    """
+
+    findings: Any
+    read: Any
+
+    @property
+    def version(self) -> tuple:
+        """Equal versions: the same nodules in the export (``ReaderNodules.version``)."""
+        return self.read.version
+
+
+def nodule_report(series: Series, headers: Mapping[str, Dataset], nodules: NoduleExport,
+                  midline_x_mm: float | None = None) -> NoduleReport:
+    """The SR's nodule groups of a reader's read (``core.pacs.export.NoduleReport``).
+
+    Each ``db.repository.NoduleState`` becomes a ``core.pacs.export.ReportedNodule`` on the header of
+    the slice through its centre: centre (row, column) from ``centre_voxel``, patient mm,
+    the diameter that stands, status, tracking key (stable across changes of the read), label
+    "AI nodule <rank>" or "Reader nodule <i>", the AI's malignancy and p(nodule), type and the
+    outside-lung flag. The SR builder leaves rejected and undecided ones out.
+
+    Args:
+        series: the analysed DICOM series (slices with SOP Instance UIDs).
+        headers: pixel-free source headers by SOP Instance UID (:func:`headers_of_series`).
+        nodules: the detection and the reader's read.
+        midline_x_mm: patient x of the midline; None: ``services.nodules.midline_x_mm`` on the
+            reported nodules' slices (the patient origin when no slice shows two lungs).
+
+    Returns:
+        ``core.pacs.export.NoduleReport``.
+
+    Raises:
+        core.pacs.export.ExportError: the header of a reported nodule's slice is missing.
+    """
+    from core.pacs.export import ExportError, NoduleReport, ReportedNodule
+    from services.nodules import midline_x_mm as midline_of
+
+    states = [st for st in nodules.read.states if 0 <= st.slice_index < len(series.slices)]
+    reported = [st for st in states if st.status in REPORTED]
+    if midline_x_mm is None:
+        midline_x_mm = midline_of(series, [st.slice_index for st in reported] or None)[0]
+    out, added = [], 0
+    for st in states:
+        uid = str(series.slices[st.slice_index].sop_instance_uid)
+        if uid not in headers:
+            if st.status not in REPORTED:
+                continue
+            raise ExportError(f"no DICOM header of instance {uid} (slice {st.slice_index + 1}); load the series again")
+        if st.source == "reader":
+            added += 1
+        out.append(ReportedNodule(
+            source=headers[uid], centre_rc=(int(st.centre_voxel[1]), int(st.centre_voxel[2])),
+            centre_mm=tuple(float(v) for v in st.centre_mm), diameter_mm=float(st.diameter_mm), status=st.status,
+            tracking_key=st.tracking_key, label=f"AI nodule {st.rank}" if st.rank else f"Reader nodule {added}",
+            malignancy=st.malignancy, p_nodule=st.p_nodule, nodule_type=st.nodule_type,
+            outside_lung=bool(st.outside_lung)))
+    return NoduleReport(detector_model_id=nodules.findings.model_id, detector_sha256=nodules.findings.model_sha256,
+                        nodules=out, midline_x_mm=float(midline_x_mm))
+
+
+def nodule_circles(nodules: NoduleExport | None, index: int) -> list[tuple[int, int, float]]:
+    """(row, column, diameter mm) of the reported nodules centred on slice ``index`` (0-based), for the SC."""
+    if nodules is None:
+        return []
+    return [(int(st.centre_voxel[1]), int(st.centre_voxel[2]), float(st.diameter_mm))
+            for st in nodules.read.states if st.status in REPORTED and st.slice_index == int(index)]
+
+
 # ------------------------------------------------------------------------------ one session's exports
 @dataclass(frozen=True, eq=False)
 class ExportBundle:
     """A prepared export: the Secondary Capture, the SR and both as a ZIP of Part 10 files.
 
-    ``key`` is (analysis key, 0-based slice of the SC, the reader's read or None).
+    ``key`` is (analysis key, 0-based slice of the SC, the reader's read or None, the nodule
+    read's version or None).
     """
 
     key: tuple
@@ -181,23 +265,28 @@ class DicomExports:
         self._sent: tuple[str, str] | None = None
 
     @staticmethod
-    def key(analysis: Any, index: int, read: ReaderRead | None) -> tuple:
-        """The bundle key of an analysis, a 0-based slice and a read."""
-        return (analysis.key, int(index), read)
+    def key(analysis: Any, index: int, read: ReaderRead | None, nodules: NoduleExport | None = None) -> tuple:
+        """The bundle key of an analysis, a 0-based slice, a read and a nodule read."""
+        return (analysis.key, int(index), read, nodules.version if nodules is not None else None)
 
-    def prepared(self, analysis: Any, index: int, read: ReaderRead | None) -> ExportBundle | None:
-        """The bundle prepared for exactly this analysis, slice and read, or None."""
-        return self._bundles.get(self.key(analysis, index, read))
+    def prepared(self, analysis: Any, index: int, read: ReaderRead | None,
+                 nodules: NoduleExport | None = None) -> ExportBundle | None:
+        """The bundle prepared for exactly this analysis, slice, read and nodule read, or None."""
+        return self._bundles.get(self.key(analysis, index, read, nodules))
 
     def outdated(self, analysis: Any) -> bool:
         """True when a bundle of this analysis was prepared for another slice or read."""
         return any(k[0] == analysis.key for k in self._bundles)
 
     def prepare(self, series: Series, analysis: Any, *, index: int, headers: Mapping[str, Dataset],
-                read: ReaderRead | None, heatmap: Callable[[int, str], np.ndarray], alpha: float) -> ExportBundle:
+                read: ReaderRead | None, heatmap: Callable[[int, str], np.ndarray], alpha: float,
+                nodules: NoduleExport | None = None) -> ExportBundle:
         """Build the Secondary Capture of slice ``index`` and the SR of the analysis (and read).
 
-        The SR names the SR last downloaded or sent for this analysis as its predecessor.
+        The SR names the SR last downloaded or sent for this analysis as its predecessor. With
+        ``nodules``, the SR gets one measurement group per accepted, corrected or added nodule
+        (:func:`nodule_report`) and the SC a circle of each one's diameter centred on its slice
+        (``core.pacs.export.draw_nodule_circles``).
 
         Args:
             series: the analysed DICOM series. analysis: ``services.reading.Analysis``.
@@ -207,6 +296,7 @@ class DicomExports:
             heatmap: ``heatmap(index, class_name)`` -> float32 (y, x) Grad-CAM in [0, 1] (the
                 page's shared cache).
             alpha: heatmap opacity in [0, 1].
+            nodules: the detection and the reader's nodule read (:class:`NoduleExport`), or None.
 
         Returns:
             The :class:`ExportBundle`, also kept for :meth:`prepared`.
@@ -214,19 +304,30 @@ class DicomExports:
         Raises:
             core.pacs.export.ExportError: a header is missing, or the objects cannot be built.
         """
-        from core.pacs.export import ExportError, secondary_capture, structured_report, zip_of
+        from core.pacs.export import (
+            ExportError,
+            draw_nodule_circles,
+            secondary_capture,
+            structured_report,
+            zip_of,
+        )
 
         try:
             ai = ai_result(series, analysis)
             cls = list(analysis.class_names)[suspicious_index(analysis.class_names)]
             picture = overlay_picture(series, index, heatmap(index, cls), alpha)
-            sc = secondary_capture(headers[str(series.slices[index].sop_instance_uid)], picture, analysis.model_id)
+            source = headers[str(series.slices[index].sop_instance_uid)]
+            circles = nodule_circles(nodules, index)
+            if circles:
+                picture = draw_nodule_circles(picture, circles, source.PixelSpacing)
+            sc = secondary_capture(source, picture, analysis.model_id)
+            report = nodule_report(series, headers, nodules) if nodules is not None else None
             sr = structured_report(headers[ai.most_suspicious_sop_uid], ai, read,
-                                   previous=self._last_sr.get(analysis.key))
+                                   previous=self._last_sr.get(analysis.key), nodules=report)
         except KeyError as exc:
             raise ExportError(f"no DICOM header of instance {exc}; load the series again") from exc
-        bundle = ExportBundle(key=self.key(analysis, index, read), secondary_capture=sc, structured_report=sr,
-                              zipped=zip_of([sc, sr]))
+        bundle = ExportBundle(key=self.key(analysis, index, read, nodules), secondary_capture=sc,
+                              structured_report=sr, zipped=zip_of([sc, sr]))
         self._bundles[bundle.key] = bundle
         return bundle
 

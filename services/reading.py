@@ -20,10 +20,20 @@ and :meth:`ReadingService.open_case` opens a recorded series without its files.
 Analyse-or-reuse: an upload is known by the sha256 of its bytes (``core.imaging.Study
 .content_hash``), a series by its pseudonymous key, a model file by its sha256. When all three
 match a stored inference, that inference is returned and the model is not run again.
+
+Nodules (issue 23): :meth:`ReadingService.find_nodules` runs the nodule detector beside an
+analysis once per inference and detector file (detect-or-reuse, refusals recorded too);
+:meth:`~ReadingService.decide_nodule`, :meth:`~ReadingService.add_nodule`,
+:meth:`~ReadingService.withdraw_nodule` and :meth:`~ReadingService.save_lungrads` record the
+reader's per-nodule read and Lung-RADS category (append-only, superseding, with the seconds since
+the AI result was shown); :meth:`~ReadingService.reader_nodules` gives the current read back. The
+dataclasses they return and the geometry (laterality, patient mm, lung mask) are in
+``services.nodules``; docs/nodule-findings.md shows the flow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +42,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.domain import (
@@ -45,9 +56,19 @@ from core.domain import (
 )
 from core.imaging import FileProblem, ImageTooLargeError, ImagingError, ReadResult, read_uploads
 from core.inference.decision import decide
+from core.lungrads import ReadNodule, suggest_lungrads
 from core.settings import get_settings
 from db import repository as repo
 from db.schema import Inference
+from services.nodules import (
+    AddedNodule,
+    AiFinding,
+    NoduleDetector,
+    NoduleFindings,
+    ReaderNodules,
+    outside_lung,
+    patient_mm,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +270,6 @@ def load_series(ref: SeriesRef) -> Any:
     Raises:
         CaseGoneError: the series was evicted from both (its files must be read again).
     """
-    import dataclasses
-
     from core import store
 
     try:
@@ -352,13 +371,17 @@ class ReadingService:
             callable ``predictor(model_id) -> Predictor`` (e.g. the dashboard's cached loader);
             called only when a series must really be analysed.
         read_factory: ``sessionmaker`` for reads (e.g. ``read_only=True``); default ``factory``.
+        nodule_detector: a :class:`services.nodules.NoduleDetector`, or a callable returning one
+            (or None when no detector is registered); None: series are not scanned for nodules.
     """
 
     def __init__(self, factory: sessionmaker[Session], predictor: Any,
-                 *, read_factory: sessionmaker[Session] | None = None) -> None:
+                 *, read_factory: sessionmaker[Session] | None = None,
+                 nodule_detector: NoduleDetector | Callable[[], NoduleDetector | None] | None = None) -> None:
         self.factory = factory
         self.read_factory = read_factory or factory
         self._predictor = predictor
+        self._nodule_detector = nodule_detector
 
     def predictor_for(self, model_id: str) -> Any:
         """The predictor of ``model_id`` (the one handed in, or the callable's answer).
@@ -530,6 +553,259 @@ class ReadingService:
                     ai_finding=inf.ai_label, ai_ood=bool(inf.ood), finding=r.finding, agreement=r.agreement,
                     confidence=int(r.confidence), reviewed_at=r.created_at))
             return out
+
+    # ------------------------------------------------------------------------------ nodules
+    def nodule_detector(self) -> NoduleDetector | None:
+        """The nodule detector handed in (or the callable's answer); None when there is none.
+
+        Raises:
+            core.registry.RegistryError: the callable cannot read the registry.
+        """
+        if self._nodule_detector is None or isinstance(self._nodule_detector, NoduleDetector):
+            return self._nodule_detector
+        return self._nodule_detector()
+
+    def stored_nodules(self, analysis: Analysis, detector: NoduleDetector | None = None,
+                       series: Any = None) -> NoduleFindings | None:
+        """The stored run of the detector on the series of ``analysis``, or None. Never runs it.
+
+        Args:
+            analysis: the shown :class:`Analysis` (its inference).
+            detector: default :meth:`nodule_detector`; its id and sha256 name the run.
+            series: the analysed ``core.imaging.Series``, to add its warnings (thick slices).
+
+        Returns:
+            :class:`NoduleFindings` (``reused=True``), or None when this detector has not run on
+            this analysis (or no detector is registered).
+        """
+        detector = detector or self.nodule_detector()
+        if detector is None:
+            return None
+        with self.read_factory.begin() as s:
+            det = repo.find_detection(s, analysis.inference_id, detector.model_id, detector.model_sha256)
+            if det is None:
+                return None
+            found = _findings(s, det, reused=True)
+        if series is not None and not found.refused:
+            found = dataclasses.replace(found, warnings=tuple(_volume_warnings(series)))
+        return found
+
+    def find_nodules(self, analysis: Analysis, series: Any, *, user_id: int,
+                     progress: Callable[[str], None] | None = None) -> NoduleFindings | None:
+        """Detect-or-reuse: the stored run of the detector on this analysis, else run it and record it.
+
+        Once per analysis (inference) and detector file (model id and sha256): a stored run,
+        findings or refusal, is returned and the detector does not run again. A series the
+        detector cannot scan (``core.nodules.NotAVolumeError``: pictures, too few slices, thick
+        or irregular slices, no lungs) is recorded as a refusal with its one-line reason, and is
+        not tried again with the same detector; the slice classifier's analysis stays as it is.
+
+        Args:
+            analysis: the :class:`Analysis` shown (the detection belongs to its inference).
+            series: the analysed ``core.imaging.Series``: ``hu`` float32 (z, y, x) in HU, slice
+                positions, Image Position / Orientation (Patient).
+            user_id: who asked (recorded with the detection).
+            progress: optional ``progress(stage)`` with the name of each detector stage.
+
+        Returns:
+            :class:`NoduleFindings` (``reused`` says whether the detector ran), or None when no
+            nodule detector is registered.
+
+        Raises:
+            core.registry.RegistryError: the detector's network cannot be loaded (nothing recorded).
+            db.repository.RepositoryError: the database refused a row (nothing recorded).
+        """
+        from core.nodules import NotAVolumeError
+
+        detector = self.nodule_detector()
+        if detector is None:
+            return None
+        stored = self.stored_nodules(analysis, detector, series)
+        if stored is not None:
+            return stored
+        start = time.perf_counter()
+        refusal, warnings, found = "", [], []
+        try:
+            warnings = _volume_warnings(series)  # refuses pictures, localisers ... before the network loads
+            found = list(detector.detect(series, progress))
+        except NotAVolumeError as exc:
+            refusal, warnings, found = str(exc) or "The nodule detector cannot scan this series.", [], []
+        latency = (time.perf_counter() - start) * 1000.0
+        try:
+            with self.factory.begin() as s:
+                det = repo.record_ai_nodules(
+                    s, inference_id=analysis.inference_id, model_id=detector.model_id,
+                    model_sha256=detector.model_sha256, nodules=found, latency_ms=latency,
+                    operating_point=detector.operating_point, refusal=refusal, user=user_id)
+                out = _findings(s, det, reused=False)
+        except IntegrityError:  # another session recorded the same run meanwhile
+            out = self.stored_nodules(analysis, detector)
+            if out is None:
+                raise
+        return dataclasses.replace(out, warnings=tuple(warnings))
+
+    def reader_nodules(self, findings: NoduleFindings, reader_id: int) -> ReaderNodules:
+        """One reader's current read of a detection: per-nodule states, Lung-RADS and its suggestion.
+
+        Returns:
+            :class:`ReaderNodules`; the suggestion is ``core.lungrads.suggest_lungrads`` of the
+            states (the largest accepted or added solid nodule; untyped ones count as solid).
+
+        Raises:
+            db.repository.NotFoundError: no such detection.
+        """
+        with self.read_factory.begin() as s:
+            states = tuple(repo.nodule_states(s, findings.detection_id, int(reader_id)))
+            current = repo.current_lungrads(s, findings.detection_id, int(reader_id))
+            category = current.category if current is not None else None
+            shown = current.suggested if current is not None else None
+        suggestion = suggest_lungrads(ReadNodule(st.decision, st.diameter_mm, st.nodule_type) for st in states)
+        return ReaderNodules(detection_id=findings.detection_id, reader_id=int(reader_id), states=states,
+                             suggestion=suggestion, lungrads=category, lungrads_suggested=shown)
+
+    def decide_nodule(self, findings: NoduleFindings, nodule_id: int, *, reader_id: int, decision: str,
+                      opened_at: float, nodule_type: str | None = None,
+                      corrected_diameter_mm: float | None = None, now: float | None = None) -> int:
+        """Accept or reject one AI finding (optionally its type and the reader's diameter).
+
+        A later decision of the same reader on the same finding supersedes theirs (the earlier
+        row stays); another reader's decision is their own. ``seconds_to_decision`` = ``now``
+        (default ``time.time()``) - ``opened_at``, at least 0, as for the series read.
+
+        Args:
+            findings: the detection shown. nodule_id: one of its findings (``AiFinding.nodule_id``).
+            reader_id: an active radiologist or admin.
+            decision: "accept" or "reject".
+            opened_at: ``time.time()`` when the AI result was first shown.
+            nodule_type: with "accept": "solid", "part-solid", "ground-glass", "calcified" or None.
+            corrected_diameter_mm: with "accept": the reader's diameter (mm, > 0) or None.
+            now: ``time.time()`` of the decision (tests pass it).
+
+        Returns:
+            The new ``nodule_reads`` row id.
+
+        Raises:
+            db.repository.ValidationError: not a finding of this detection, unknown decision or
+                type, a type or diameter with "reject", a bad number.
+            db.repository.PermissionDenied / NotFoundError: see ``record_nodule_decision``.
+        """
+        try:
+            findings.finding(nodule_id)
+        except KeyError as exc:
+            raise repo.ValidationError(f"Finding {nodule_id} is not one of this detection's; reload the case.") \
+                from exc
+        with self.factory.begin() as s:
+            row = repo.record_nodule_decision(
+                s, nodule_id=int(nodule_id), reader=int(reader_id), decision=decision, nodule_type=nodule_type,
+                corrected_diameter_mm=corrected_diameter_mm, seconds_to_decision=_seconds(opened_at, now))
+            return int(row.id)
+
+    def add_nodule(self, findings: NoduleFindings, series: Any, *, reader_id: int, slice_index: int, row: int,
+                   col: int, diameter_mm: float, opened_at: float, nodule_type: str | None = None,
+                   supersedes_id: int | None = None, now: float | None = None) -> AddedNodule:
+        """Record a nodule the AI did not list, at a pixel of a slice (a click, or typed).
+
+        The centre's patient coordinates come from the series' geometry
+        (:func:`services.nodules.patient_mm`); a centre outside the slice's lung mask
+        (``core.lungs.lung_mask``) is kept and flagged ``outside_lung``.
+
+        Args:
+            findings: the detection shown (not a refusal). series: the analysed series.
+            reader_id: an active radiologist or admin.
+            slice_index, row, col: 0-based pixel of the centre (row = y, column = x).
+            diameter_mm: the reader's diameter (mm, > 0).
+            opened_at, now: as in :meth:`decide_nodule`.
+            nodule_type: "solid", "part-solid", "ground-glass", "calcified" or None.
+            supersedes_id: the reader's current row of an added nodule this one replaces (moved).
+
+        Returns:
+            :class:`services.nodules.AddedNodule`.
+
+        Raises:
+            db.repository.ValidationError: the detector refused this series, the pixel lies
+                outside the series, the series has no patient geometry, or a value is malformed.
+            db.repository.PermissionDenied / NotFoundError: see ``record_added_nodule``.
+        """
+        if findings.refused:
+            raise repo.ValidationError("The nodule detector refused this series; nodules cannot be added to it.")
+        z, r, c = int(slice_index), int(row), int(col)
+        n = len(series.slices)
+        if not 0 <= z < n:
+            raise repo.ValidationError(f"Slice {z + 1} does not exist; the series has {n} slices.")
+        rows, cols = series.slices[z].hu.shape
+        if not (0 <= r < rows and 0 <= c < cols):
+            raise repo.ValidationError(f"Pixel (x {c}, y {r}) lies outside the {cols} x {rows} slice.")
+        mm = patient_mm(series, z, r, c)
+        if mm is None or not all(np.isfinite(mm)):
+            raise repo.ValidationError("This series has no patient coordinates (Image Position / Orientation); "
+                                       "a nodule cannot be placed on it.")
+        flagged = outside_lung(series, z, r, c)
+        with self.factory.begin() as s:
+            read = repo.record_added_nodule(
+                s, detection_id=findings.detection_id, reader=int(reader_id), centre_voxel=(z, r, c),
+                centre_mm=mm, diameter_mm=diameter_mm, outside_lung=flagged, nodule_type=nodule_type,
+                seconds_to_decision=_seconds(opened_at, now), supersedes_id=supersedes_id)
+            return AddedNodule(read_id=int(read.id), supersedes_id=read.supersedes_id, centre_voxel=(z, r, c),
+                               centre_mm=tuple(float(v) for v in mm), outside_lung=bool(flagged),
+                               seconds_to_decision=float(read.seconds_to_decision))
+
+    def withdraw_nodule(self, read_id: int, *, reader_id: int, opened_at: float, now: float | None = None) -> int:
+        """Take back the reader's current decision or added nodule (nothing is deleted).
+
+        Returns:
+            The new "withdraw" row id.
+
+        Raises:
+            db.repository.ValidationError: another reader's row, or not current. NotFoundError.
+        """
+        with self.factory.begin() as s:
+            row = repo.withdraw_nodule_read(s, read_id=int(read_id), reader=int(reader_id),
+                                            seconds_to_decision=_seconds(opened_at, now))
+            return int(row.id)
+
+    def save_lungrads(self, findings: NoduleFindings, *, reader_id: int, category: str, suggested: str | None,
+                      opened_at: float, now: float | None = None) -> int:
+        """Save the reader's own Lung-RADS category (supersedes their earlier one), with the suggestion shown.
+
+        Args:
+            findings: the detection the category rests on.
+            category: "0", "1", "2", "3", "4A", "4B" or "4X" (ACR Lung-RADS v2022).
+            suggested: the category ``core.lungrads.suggest_lungrads`` showed, or None.
+            opened_at, now: as in :meth:`decide_nodule`.
+
+        Returns:
+            The new ``lungrads_reads`` row id.
+
+        Raises:
+            db.repository.ValidationError: unknown category. PermissionDenied / NotFoundError.
+        """
+        with self.factory.begin() as s:
+            row = repo.record_lungrads(s, detection_id=findings.detection_id, reader=int(reader_id),
+                                       category=category, suggested=suggested,
+                                       seconds_to_decision=_seconds(opened_at, now))
+            return int(row.id)
+
+
+def _seconds(opened_at: float, now: float | None) -> float:
+    """Seconds from ``opened_at`` to ``now`` (default ``time.time()``), at least 0."""
+    return max(0.0, (now if now is not None else time.time()) - float(opened_at))
+
+
+def _volume_warnings(series: Any) -> list[str]:
+    """``core.nodules.volume.check_volume`` (raises ``NotAVolumeError`` for what it refuses)."""
+    from core.nodules.volume import check_volume
+
+    return check_volume(series)
+
+
+def _findings(s: Session, det: Any, *, reused: bool) -> NoduleFindings:
+    """A :class:`NoduleFindings` from a detection row (read inside its session)."""
+    rows = repo.list_nodules(s, det.inference_id, detection_id=det.id)
+    return NoduleFindings(
+        detection_id=int(det.id), inference_id=int(det.inference_id), series_id=int(det.series_id),
+        study_id=int(det.study_id), model_id=det.model_id, model_sha256=det.model_sha256, refusal=det.refusal or "",
+        operating_point=det.operating_point, latency_ms=float(det.latency_ms),
+        findings=tuple(AiFinding.of(r) for r in rows), reused=reused, created_at=det.created_at)
 
 
 # ------------------------------------------------------------------------------ study store

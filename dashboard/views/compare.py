@@ -13,13 +13,18 @@ Read a study when the study store holds them.
 
 Browser: headings "Test-split metrics", "ROC curves", "Confusion matrices", "Reliability",
 "Latency and size", "Nodule detector (FROC)", "Your archive",
-"Radiologists vs AI"; a model without evaluation is
+"Radiologists vs AI", "Nodule findings: readers vs AI"; a model without evaluation is
 listed as "<id>: not evaluated yet".
 
 Nodule detector: the FROC curve of ``froc.json`` (``lungreview evaluate --nodules``; sensitivity
 against false positives per scan, LUNA16's CPM in the legend, Setio et al. 2017) and, per shared
 annotated series, whether the detector's top-ranked nodule and each slice classifier's most
 suspicious slice (``dicom_check.json``) lie on the lesion.
+
+Nodule findings: readers vs AI (``services.accounts.nodule_model_summary``; table test id
+``compare_nodules``): per detector model and reader, the fraction of AI findings the readers
+accepted (accepted / (accepted + rejected)) and the nodules they added (what the model missed),
+with a pooled "all readers" row.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import streamlit as st
 from core.registry import list_cards, read_dicom_check, read_evaluation, read_froc
 from dashboard.components import COMPARE_ROLES, SessionUser, run_page
 from dashboard.resources import get_session_factory
-from services.accounts import reader_agreement
+from services.accounts import nodule_model_summary, reader_agreement
 
 #: (key in evaluation.json, row label) of the headline metrics.
 METRICS: tuple[tuple[str, str], ...] = (
@@ -212,6 +217,7 @@ def body(user: SessionUser) -> None:
 
     archive_section(user)
 
+    nodule_reads_section()
     st.header("Radiologists vs AI")
     agreement = reader_agreement(get_session_factory(read_only=True), [c.id for c in cards])
     per_model, per_reader, fleiss = agreement.per_model, agreement.per_reader, agreement.fleiss
@@ -368,6 +374,22 @@ def archive_section(user: SessionUser) -> None:
     st.subheader("Series where the models disagree most")
     st.dataframe(_disagreement_table(service, c), hide_index=True, key="archive_disagreements",
                  column_config={"read a study": st.column_config.LinkColumn("read a study")})
+
+
+def nodule_reads_section() -> None:
+    """Per nodule-detector model: fraction of AI findings accepted and nodules added, per reader."""
+    summary = nodule_model_summary(get_session_factory(read_only=True))
+    st.header("Nodule findings: readers vs AI")
+    if summary.empty:
+        st.info("No nodule reads recorded yet: this appears once radiologists accept, reject or add nodules.")
+        return
+    st.caption("Current reads only. Fraction accepted = accepted / (accepted + rejected) of the AI findings the "
+               "reader decided (corrected ones count as accepted); added = nodules the reader found that the "
+               "model did not list, per series read.")
+    shown = summary.rename(columns={"model_id": "detector", "series_read": "series read",
+                                    "ai_findings_shown": "AI findings shown", "fraction_accepted": "fraction accepted",
+                                    "added_per_series": "added per series"})
+    st.dataframe(shown.drop(columns=["reader_id"]).round(3), hide_index=True, key="compare_nodules")
 
 
 if __name__ == "__main__":

@@ -195,12 +195,15 @@ def _exports() -> export.DicomExports:
     return st.session_state.setdefault("_dicom_exports", export.DicomExports())
 
 
-def export_section(user: SessionUser, series: Series, analysis: Analysis) -> None:
+def export_section(user: SessionUser, series: Series, analysis: Analysis,
+                   nodules: export.NoduleExport | None = None) -> None:
     """The DICOM export of the analysed series: SC of a slice + SR, download and send to the PACS.
 
     The SR names the reader's read once one is saved; a changed read builds a new SR (new SOP
     Instance UID) that lists the one last downloaded or sent as its predecessor
-    (``services.export.DicomExports``).
+    (``services.export.DicomExports``). With ``nodules`` (the detection and the reader's nodule
+    read), the SR gets one measurement group per accepted, corrected or added nodule and the SC
+    the circles of those on its slice; a changed nodule read needs a new export too.
     """
     st.subheader("DICOM export")
     if series.source_kind != "dicom":
@@ -216,7 +219,7 @@ def export_section(user: SessionUser, series: Series, analysis: Analysis) -> Non
     index = int(slice_no) - 1
     read = _saved_read(user)
     exports = _exports()
-    bundle = exports.prepared(analysis, index, read)
+    bundle = exports.prepared(analysis, index, read, nodules)
     if bundle is None:
         if exports.outdated(analysis):
             st.caption("The slice or your read changed since the DICOM export was prepared: prepare it again "
@@ -230,13 +233,17 @@ def export_section(user: SessionUser, series: Series, analysis: Analysis) -> Non
                 bundle = exports.prepare(
                     series, analysis, index=index, headers=headers, read=read,
                     heatmap=lambda i, cls: gradcam_heatmap(analysis, series, i, cls),
-                    alpha=float(st.session_state.get("gradcam_opacity", 0.4)))
+                    alpha=float(st.session_state.get("gradcam_opacity", 0.4)), nodules=nodules)
         except ExportError as exc:
             st.error(f"The DICOM export cannot be made: {exc}")
             return
-    st.caption(f"A Secondary Capture of slice {index + 1} with the Grad-CAM heatmap and a Structured Report "
-               f"of the AI result{' and your read' if read else ''}, marked unverified, in new series of this "
-               "study.")
+    reported = sum(st_.status in export.REPORTED for st_ in nodules.read.states) if nodules is not None else 0
+    circled = len(export.nodule_circles(nodules, index))
+    st.caption(f"A Secondary Capture of slice {index + 1} with the Grad-CAM heatmap"
+               + (f" and {circled} nodule circle(s)" if circled else "")
+               + f" and a Structured Report of the AI result{' and your read' if read else ''}"
+               + (f" with {reported} nodule measurement group(s)" if reported else "")
+               + ", marked unverified, in new series of this study.")
     factory = get_session_factory()
     c1, c2 = st.columns(2)
     c1.download_button("Download DICOM", data=bundle.zipped, file_name="lungreview-ai-result.zip",

@@ -1,17 +1,23 @@
-"""Read a study (radiologists, admins): upload, AI result, slice viewer with Grad-CAM, own read.
+"""Read a study (radiologists, admins): upload, AI result, slice viewer with Grad-CAM and nodule
+findings, own read.
 
 Flow: upload DICOM files / a ZIP / JPG or PNG slices -> ``core.imaging.read_uploads`` (bad files
 are listed, good ones read) -> pick study and series -> pick a model (default preselected) ->
 "Analyse with AI" (``services.reading.ReadingService.analyse``: a series uploaded before is recognised
 by its content hash and series key, and the stored inference of the same model file is reused;
-the service owns every database transaction of this page) -> series
-result, per-slice malignancy chart (click a point or use the slider), slice with window presets
-and Grad-CAM overlay -> the reader's own read (form). Time to decision runs from the first display
-of the AI result to "Save my read".
+then ``ReadingService.find_nodules``: the nodule detector scans a CT volume once per analysis and
+detector file, and a series it refuses says why in one line; the service owns every database
+transaction of this page). One script run per analysis: the result shows in the run that made it.
+Then the series result, and in one ``st.fragment`` the viewer (``dashboard.viewer.slice_viewer``:
+chart, slider, windows, Grad-CAM, lung outline, nodule circles, clicks on the image) beside the
+findings panel (table, accept / reject with type and corrected diameter, nodules added by a
+click or typed, Lung-RADS suggestion and the reader's category): everything in it reruns only the
+fragment. Then the reader's own series read (form). Time to decision runs from the first display
+of the AI result to each decision.
 
 Keys, not volumes: a read upload is staged (``services.reading.stage``: its series go to the study store
 and the server's shared memory cache) and the browser session keeps only references; Grad-CAM
-heatmaps, overlay pictures and lung masks sit in caches shared by all sessions
+heatmaps, overlay pictures, lung masks and nodule crops sit in caches shared by all sessions
 (``dashboard.resources.shared_cache``). The analysed series is in the address (``?case=<series
 id>``): a reload, a new tab or the worklist's "Open case" opens it from the study store without
 its files.
@@ -19,14 +25,22 @@ its files.
 Browser: file input "Upload DICOM files, a ZIP or JPG/PNG slices"; selectors "Study", "Series",
 "Model"; button "Analyse with AI" (then "AI result" metric appears); chart, slider "Slice",
 button "Go to most suspicious slice"; radio "Window" (Lung, Mediastinum, Bone, File's own,
-IQ-OTH/NCCD export); checkboxes "Show Grad-CAM heatmap" and "Show lung outline", slider "Heatmap opacity", selector
-"Heatmap class"; form with radios "Your finding", "Do you agree with the AI?",
-"Your confidence", "Was the heatmap helpful?", text area "Comment", button "Save my read"
-(success text starts with "Read saved").
+IQ-OTH/NCCD export); checkboxes "Show Grad-CAM heatmap", "Show lung outline" and "Show all
+candidates' circles", slider "Heatmap opacity", selector "Heatmap class"; the slice (click to
+place a nodule) with the caption "Slice <i> of <n> ..."; heading "Nodule findings": table (test id
+``findings_table``, one row chosen moves the viewer), selector "Finding", form with radio "Your
+decision" (Accept, Reject), selector "Type", number "Corrected diameter (mm)", button "Save
+decision", button "Withdraw my decision"; "Add a nodule the AI missed": numbers "Slice (add)",
+"x (column)", "y (row)", "Diameter (mm)", selector "Type (add)", button "Add nodule"; Lung-RADS:
+the suggestion, selector "Your Lung-RADS category", button "Save Lung-RADS"; button "Find nodules
+with AI" when a stored analysis has no detection yet; form with radios "Your finding", "Do you
+agree with the AI?", "Your confidence", "Was the heatmap helpful?", text area "Comment", button
+"Save my read" (success text starts with "Read saved").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -34,13 +48,27 @@ import pandas as pd
 import streamlit as st
 from cachetools import LRUCache
 
-from core.domain import WINDOW_PRESETS, Agreement, Finding, Window, WindowPreset, suspicious_class
-from core.imaging import Series, view
+from core.domain import Agreement, Finding, LungRads, NoduleType, suspicious_class
+from core.imaging import Series
+from core.lungrads import CAVEAT
 from core.registry import ModelCard, RegistryError, default_model_id, get_card, list_cards
 from core.settings import get_settings
-from dashboard.components import READ_ROLES, SessionUser, run_page, show_problems, slice_score_figure
-from dashboard.resources import get_reading_service, gradcam_heatmap, release_memory, shared_cache
+from dashboard.components import READ_ROLES, SessionUser, current_user, run_page, show_problems
+from dashboard.resources import get_reading_service, release_memory, shared_cache
+from dashboard.viewer import (  # noqa: F401 - window_for, window_options: this page's helpers as before
+    PRESET_LABELS,
+    SHARED_PICTURES,
+    Circle,
+    Click,
+    png_uri,
+    slice_viewer,
+    window_for,
+    window_options,
+)
 from dashboard.views import pacs
+from services.database import NotFoundError, PermissionDenied, RepositoryError, ValidationError
+from services.export import NoduleExport
+from services.nodules import AiFinding, NoduleFindings, ReaderNodules, axial_crop, midline_x_mm, side_of
 from services.reading import (
     Analysis,
     CaseGoneError,
@@ -53,16 +81,23 @@ from services.reading import (
     stage,
 )
 
-PRESET_LABELS: dict[str, str] = {
-    WindowPreset.LUNG.value: "Lung (C -600 / W 1500)",
-    WindowPreset.MEDIASTINUM.value: "Mediastinum (C 50 / W 350)",
-    WindowPreset.BONE.value: "Bone (C 500 / W 2000)",
-    WindowPreset.DICOM.value: "File's own",
-    WindowPreset.IQ_OTHNCCD.value: "IQ-OTH/NCCD export",
-}
 REVIEW_KEYS = ("review_finding", "review_agreement", "review_confidence", "review_heatmap", "review_comment")
-#: Overlay PNGs and lung masks kept for all sessions together (a few hundred KB each).
-SHARED_PICTURES = 128
+#: Widget and state keys of the nodule read, cleared when another case opens.
+NODULE_KEYS = ("nodule_pick", "findings_table", "findings_page", "nodule_decision", "nodule_type",
+               "nodule_diameter", "add_slice", "add_x", "add_y", "add_diameter", "add_type", "lungrads_category",
+               "_nodule_msg", "_table_pick", "_last_click", "viewer_image", "nodule_circles_all")
+#: Columns of the findings table, in order (the crop early so that it shows in a narrow column).
+FINDINGS_COLUMNS = ["rank", "crop", "slice", "side", "diameter (mm)", "p(nodule)", "malignancy (1-5)", "your read",
+                    "centre (mm)"]
+#: Findings per page of the findings table (a detection keeps up to 50 candidates, all paginated).
+FINDINGS_PER_PAGE = 10
+#: Detector stages in the order ``core.nodules.detect_nodules`` reports them (progress bar).
+DETECTOR_STAGES = ("resample", "mask", "candidates", "network", "suppression")
+#: Circle colours (CSS) by nodule status, and the chosen finding's.
+STATUS_COLOURS = {"undecided": "#4FA3E0", "accepted": "#2ECC71", "corrected": "#2ECC71", "rejected": "#E4572E",
+                  "added": "#FF4FD8"}
+CHOSEN_COLOUR = "#FFD700"
+NO_TYPE = "not given"
 
 
 # ------------------------------------------------------------------------------- pure helpers
@@ -75,28 +110,38 @@ def upload_limit_mb() -> int:
     return min(server, get_settings().max_upload_mb)
 
 
-def window_options(series: Series | SeriesRef) -> list[str]:
-    """Window presets offered for a series (the file's own only when it has one)."""
-    opts = [WindowPreset.LUNG.value, WindowPreset.MEDIASTINUM.value, WindowPreset.BONE.value]
-    if series.source_kind == "dicom" and series.windows:
-        opts.append(WindowPreset.DICOM.value)
-    opts.append(WindowPreset.IQ_OTHNCCD.value)
-    return opts
-
-
-def window_for(preset: str, series: Series) -> Window:
-    """The ``Window`` (centre/width in HU) of a preset; "dicom" = the series' first own window."""
-    if preset == WindowPreset.DICOM.value and series.windows:
-        return series.windows[0]
-    return WINDOW_PRESETS[WindowPreset(preset)]
-
-
 def ood_summary(analysis: Analysis) -> str:
     """How many slices the guard flagged and its distinct reasons, as one sentence."""
     flagged = int(np.sum(analysis.ood))
     reasons = sorted({r for text in analysis.ood_reasons for r in str(text).split("; ") if r})
     text = f"{flagged} of {len(analysis.ood)} slice(s) flagged"
     return text + (": " + "; ".join(reasons) + "." if reasons else ".")
+
+
+def finding_label(f: AiFinding, side: str) -> str:
+    """"1 · slice 113 · right · 3.5 mm": how a finding is named in the selector (slice 1-based)."""
+    return f"{f.rank} · slice {f.slice_index + 1} · {side} · {f.diameter_mm:.1f} mm"
+
+
+def findings_table(findings: NoduleFindings, read: ReaderNodules, midline: float, crops: list[str]) -> pd.DataFrame:
+    """The findings table: one row per AI finding (rank order) with the reader's current status.
+
+    Columns: rank, crop (PNG data URI), slice (1-based), side (left / right against the midline:
+    LPS +x is the patient's left), diameter (mm) (the reader's when corrected), p(nodule),
+    malignancy (1-5), your read, centre (mm) "x, y, z" (patient LPS).
+    """
+    rows = []
+    for f, crop in zip(findings.findings, crops, strict=True):
+        state = read.state_of(f.nodule_id)
+        status = state.status if state is not None else "undecided"
+        if state is not None and state.nodule_type:
+            status += f" ({state.nodule_type})"
+        rows.append({"rank": f.rank, "slice": f.slice_index + 1, "side": side_of(f.centre_mm[0], midline),
+                     "centre (mm)": ", ".join(f"{v:.1f}" for v in f.centre_mm),
+                     "diameter (mm)": round(state.diameter_mm if state is not None else f.diameter_mm, 1),
+                     "p(nodule)": round(f.p_nodule, 3), "malignancy (1-5)": round(f.malignancy, 1), "crop": crop,
+                     "your read": status})
+    return pd.DataFrame(rows, columns=FINDINGS_COLUMNS)
 
 
 # ------------------------------------------------------------------------------------ widgets
@@ -121,6 +166,15 @@ def _progress_callback(bar):
         else:
             return
         bar.progress(min(max(frac, 0.0), 1.0), text=text)
+
+    return progress
+
+
+def _stage_progress(bar):
+    """``progress(stage)`` for the nodule detector: the bar moves one step per stage."""
+    def progress(stage: str) -> None:
+        done = DETECTOR_STAGES.index(stage) if stage in DETECTOR_STAGES else 0
+        bar.progress(min((done + 0.5) / len(DETECTOR_STAGES), 1.0), text=f"nodule detector: {stage}")
 
     return progress
 
@@ -150,32 +204,14 @@ def _reset_case(key: str, analysis: Analysis) -> None:
     if st.session_state.get("_case_key") == key:
         return
     st.session_state["_case_key"] = key
-    for k in (*REVIEW_KEYS, "_last_chart_pick", "_saved_review"):
+    for k in (*REVIEW_KEYS, *NODULE_KEYS, "_last_chart_pick", "_saved_review"):
         st.session_state.pop(k, None)
     st.session_state["slice_no"] = analysis.most_suspicious_index + 1
     st.session_state["_opened_at"] = time.time()
 
 
-def _apply_chart_pick(n: int) -> None:
-    """Move to the slice clicked on the chart (selection state from the previous interaction)."""
-    state = st.session_state.get("slice_chart")
-    points = []
-    try:
-        points = list(state["selection"]["points"]) if state else []
-    except (KeyError, TypeError):
-        points = []
-    pick = int(round(points[0]["x"])) if points and points[0].get("x") is not None else None
-    if pick is not None and pick != st.session_state.get("_last_chart_pick"):
-        st.session_state["_last_chart_pick"] = pick
-        st.session_state["slice_no"] = min(max(pick, 1), n)
-
-
-def _go_to_suspicious(index: int) -> None:
-    st.session_state["slice_no"] = index + 1
-
-
-def show_result(series: Series, analysis: Analysis, card: ModelCard) -> None:
-    """Series result, chart, slice viewer with Grad-CAM, and the review form."""
+def show_result(series: Series, analysis: Analysis) -> None:
+    """The series result: the recognised-upload note, the out-of-distribution warning, the metrics."""
     n = len(series.slices)
     pos = analysis.suspicious_index
     if analysis.reused:
@@ -195,104 +231,350 @@ def show_result(series: Series, analysis: Analysis, card: ModelCard) -> None:
               help=f"Probabilities computed with {analysis.runtime or 'a runtime not recorded then'}; "
                    "Grad-CAM gradients with the Keras model.")
 
-    _apply_chart_pick(n)
-    current = int(st.session_state.get("slice_no", analysis.most_suspicious_index + 1))
-    has_threshold = suspicious_class(analysis.class_names) in card.thresholds
-    fig = slice_score_figure(analysis.probabilities[:, pos], current=current - 1,
-                             suspicious=analysis.most_suspicious_index,
-                             threshold=analysis.threshold if has_threshold else None,
-                             ood=analysis.ood, score_name=analysis.class_names[pos])
-    st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="slice_chart")
-    nav1, nav2 = st.columns([4, 1])
-    if n > 1:
-        nav1.slider("Slice", 1, n, key="slice_no", help="or click a point on the chart")
-    nav2.button("Go to most suspicious slice", key="goto_suspicious", on_click=_go_to_suspicious,
-                args=(analysis.most_suspicious_index,))
-    index = int(st.session_state.get("slice_no", 1)) - 1 if n > 1 else 0
-    show_slice(series, analysis, card, index)
-    review_form(analysis)
+
+# ------------------------------------------------------------------------------------ nodules
+def _scan(analysis: Analysis, series: Series, user: SessionUser, bar) -> NoduleFindings | None:
+    """Run (or reuse) the nodule detector with a progress bar; None when none is registered or it failed
+    to load (said in a warning: the slice classifier's result still shows)."""
+    try:
+        found = get_reading_service().find_nodules(analysis, series, user_id=user.id, progress=_stage_progress(bar))
+    except RegistryError as exc:
+        st.warning(f"The nodule detector could not be loaded ({exc}); only the slice classifier ran. Ask an admin.")
+        return None
+    except RepositoryError as exc:  # a detector output the database refuses: the classifier's result stays
+        st.warning(f"The nodule detector's findings could not be recorded ({exc}); only the slice classifier's "
+                   "result is shown. Ask an admin.")
+        return None
+    if found is not None:
+        _cache("_nodules")[analysis.key] = found
+    return found
 
 
-def show_slice(series: Series, analysis: Analysis, card: ModelCard, index: int) -> None:
-    """One slice in the chosen window, its probabilities, and the Grad-CAM overlay."""
-    options = window_options(series)
-    if st.session_state.get("window_preset") not in options:
-        st.session_state["window_preset"] = (WindowPreset.LUNG.value if series.source_kind == "dicom"
-                                             else WindowPreset.IQ_OTHNCCD.value)
-    preset = st.radio("Window", options, horizontal=True, key="window_preset",
-                      format_func=lambda v: PRESET_LABELS.get(v, v))
-    window = window_for(preset, series)
-    sl = series.slices[index]
-    picture = view(sl.hu, window)
-    g1, g2, g3 = st.columns([1, 1, 2])
-    show_cam = g1.checkbox("Show Grad-CAM heatmap", value=True, key="gradcam_on")
-    outline = False
-    if g1.checkbox("Show lung outline", value=False, key="lung_outline_on",
-                   help="The lung field found by the HU pipeline of core.lungs (Hu et al. 2001), drawn "
-                        "over the slice; on JPG/PNG slices it follows estimated HU and is rough."):
-        picture = with_lung_outline(series, analysis, index, picture)
-        outline = True
-    alpha = g2.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_opacity")
-    classes = list(analysis.class_names)
-    default_cls = analysis.labels[index] if index < len(analysis.labels) and analysis.labels[index] in classes \
-        else classes[analysis.suspicious_index]
-    cam_class = g3.selectbox("Heatmap class", classes, index=classes.index(default_cls), key="gradcam_class")
-    left, right = st.columns(2)
-    caption = f"Slice {index + 1} of {len(series.slices)} · {sl.source} · C {window.center:g} / W {window.width:g} HU"
-    left.image(picture, caption=caption, width="stretch", clamp=True)
-    with right:
-        if show_cam:
-            overlay_png = explanation_png(series, analysis, index, cam_class, picture, alpha,
-                                          view_key=(window.center, window.width, outline))
-            if overlay_png is not None:
-                st.image(overlay_png, caption=f"Grad-CAM for '{cam_class}' (opacity {alpha:.2f})", width="stretch")
-        probs = pd.DataFrame({"class": classes, "probability": analysis.probabilities[index].round(3)})
-        st.dataframe(probs, hide_index=True, key="slice_probabilities")
-        lbl = analysis.labels[index] if index < len(analysis.labels) else "?"
-        flag = " · out of distribution" if bool(analysis.ood[index]) else ""
-        st.caption(f"AI label of this slice: {lbl}{flag}")
-    if series.hu_is_estimated:
-        st.caption("HU are estimated from the picture's grey values (JPG/PNG exports carry no HU).")
-
-
-def with_lung_outline(series: Series, analysis: Analysis, index: int, picture: np.ndarray) -> np.ndarray:
-    """The displayed view with the lung-field outline drawn on it (mask cached per slice).
-
-    Args:
-        picture: uint8 (y, x) grey view of slice ``index``.
+def nodule_findings(analysis: Analysis, series: Series, user: SessionUser) -> NoduleFindings | None:
+    """The detection of this analysis: kept in the session, else stored, else the button "Find nodules with AI".
 
     Returns:
-        uint8 (y, x, 3) RGB view; the outline (``core.lungs.lung_outline_rgba``) replaces the grey
-        where it is drawn. An empty mask (no lungs found) returns the view unchanged, as RGB.
+        The findings (or refusal), or None when there is none yet (or no detector is registered;
+        the page says which).
     """
-    from core.lungs import lung_mask, lung_outline_rgba
+    cache = _cache("_nodules")
+    if analysis.key in cache:
+        return cache[analysis.key]
+    service = get_reading_service()
+    try:
+        detector = service.nodule_detector()
+    except RegistryError as exc:
+        st.caption(f"The nodule detector cannot be read from the registry ({exc}); only the slice classifier ran.")
+        return None
+    if detector is None:
+        st.caption("No nodule detector is registered: only the slice classifier ran on this series.")
+        return None
+    stored = service.stored_nodules(analysis, detector, series)
+    if stored is not None:
+        cache[analysis.key] = stored
+        while len(cache) > 8:
+            cache.popitem(last=False)
+        return stored
+    if not st.button("Find nodules with AI", key="find_nodules",
+                     help=f"Scan this series with the nodule detector {detector.model_id} (once; the result is "
+                          "stored with this analysis)."):
+        st.caption(f"The nodule detector {detector.model_id} has not scanned this analysis yet.")
+        return None
+    with st.status("Scanning for nodules...", expanded=True) as status:
+        found = _scan(analysis, series, user, st.progress(0.0, text="nodule detector"))
+        status.update(label="Nodule scan finished", state="complete", expanded=False)
+    return found
 
-    mask = shared_cache("lung_masks", SHARED_PICTURES).get_or_make(
-        (analysis.key, index), lambda: lung_mask(series.slices[index].hu, series.spacing_mm))
-    outline = lung_outline_rgba(mask, width=2)
-    rgb = np.repeat(np.asarray(picture, dtype=np.uint8)[..., None], 3, axis=2)
-    drawn = outline[..., 3] > 0
-    rgb[drawn] = outline[drawn, :3]
-    return rgb
+
+def _reader_nodules(findings: NoduleFindings, user_id: int, *, fresh: bool = False) -> ReaderNodules:
+    """The reader's current nodule read, kept in the session until one of their writes changes it."""
+    cache = _cache("_nodule_reads")
+    key = (findings.detection_id, int(user_id))
+    if fresh or key not in cache:
+        cache[key] = get_reading_service().reader_nodules(findings, int(user_id))
+        while len(cache) > 8:
+            cache.popitem(last=False)
+    return cache[key]
 
 
-def explanation_png(series: Series, analysis: Analysis, index: int, cls: str, picture: np.ndarray,
-                    alpha: float, view_key: tuple = ()) -> bytes | None:
-    """PNG of the Grad-CAM overlay on the displayed view.
+def _midline(analysis: Analysis, series: Series, findings: NoduleFindings) -> float:
+    """Patient x of the midline (``services.nodules.midline_x_mm``), once per analysis for all sessions."""
+    return shared_cache("nodule_midlines", SHARED_PICTURES).get_or_make(
+        (analysis.key, findings.detection_id),
+        lambda: midline_x_mm(series, sorted({f.slice_index for f in findings.findings}) or None))[0]
 
-    The heatmap is computed once per analysis, slice and class
-    (``dashboard.resources.gradcam_heatmap``); the PNG once per heatmap, opacity and ``view_key``
-    (what made ``picture``: window, outline), both shared by all sessions.
-    """
-    from core.inference.explain import overlay, to_png
 
-    def make() -> bytes:
-        with st.spinner(f"Computing Grad-CAM for slice {index + 1}..."):
-            heat = gradcam_heatmap(analysis, series, index, cls)
-        return to_png(overlay(picture, heat, alpha=alpha))
+def _crop_uri(analysis: Analysis, series: Series, f: AiFinding) -> str:
+    """PNG data URI of a finding's axial crop (``services.nodules.axial_crop``), shared by all sessions."""
+    return shared_cache("nodule_crops", 4 * SHARED_PICTURES).get_or_make(
+        (analysis.key, f.nodule_id),
+        lambda: png_uri(axial_crop(series, f.slice_index, f.centre_voxel[1], f.centre_voxel[2], f.diameter_mm)))
 
-    key = (analysis.key, index, cls, round(float(alpha), 3), view_key)
-    return shared_cache("overlay_png", SHARED_PICTURES).get_or_make(key, make)
+
+def _write(action, *args, **kwargs) -> bool:
+    """Run a service write from a callback; a refusal becomes the panel's message. True when it was recorded."""
+    try:
+        action(*args, **kwargs)
+    except (ValidationError, PermissionDenied, NotFoundError) as exc:
+        st.session_state["_nodule_msg"] = ("error", str(exc))
+        return False
+    return True
+
+
+def _refresh(findings: NoduleFindings) -> None:
+    _reader_nodules(findings, current_user().id, fresh=True)
+
+
+def _on_pick(findings: NoduleFindings) -> None:
+    """The selector "Finding" changed: move the viewer to its slice and clear the decision form."""
+    pick = st.session_state.get("nodule_pick")
+    if pick is None:
+        return
+    st.session_state["slice_no"] = findings.finding(pick).slice_index + 1
+    for k in ("nodule_decision", "nodule_type", "nodule_diameter"):
+        st.session_state.pop(k, None)
+
+
+def _apply_table_pick(findings: NoduleFindings) -> None:
+    """A row chosen in the findings table (previous interaction): choose that finding and move to its slice."""
+    state = st.session_state.get("findings_table")
+    try:
+        rows = list(state["selection"]["rows"]) if state else []
+    except (KeyError, TypeError):
+        rows = []
+    page = int(st.session_state.get("findings_page", 1) or 1)
+    token = (page, rows[0]) if rows else None
+    if token is None or token == st.session_state.get("_table_pick"):
+        if token is None:
+            st.session_state.pop("_table_pick", None)
+        return
+    st.session_state["_table_pick"] = token
+    i = (page - 1) * FINDINGS_PER_PAGE + int(rows[0])
+    if 0 <= i < len(findings.findings):
+        st.session_state["nodule_pick"] = findings.findings[i].nodule_id
+        _on_pick(findings)
+
+
+def _remember_click(click: Click) -> None:
+    """A click on the image: the centre of a nodule to add (the add form shows it)."""
+    st.session_state["add_slice"] = click.slice_index + 1
+    st.session_state["add_y"] = click.row
+    st.session_state["add_x"] = click.col
+    st.session_state["_nodule_msg"] = ("info", f"Clicked slice {click.slice_index + 1}, x {click.col}, y "
+                                               f"{click.row}: give a diameter and press Add nodule.")
+
+
+def _save_decision(findings: NoduleFindings) -> None:
+    user, pick = current_user(), st.session_state.get("nodule_pick")
+    decision = st.session_state.get("nodule_decision")
+    if pick is None or decision is None:
+        st.session_state["_nodule_msg"] = ("error", "Choose a finding and your decision (Accept or Reject) first.")
+        return
+    kind = st.session_state.get("nodule_type")
+    diameter = st.session_state.get("nodule_diameter")
+    accept = decision == "accept"
+    if _write(get_reading_service().decide_nodule, findings, pick, reader_id=user.id, decision=decision,
+              nodule_type=kind if accept and kind not in (None, NO_TYPE) else None,
+              corrected_diameter_mm=float(diameter) if accept and diameter else None,
+              opened_at=st.session_state.get("_opened_at", time.time())):
+        rank = findings.finding(pick).rank
+        st.session_state["_nodule_msg"] = ("success", f"Finding {rank}: {decision}ed"
+                                           + (f", {float(diameter):.1f} mm" if accept and diameter else "") + ".")
+    _refresh(findings)
+
+
+def _withdraw(findings: NoduleFindings, read_id: int, what: str) -> None:
+    user = current_user()
+    if _write(get_reading_service().withdraw_nodule, read_id, reader_id=user.id,
+              opened_at=st.session_state.get("_opened_at", time.time())):
+        st.session_state["_nodule_msg"] = ("success", f"{what}: withdrawn (kept in the history).")
+    _refresh(findings)
+
+
+def _add(findings: NoduleFindings, ref: SeriesRef) -> None:
+    user = current_user()
+    diameter = st.session_state.get("add_diameter")
+    if not diameter:
+        st.session_state["_nodule_msg"] = ("error", "Give the nodule's diameter in mm before adding it.")
+        return
+    kind = st.session_state.get("add_type")
+    service = get_reading_service()
+    try:
+        added = service.add_nodule(
+            findings, load_series(ref), reader_id=user.id, slice_index=int(st.session_state.get("add_slice", 1)) - 1,
+            row=int(st.session_state.get("add_y", 0)), col=int(st.session_state.get("add_x", 0)),
+            diameter_mm=float(diameter), nodule_type=None if kind in (None, NO_TYPE) else kind,
+            opened_at=st.session_state.get("_opened_at", time.time()))
+    except (ValidationError, PermissionDenied, NotFoundError) as exc:
+        st.session_state["_nodule_msg"] = ("error", str(exc))
+    else:
+        where = " outside the lung mask (kept, flagged)" if added.outside_lung else ""
+        st.session_state["_nodule_msg"] = ("success", f"Nodule added on slice {added.centre_voxel[0] + 1}{where}.")
+        st.session_state.pop("add_diameter", None)
+    _refresh(findings)
+
+
+def _save_lungrads(findings: NoduleFindings, suggested: str) -> None:
+    user = current_user()
+    category = st.session_state.get("lungrads_category")
+    if _write(get_reading_service().save_lungrads, findings, reader_id=user.id, category=category,
+              suggested=suggested, opened_at=st.session_state.get("_opened_at", time.time())):
+        st.session_state["_nodule_msg"] = ("success", f"Lung-RADS {category} saved with your read.")
+    _refresh(findings)
+
+
+def _circles(findings: NoduleFindings, read: ReaderNodules) -> tuple[list[Circle], list[Circle]]:
+    """(circles always drawn: the chosen finding and the reader's own nodules, every candidate's circle)."""
+    pick = st.session_state.get("nodule_pick")
+    chosen, every = [], []
+    for f in findings.findings:
+        state = read.state_of(f.nodule_id)
+        status = state.status if state is not None else "undecided"
+        diameter = state.diameter_mm if state is not None else f.diameter_mm
+        circle = Circle(f.slice_index, f.centre_voxel[1], f.centre_voxel[2], diameter, label=str(f.rank),
+                        colour=STATUS_COLOURS[status], dash="dash" if status == "rejected" else "solid")
+        every.append(circle)
+        if f.nodule_id == pick:
+            chosen.append(Circle(f.slice_index, f.centre_voxel[1], f.centre_voxel[2], diameter, label=str(f.rank),
+                                 colour=CHOSEN_COLOUR))
+    for i, st_ in enumerate(read.added, start=1):
+        own = Circle(st_.slice_index, st_.centre_voxel[1], st_.centre_voxel[2], st_.diameter_mm, label=f"R{i}",
+                     colour=STATUS_COLOURS["added"])
+        chosen.append(own)
+        every.append(own)
+    return chosen, every
+
+
+def findings_panel(ref: SeriesRef, series: Series, analysis: Analysis, findings: NoduleFindings,
+                   read: ReaderNodules) -> None:
+    """The findings table and the reader's per-nodule read: decisions, added nodules, Lung-RADS."""
+    st.subheader("Nodule findings")
+    st.caption(f"{findings.model_id} · operating point p(nodule) ≥ "
+               f"{findings.operating_point if findings.operating_point is not None else '?'} · "
+               f"{findings.latency_ms / 1000:.1f} s" + (" · stored result" if findings.reused else ""))
+    for w in findings.warnings:
+        st.caption(w)
+    msg = st.session_state.pop("_nodule_msg", None)
+    if msg:
+        getattr(st, msg[0])(msg[1])
+    n = len(findings.findings)
+    if n == 0:
+        st.info("No nodule candidates above the operating point.")
+    else:
+        midline = _midline(analysis, series, findings)
+        pages = (n + FINDINGS_PER_PAGE - 1) // FINDINGS_PER_PAGE
+        page = 1
+        if pages > 1:
+            page = int(st.number_input(f"Findings page (of {pages})", 1, pages, 1, key="findings_page"))
+        shown = findings.findings[(page - 1) * FINDINGS_PER_PAGE: page * FINDINGS_PER_PAGE]
+        sub = dataclasses.replace(findings, findings=shown)
+        table = findings_table(sub, read, midline, [_crop_uri(analysis, series, f) for f in shown])
+        st.dataframe(table, hide_index=True, key="findings_table", on_select="rerun", selection_mode="single-row",
+                     column_config={"crop": st.column_config.ImageColumn("crop", width="small"),
+                                    "rank": st.column_config.NumberColumn("rank", width="small"),
+                                    "slice": st.column_config.NumberColumn("slice", width="small"),
+                                    "side": st.column_config.TextColumn("side", width="small")},
+                     row_height=48)
+        st.caption(f"{n} finding(s)" + (f", {FINDINGS_PER_PAGE} per page" if pages > 1 else "")
+                   + ". Choose a row (or a finding below) to go to its slice; side: left / right of the patient "
+                     "(LPS: +x is the patient's left) against the lung mask's midline.")
+        ids = [f.nodule_id for f in findings.findings]
+        sides = {f.nodule_id: side_of(f.centre_mm[0], midline) for f in findings.findings}
+        pick = st.selectbox("Finding", ids, index=None, key="nodule_pick", placeholder="choose a finding",
+                            format_func=lambda i: finding_label(findings.finding(i), sides[i]),
+                            on_change=_on_pick, args=(findings,))
+        if pick is not None:
+            _decision_form(findings, read, pick)
+    _add_section(ref, series, findings, read)
+    _lungrads_section(findings, read)
+
+
+def _decision_form(findings: NoduleFindings, read: ReaderNodules, pick: int) -> None:
+    f = findings.finding(pick)
+    state = read.state_of(pick)
+    now = state.status if state is not None else "undecided"
+    st.caption(f"Finding {f.rank}: AI diameter {f.diameter_mm:.1f} mm, p(nodule) {f.p_nodule:.2f}, malignancy "
+               f"{f.malignancy:.1f} of 5 · your read: **{now}**"
+               + (f" ({state.nodule_type})" if state is not None and state.nodule_type else ""))
+    with st.form("nodule_decision_form", border=True):
+        st.radio("Your decision", ["accept", "reject"], index=None, horizontal=True, key="nodule_decision",
+                 format_func=str.capitalize)
+        c1, c2 = st.columns(2)
+        c1.selectbox("Type", [NO_TYPE, *(t.value for t in NoduleType)], key="nodule_type",
+                     help="With Accept: the attenuation type (Lung-RADS treats each type differently).")
+        c2.number_input("Corrected diameter (mm)", min_value=0.5, max_value=100.0, value=None, step=0.5,
+                        key="nodule_diameter", help="With Accept: your own diameter, when the AI's is off.")
+        st.form_submit_button("Save decision", key="nodule_save", type="primary", on_click=_save_decision,
+                              args=(findings,))
+    if state is not None and state.read_id is not None:
+        st.button("Withdraw my decision", key="nodule_withdraw", on_click=_withdraw,
+                  args=(findings, state.read_id, f"Finding {f.rank}"))
+
+
+def _add_section(ref: SeriesRef, series: Series, findings: NoduleFindings, read: ReaderNodules) -> None:
+    st.markdown("**Add a nodule the AI missed**")
+    st.caption("Click its centre on the slice (the fields below fill in), or type the slice and pixel; give a "
+               "diameter. A centre outside the lungs is kept and flagged.")
+    n = len(series.slices)
+    rows, cols = series.slices[0].hu.shape
+    # defaults through the session state (a click sets them too): no widget gets both
+    st.session_state.setdefault("add_slice", min(max(int(st.session_state.get("slice_no", 1)), 1), n))
+    st.session_state.setdefault("add_x", cols // 2)
+    st.session_state.setdefault("add_y", rows // 2)
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("Slice (add)", 1, n, key="add_slice")
+    c2.number_input("x (column)", 0, cols - 1, key="add_x")
+    c3.number_input("y (row)", 0, rows - 1, key="add_y")
+    c4, c5 = st.columns(2)
+    c4.number_input("Diameter (mm)", min_value=0.5, max_value=100.0, value=None, step=0.5, key="add_diameter")
+    c5.selectbox("Type (add)", [NO_TYPE, *(t.value for t in NoduleType)], key="add_type")
+    st.button("Add nodule", key="add_nodule", on_click=_add, args=(findings, ref))
+    for i, st_ in enumerate(read.added, start=1):
+        a1, a2 = st.columns([4, 1])
+        flag = " · outside the lung mask" if st_.outside_lung else ""
+        a1.caption(f"R{i}: slice {st_.slice_index + 1}, x {st_.centre_voxel[2]}, y {st_.centre_voxel[1]}, "
+                   f"{st_.diameter_mm:.1f} mm" + (f", {st_.nodule_type}" if st_.nodule_type else "") + flag)
+        a2.button("Remove", key=f"remove_added_{st_.read_id}", on_click=_withdraw,
+                  args=(findings, st_.read_id, f"Nodule R{i}"))
+
+
+def _lungrads_section(findings: NoduleFindings, read: ReaderNodules) -> None:
+    suggestion = read.suggestion
+    st.markdown("**Lung-RADS**")
+    st.info(f"Suggested Lung-RADS {suggestion.category.value}: {suggestion.explanation}.")
+    st.caption(CAVEAT)
+    options = [c.value for c in LungRads]
+    if st.session_state.get("lungrads_category") not in options:
+        st.session_state["lungrads_category"] = read.lungrads or suggestion.category.value
+    c1, c2 = st.columns([2, 1])
+    c1.selectbox("Your Lung-RADS category", options, key="lungrads_category")
+    c2.button("Save Lung-RADS", key="lungrads_save", on_click=_save_lungrads,
+              args=(findings, suggestion.category.value))
+    if read.lungrads:
+        st.caption(f"Saved: Lung-RADS {read.lungrads} (the suggestion then: {read.lungrads_suggested or 'none'}).")
+
+
+@st.fragment
+def reading_view(ref: SeriesRef, analysis: Analysis, threshold: float | None,
+                 findings: NoduleFindings | None) -> None:
+    """The viewer and, beside it, the findings panel: one fragment, so a slice move, a window, a row,
+    a decision or an added nodule reruns only this part of the page."""
+    series = load_series(ref)
+    if findings is None or findings.refused:
+        if findings is not None:
+            st.info(f"Nodule detector: {findings.refusal}")
+        slice_viewer(series, analysis, threshold=threshold)
+        return
+    user = current_user()
+    _apply_table_pick(findings)
+    read = _reader_nodules(findings, user.id)
+    circles, every = _circles(findings, read)
+    left, right = st.columns([3, 2])
+    with left:
+        slice_viewer(series, analysis, threshold=threshold, circles=circles, all_circles=every,
+                     on_click=_remember_click, stacked=True)
+    with right:
+        findings_panel(ref, series, analysis, findings, read)
 
 
 def review_form(analysis: Analysis) -> None:
@@ -372,8 +654,6 @@ def case_from_link() -> tuple[StudyRef, SeriesRef] | None:
         return None
     opened = _cache("_opened", 4)
     if series_id not in opened:
-        from services.database import NotFoundError
-
         try:
             got = get_reading_service().open_case(series_id)
         except NotFoundError:
@@ -446,22 +726,37 @@ def body(user: SessionUser) -> None:
         if stored is not None:
             analyses[key] = stored
     if key not in analyses:
-        if not st.button("Analyse with AI", key="analyse", type="primary"):
+        slot = st.empty()  # the button, then the status box in its place: one run shows the result
+        if not slot.button("Analyse with AI", key="analyse", type="primary"):
             return
-        with st.status(f"Analysing {len(series.slices)} slice(s) with {card.id}...", expanded=True) as status:
+        with slot.container(), st.status(f"Analysing {len(series.slices)} slice(s) with {card.id}...",
+                                         expanded=True) as status:
             bar = st.progress(0.0, text="loading the model")
             analyses[key] = service.analyse(study, series, card, user_id=user.id, progress=_progress_callback(bar))
-            status.update(label=f"Analysed {len(series.slices)} slice(s) with {card.id}", state="complete",
+            status.update(label=f"Analysed {len(series.slices)} slice(s) with {card.id}; scanning for nodules...")
+            found = _scan(analyses[key], series, user, bar)
+            if found is None:
+                scanned = ""
+            elif found.refused:
+                scanned = "; the nodule detector refused the series"
+            else:
+                scanned = f"; nodule detector: {len(found.findings)} finding(s)"
+            status.update(label=f"Analysed {len(series.slices)} slice(s) with {card.id}{scanned}", state="complete",
                           expanded=False)
         release_memory()
-        st.query_params["case"] = str(analyses[key].series_id)
-        st.rerun()  # show the result without the finished button and status box
     analysis = analyses[key]
     if st.query_params.get("case") != str(analysis.series_id):
         st.query_params["case"] = str(analysis.series_id)  # a reload or a new tab opens this case again
     _reset_case(key, analysis)
-    show_result(series, analysis, card)
-    pacs.export_section(user, series, analysis)
+    show_result(series, analysis)
+    findings = nodule_findings(analysis, series, user)
+    threshold = analysis.threshold if suspicious_class(analysis.class_names) in card.thresholds else None
+    reading_view(ref, analysis, threshold, findings)
+    review_form(analysis)
+    read = None
+    if findings is not None and not findings.refused:
+        read = NoduleExport(findings, _reader_nodules(findings, user.id))
+    pacs.export_section(user, series, analysis, nodules=read)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ series the store no longer holds needs its files again (re-uploading them is rec
 content hash and reuses the stored inference).
 
 One row per series read: a study with two series shows a row for each (series description and
-pseudonymous series key), one per model's newest result on it and current read.
+pseudonymous series key), one per model's newest result on it and current read. Nodules: the
+newest nodule detection beside that result ("AI nodules": its findings, or "refused"), and the
+row reader's accepted (corrected included), rejected and added nodules and Lung-RADS category.
 
 Browser: filters "Reader", "Model", "Finding", "Agreement" (each with "All"); the table; the
 selector "Open a study" (options "Study <id> · <key>"); in the opened study, heading
@@ -32,6 +34,20 @@ ALL = "All"
 def ai_label_text(label: str, ood: bool) -> str:
     """The AI label as shown (``core.domain.shown_label``): "not applicable ..." when the guard fired."""
     return shown_label(label, bool(ood), model_said=True)
+
+
+def nodule_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The worklist's nodule columns as shown: "AI nodules" (count, "refused" or ""), "accepted",
+    "rejected", "added" (counts or "") and "Lung-RADS" ("" when none)."""
+    def count(v) -> str:
+        return "" if pd.isna(v) else str(int(v))
+
+    ai = ["" if pd.isna(n) else ("refused" if isinstance(r, str) and r else str(int(n)))
+          for n, r in zip(table["ai_nodules"], table["nodule_refusal"], strict=True)]
+    return pd.DataFrame({"AI nodules": ai, "accepted": table["nodules_accepted"].map(count),
+                         "rejected": table["nodules_rejected"].map(count), "added": table["nodules_added"].map(count),
+                         "Lung-RADS": table["lungrads"].map(lambda v: "" if pd.isna(v) else str(v))},
+                        index=table.index)
 
 
 def filters(reader_names: dict[int, str], models: list[str]) -> dict:
@@ -100,9 +116,11 @@ def body(user: SessionUser) -> None:
         "" if pd.isna(lbl) else ai_label_text(lbl, bool(ood)) for lbl, ood in zip(table["ai_label"], table["ood"],
                                                                                   strict=True)
     ], series=table["series_description"].fillna(""))
+    shown = pd.concat([shown, nodule_columns(table)], axis=1)
     st.dataframe(
         shown[["study_id", "study_key", "uploaded_at", "source_kind", "series", "n_slices", "model_id", "ai_result",
-               "series_score", "reader", "finding", "agreement", "confidence", "reviewed_at"]],
+               "series_score", "reader", "finding", "agreement", "confidence", "AI nodules", "accepted", "rejected",
+               "added", "Lung-RADS", "reviewed_at"]],
         hide_index=True, key="worklist_table",
     )
     n_series = table["series_id"].nunique()

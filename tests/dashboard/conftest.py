@@ -174,3 +174,25 @@ def seed_read(factory, users, *, model_id: str = "tiny_a", finding: str = "malig
         add_review(s, inference_id=inf.id, reader=users["radiologist"].id, finding=finding,
                    agreement=agreement, confidence=4, heatmap_helpful=3, comment="", seconds_to_decision=30.0)
         return study.id
+
+
+def seed_nodule_read(factory, users) -> None:
+    """The phantom series (tests/factories/ct.py) analysed and scanned by the fake detector; the
+    radiologist accepts finding 1, rejects finding 2, adds a nodule, says Lung-RADS 4A and saves a read."""
+    from services.reading import ReadingService, read_upload
+    from tests.factories.ct import FakeDetector, phantom_files
+    from tests.services.test_reading import CARD, CountingPredictor
+
+    study = read_upload(phantom_files(), limit_mb=50).studies[0]
+    series = study.series[0]
+    svc = ReadingService(factory, CountingPredictor(), nodule_detector=FakeDetector().as_detector())
+    rad = users["radiologist"].id
+    analysis = svc.analyse(study, series, CARD, user_id=rad)
+    found = svc.find_nodules(analysis, series, user_id=rad)
+    n1, n2 = (f.nodule_id for f in found.findings)
+    svc.decide_nodule(found, n1, reader_id=rad, decision="accept", opened_at=0.0)
+    svc.decide_nodule(found, n2, reader_id=rad, decision="reject", opened_at=0.0)
+    svc.add_nodule(found, series, reader_id=rad, slice_index=16, row=70, col=85, diameter_mm=7.0, opened_at=0.0)
+    svc.save_lungrads(found, reader_id=rad, category="4A", suggested="4A", opened_at=0.0)
+    svc.save_read(analysis.inference_id, reader_id=rad, finding="malignant", agreement="agree", confidence=4,
+                  heatmap_helpful=None, comment="", opened_at=0.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dashboard.views.compare import fmt_ci, metrics_table
-from tests.dashboard.conftest import make_app, open_page, seed_read, texts
+from tests.dashboard.conftest import make_app, open_page, seed_nodule_read, seed_read, texts
 
 
 class TestFmtCi:
@@ -47,6 +47,17 @@ class TestPage:
         agreement = next(d.value for d in at.dataframe if "kappa_linear" in d.value.columns)
         row = agreement[agreement["model_id"] == "tiny_a"].iloc[0]
         assert row["n_cases"] == 2 and row["percent_agreement"] == 50.0
+
+    def test_nodule_readers_vs_ai_per_detector_model(self, registry_env, users, factory):
+        at = open_page(make_app(users["lead"]), "compare.py")
+        assert "No nodule reads recorded yet" in texts(at)
+        seed_nodule_read(factory, users)
+        at = open_page(make_app(users["lead"]), "compare.py")
+        assert not at.exception
+        table = next(d.value for d in at.dataframe if "fraction accepted" in d.value.columns)
+        assert list(table["reader"]) == ["Rita Radiologist", "all readers"]
+        assert list(table["detector"]) == ["fake_nodules_v1"] * 2
+        assert list(table["fraction accepted"]) == [0.5, 0.5] and list(table["added"]) == [1, 1]
 
     def test_radiologist_is_refused(self, registry_env, users):
         at = open_page(make_app(users["radiologist"]), "compare.py")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.domain import suspicious_index
 from dashboard.views.worklist import ai_label_text
 from services.accounts import stored_class_names
-from tests.dashboard.conftest import make_app, open_page, seed_read, texts
+from tests.dashboard.conftest import make_app, open_page, seed_nodule_read, seed_read, texts
 
 
 class TestHelpers:
@@ -88,3 +88,15 @@ class TestPage:
     def test_empty_database_says_how_studies_appear(self, app_env, users):
         at = open_page(make_app(users["radiologist"]), "worklist.py")
         assert "No studies match" in texts(at)
+
+
+class TestNodules:
+    def test_rows_show_ai_nodules_accepted_rejected_added_and_lungrads(self, app_env, users, factory):
+        seed_nodule_read(factory, users)
+        seed_read(factory, users, content=b"study-2")  # no nodule detection: empty nodule cells
+        at = open_page(make_app(users["lead"]), "worklist.py")
+        assert not at.exception
+        table = next(d.value for d in at.dataframe if "ai_result" in d.value.columns)
+        cols = ["AI nodules", "accepted", "rejected", "added", "Lung-RADS"]
+        assert sorted(tuple(r) for r in table[cols].itertuples(index=False)) == [
+            ("", "", "", "", ""), ("2", "1", "1", "1", "4A")]

@@ -124,3 +124,56 @@ def test_a_missing_header_is_an_export_error(tcia):
     with pytest.raises(ExportError, match="no DICOM header"):
         export.DicomExports().prepare(series, _analysis(len(series.slices)), index=0, headers=partial, read=None,
                                       heatmap=lambda i, c: np.zeros(series.slices[i].shape, np.float32), alpha=0.4)
+
+
+# ------------------------------------------------------------------------------ nodules
+def test_the_sr_reports_the_readers_accepted_corrected_and_added_nodules_and_the_sc_circles_them(
+        factory, people, isolated_settings):
+    """Phantom series, fake detector: rad1 accepts finding 1 (right lung), rejects finding 2, adds one in
+    the left lung; the SR gets two Planar ROI groups (laterality from the lung-mask midline), the SC a
+    circle on finding 1's slice; a changed nodule read is a new bundle."""
+    import highdicom as hd
+
+    from services.reading import ReadingService, read_upload
+    from tests.factories.ct import FakeDetector, phantom_files
+    from tests.services.test_reading import CARD, CountingPredictor
+
+    files = phantom_files(origin=(-100.0, -160.0, -300.0))  # midline at patient x = +58.75 mm, not 0
+    study = read_upload(files, limit_mb=50).studies[0]
+    series = study.series[0]
+    headers = export.headers_of_series(export.upload_headers(files), series)
+    svc = ReadingService(factory, CountingPredictor(), nodule_detector=FakeDetector().as_detector())
+    rad1 = people["rad1"]
+    analysis = svc.analyse(study, series, CARD, user_id=rad1)
+    found = svc.find_nodules(analysis, series, user_id=rad1)
+    n1, n2 = (f.nodule_id for f in found.findings)
+    svc.decide_nodule(found, n1, reader_id=rad1, decision="accept", nodule_type="solid", opened_at=0.0)
+    svc.decide_nodule(found, n2, reader_id=rad1, decision="reject", opened_at=0.0)
+    svc.add_nodule(found, series, reader_id=rad1, slice_index=16, row=70, col=85, diameter_mm=7.0, opened_at=0.0)
+    nodules = export.NoduleExport(found, svc.reader_nodules(found, rad1))
+    assert export.nodule_circles(nodules, 12) == [(64, 40, 10.0)] and export.nodule_circles(nodules, 8) == []
+
+    flat = lambda i, cls: np.zeros(series.slices[i].shape, dtype=np.float32)  # noqa: E731
+    exports = export.DicomExports()
+    plain = exports.prepare(series, analysis, index=12, headers=headers, read=None, heatmap=flat, alpha=0.4)
+    bundle = exports.prepare(series, analysis, index=12, headers=headers, read=None, heatmap=flat, alpha=0.4,
+                             nodules=nodules)
+    assert exports.prepared(analysis, 12, None, nodules) is bundle and bundle is not plain
+    groups = hd.sr.Comprehensive3DSR.from_dataset(bundle.structured_report).content \
+        .get_planar_roi_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == ["AI nodule 1", "Reader nodule 1"]
+    sides = [g.finding_sites[0].laterality.meaning for g in groups]
+    assert sides == ["Right", "Left"]
+    assert [g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for g in groups] == [
+        series.slices[12].sop_instance_uid, series.slices[16].sop_instance_uid]
+    # the circle is drawn on the SC: its pixels differ from the plain SC's on the circle's rim only
+    diff = np.any(bundle.secondary_capture.pixel_array != plain.secondary_capture.pixel_array, axis=-1)
+    assert diff.any() and not diff[:, :].all()
+    # another decision is another read: the prepared bundle no longer fits it
+    svc.decide_nodule(found, n2, reader_id=rad1, decision="accept", opened_at=0.0)
+    changed = export.NoduleExport(found, svc.reader_nodules(found, rad1))
+    assert exports.prepared(analysis, 12, None, changed) is None
+    again = exports.prepare(series, analysis, index=12, headers=headers, read=None, heatmap=flat, alpha=0.4,
+                            nodules=changed)
+    assert len(hd.sr.Comprehensive3DSR.from_dataset(again.structured_report).content
+               .get_planar_roi_measurement_groups()) == 3
