@@ -1,7 +1,7 @@
 """Compare models (leads, admins): every registered model side by side on its test split, and the
 live agreement of radiologists with each model.
 
-Metrics come from each entry's ``evaluation.json`` (``models.evaluation.evaluate`` / ``core.metrics``): 95 %
+Metrics come from each entry's ``evaluation.json`` (``models.evaluation.evaluate`` / ``core.stats.metrics``): 95 %
 intervals are percentile bootstraps over patient groups (Efron & Tibshirani 1993); ECE with 15
 bins (Guo et al. 2017); Brier (1950). Reader agreement: Cohen's kappa (1960), linearly weighted
 (Cohen 1968) and Fleiss' kappa (1971), from ``services.analytics``.
