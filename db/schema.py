@@ -278,8 +278,8 @@ class Feedback(Base):
     """One answer to the System Usability Scale (Brooke 1996) plus two free-text answers.
 
     ``answers`` is the JSON list of the ten SUS answers (1-5, statement order of
-    ``core.sus.SUS_STATEMENTS``); the ten are also kept in columns ``q1``..``q10`` so the
-    database can check their range. ``sus_score`` (0-100) comes from ``core.sus.sus_score``.
+    ``core.domain.SUS_STATEMENTS``); the ten are also kept in columns ``q1``..``q10`` so the
+    database can check their range. ``sus_score`` (0-100) comes from ``core.domain.sus_score``.
     ``role`` is the user's role when they answered.
     """
 
