@@ -246,8 +246,16 @@ def _scan(analysis: Analysis, series: Series, user: SessionUser, bar) -> NoduleF
                    "result is shown. Ask an admin.")
         return None
     if found is not None:
-        _cache("_nodules")[analysis.key] = found
+        _keep_findings(analysis, found)
     return found
+
+
+def _keep_findings(analysis: Analysis, found: NoduleFindings) -> None:
+    """Keep the detection of an analysis in the session (the last 8)."""
+    cache = _cache("_nodules")
+    cache[analysis.key] = found
+    while len(cache) > 8:
+        cache.popitem(last=False)
 
 
 def nodule_findings(analysis: Analysis, series: Series, user: SessionUser) -> NoduleFindings | None:
@@ -271,9 +279,7 @@ def nodule_findings(analysis: Analysis, series: Series, user: SessionUser) -> No
         return None
     stored = service.stored_nodules(analysis, detector, series)
     if stored is not None:
-        cache[analysis.key] = stored
-        while len(cache) > 8:
-            cache.popitem(last=False)
+        _keep_findings(analysis, stored)
         return stored
     if not st.button("Find nodules with AI", key="find_nodules",
                      help=f"Scan this series with the nodule detector {detector.model_id} (once; the result is "
