@@ -362,6 +362,30 @@ def _analysis(key: str, inf: Inference, thresholds: dict[str, float], reused: bo
     )
 
 
+def analysis_of_inference(inf: Inference, content_hash: str, series_key: str,
+                          thresholds: dict[str, float] | None = None) -> Analysis:
+    """The :class:`Analysis` of a stored inference row (read inside its session), as the read page has it.
+
+    For pages that reach an inference through another record (a reader-study case) rather than
+    through an upload: the same mapping and the same ``key`` as :meth:`ReadingService.stored_analysis`
+    (so the viewer's caches are shared with the read page).
+
+    Args:
+        inf: the ``inferences`` row. content_hash: its study's content hash. series_key: its
+            series' pseudonymous key.
+        thresholds: per-class decision thresholds used only when the row holds no per-slice
+            labels; default: the threshold recorded with the inference, for its suspicious class.
+
+    Returns:
+        :class:`Analysis` with ``reused=True`` (nothing is run).
+    """
+    if thresholds is None:
+        names = [str(c) for c in dict(inf.series_result or {}).get("class_names", ())] or [f.value for f in Finding]
+        thresholds = {suspicious_class(names): float(inf.threshold)}
+    key = f"{content_hash}:{series_key}:{inf.model_id}:{inf.model_sha256}"  # as analysis_key()
+    return _analysis(key, inf, dict(thresholds), reused=True)
+
+
 class ReadingService:
     """The reading workflow over one database and one source of predictors.
 

@@ -19,9 +19,20 @@ Lesion marks (heading "Lesion marks"): the reader's own marks of the current ste
 "Delete" button, and a form (number inputs "Slice", "x (pixel column)", "y (pixel row)", slider
 "Rating (1-5)", button "Add mark"); in the aided step the unaided marks are listed as locked and,
 when the case has AI nodule findings, a table of them with "Take AI finding <k> as a mark" buttons
-(slider "Rating of a finding you take"). Marks are placed by typing the centre here; clicking on
-the image comes with the shared viewer. The unaided step shows no AI output at all (no result, no
-findings): the service does not return them before the AI is shown.
+(slider "Rating of a finding you take"). The unaided step shows no AI output at all (no result, no
+findings, no viewer): the service does not return them before the AI is shown
+(``ReaderStudyService.ai_view`` raises a ``BlindingError``), and its slices are plain pictures
+(:func:`show_images`) with marks typed in the form.
+
+The aided step (and, in "AI shown at once" lists, the case from its opening) shows the AI as Read a
+study does: the shared viewer ``dashboard.viewer.slice_viewer`` in an ``st.fragment``
+(:func:`aided_viewer`; widget keys prefixed ``mrl_v_<case id>_``: chart, slider "Slice", button
+"Go to most suspicious slice", the Grad-CAM overlay "Grad-CAM for ..."), with the AI findings'
+circles (labelled by rank, gold) and the reader's own aided marks (labelled "M<k>", dotted blue,
+:data:`MARK_CIRCLE_MM` across: a mark has no size). A click on the image picks a centre: the
+form "Add a mark at the clicked point" (slider "Rating of the clicked mark", button "Add mark
+here") adds it; the typed form stays below. When the study store no longer holds the series, the
+page says so and the marks are typed.
 """
 
 from __future__ import annotations
@@ -31,12 +42,17 @@ import streamlit as st
 from core.domain import WINDOW_PRESETS, Finding, WindowPreset
 from dashboard.components import READ_ROLES, SessionUser, error_boundary, flash, run_page
 from dashboard.resources import get_session_factory
-from services.reader_study import CaseStep, ReaderCase, ReaderStudyService, ReadingMode
+from dashboard.viewer import Circle, Click, slice_viewer
+from services.reader_study import AiView, BlindingError, CaseStep, ReaderCase, ReaderStudyService, ReadingMode
 
 #: What a mark's rating means (shown as help).
 RATING_HELP = "1 = probably not a nodule ... 5 = certainly a nodule needing work-up"
 
 OPENED_KEY = "mrl_opened"
+#: Diameter (mm) of the circle drawn for a reader's own mark in the viewer (a mark is a centre, no size).
+MARK_CIRCLE_MM = 5.0
+#: Colours of the circles: AI findings (as on Read a study) and the reader's own marks.
+FINDING_COLOUR, MARK_COLOUR = "#FFD700", "#00BFFF"
 MODE_TEXT: dict[str, str] = {
     ReadingMode.AI_AFTER_UNAIDED.value: "Read each case first without the AI; the AI result appears after your "
                                         "unaided read is saved, which then cannot be changed.",
@@ -84,6 +100,91 @@ def show_images(case: ReaderCase) -> int | None:
     st.image(view(series.slices[i - 1].hu, WINDOW_PRESETS[WindowPreset.LUNG]), caption=f"Slice {i} of {n}",
              width="stretch")
     return n
+
+
+def viewer_prefix(case: ReaderCase) -> str:
+    """Key prefix of the viewer's widgets for a case (a new case opens at its most suspicious slice)."""
+    return f"mrl_v_{case.case_id}_"
+
+
+def click_key(case: ReaderCase) -> str:
+    """Session key of the last image click on a case: (0-based slice, x column, y row)."""
+    return f"mrl_click_{case.case_id}"
+
+
+def case_circles(view: AiView, case: ReaderCase) -> list[Circle]:
+    """The circles the viewer draws: the AI findings (by rank) and the reader's own aided marks ("M<k>").
+
+    AI findings are centred on their voxel (``y`` row, ``x`` column) with their diameter in mm;
+    marks get :data:`MARK_CIRCLE_MM`.
+    """
+    out = [Circle(f.slice_index, float(f.y), float(f.x), float(f.diameter_mm), label=str(f.rank),
+                  colour=FINDING_COLOUR) for f in view.findings]
+    out += [Circle(m.slice_index, float(m.y), float(m.x), MARK_CIRCLE_MM, label=f"M{k}", colour=MARK_COLOUR,
+                   dash="dot") for k, m in enumerate(case.step_marks("aided"), start=1)]
+    return out
+
+
+def ai_view_of(svc: ReaderStudyService, user: SessionUser, case: ReaderCase) -> AiView | None:
+    """The viewer's AI data once the AI is shown (None before: the service refuses it, the blinding)."""
+    if case.ai is None:
+        return None
+    try:
+        return svc.ai_view(user.id, case.case_id)
+    except BlindingError:
+        return None
+
+
+@st.fragment
+def aided_viewer(svc: ReaderStudyService, user: SessionUser, case: ReaderCase, series, view: AiView) -> None:
+    """The shared viewer with the case's AI result, and a form that adds a mark where the image was clicked.
+
+    Args:
+        series: the case's ``core.imaging.Series`` (``hu`` float32 (y, x) per slice) from the
+            study store; its slice count equals the analysis' (checked by the caller).
+        view: ``ReaderStudyService.ai_view`` of the case.
+    """
+    key = click_key(case)
+
+    def remember(click: Click) -> None:
+        st.session_state[key] = (int(click.slice_index), int(click.col), int(click.row))
+
+    with error_boundary("My reading list"):
+        slice_viewer(series, view.analysis, threshold=view.analysis.threshold, circles=case_circles(view, case),
+                     on_click=remember, prefix=viewer_prefix(case))
+    clicked = st.session_state.get(key)
+    if clicked is None:
+        st.caption("Click the centre of a lesion on the image to mark it, or type it below.")
+        return
+    z, x, y = clicked
+    with st.form(f"mrl_click_form_{case.case_id}"):
+        st.markdown(f"**Add a mark at the clicked point**: slice {z + 1}, x {x}, y {y}")
+        rating = st.select_slider("Rating of the clicked mark", options=[1, 2, 3, 4, 5], value=3,
+                                  key=f"mrl_click_rating_{case.case_id}", help=RATING_HELP)
+        added = st.form_submit_button("Add mark here", key="mrl_click_add", type="primary")
+    if added:
+        with error_boundary("My reading list"):
+            svc.add_mark(user.id, case.case_id, step="aided", slice_index=z, x=float(x), y=float(y),
+                         rating=int(rating))
+            st.session_state.pop(key, None)
+            flash("Mark added.")
+            st.rerun()
+
+
+def show_case(svc: ReaderStudyService, user: SessionUser, case: ReaderCase) -> int | None:
+    """The case's images: the viewer with the AI once shown, else (or without a stored series) plain slices.
+
+    Returns:
+        the number of slices, or None when the images cannot be shown.
+    """
+    view = ai_view_of(svc, user, case)
+    if view is None:
+        return show_images(case)
+    series = load_case_images(case)
+    if series is None or len(series.slices) != len(view.analysis.probabilities):
+        return show_images(case)
+    aided_viewer(svc, user, case, series, view)
+    return len(series.slices)
 
 
 def list_marks(svc: ReaderStudyService, user: SessionUser, case: ReaderCase, step: str, *, editable: bool) -> None:
@@ -217,7 +318,7 @@ def body(user: SessionUser) -> None:
         case = svc.open_case(user.id, case.case_id)
         opened.add(case.case_id)
     st.header(f"Case {case.position} of {case.total}")
-    n_slices = show_images(case)
+    n_slices = show_case(svc, user, case)
     if case.unaided is not None:
         st.markdown(f"Your unaided read: **{case.unaided.finding}**, confidence {case.unaided.confidence}"
                     + (" (locked)" if case.ai is not None else ""))

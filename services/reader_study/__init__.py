@@ -37,6 +37,10 @@ exactly as the unaided read; aided marks need the AI shown.
 
 What a reader gets back (:class:`ReaderCase`, :class:`ReaderListSummary`) holds only their own
 reads and, once shown, the AI result: never the reference standard nor other readers' reads.
+``ai_view`` (:class:`AiView`) gives the shared slice viewer the case's AI analysis (per-slice
+probabilities, most suspicious slice: ``services.reading.analysis_of_inference``), its series in the
+study store and its nodule findings, and raises :class:`AiNotShownError` / :class:`NoAiModeError`
+before the AI is shown to that reader.
 Reference standard, every read and the analysis data are for coordinators, leads and admins
 (:data:`STUDY_VIEWER_ROLES`).
 
@@ -65,6 +69,7 @@ from services.reader_study.common import (
     AiFinding,
     AiNotShownError,
     AiResult,
+    AiView,
     BlindingError,
     CaseNotOpenError,
     CaseStep,
@@ -98,7 +103,7 @@ from services.reader_study.reference import (
 __all__ = [
     "COORDINATOR_ROLES", "LESION_COLUMNS", "LESION_CSV_COLUMNS", "MARK_COLUMNS", "MIN_KEY_PREFIX", "READER_ROLES",
     "REFERENCE_CSV_COLUMNS", "STUDY_VIEWER_ROLES",
-    "AidedBeforeUnaidedError", "AiFinding", "AiNotShownError", "AiResult", "BlindingError", "CaseNotOpenError",
+    "AidedBeforeUnaidedError", "AiFinding", "AiNotShownError", "AiResult", "AiView", "BlindingError", "CaseNotOpenError",
     "CaseStep", "ImportResult", "LesionSource", "LidcImportResult", "ListSummary", "NoAiModeError", "NotAssignedError",
     "NotYourMarkError", "OwnMark", "OwnRead", "ReadPhase", "ReaderCase", "ReaderListSummary", "ReaderStudyError",
     "ReaderStudyService", "ReadingMode", "ReferenceSource", "StudyData", "UnaidedLockedError", "UnmatchedRow",

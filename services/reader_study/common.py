@@ -38,6 +38,7 @@ from db.schema import (
     User,
     utc_now,
 )
+from services.reading import Analysis
 
 #: Roles that make reading lists and enter the reference standard.
 COORDINATOR_ROLES = frozenset({Role.COORDINATOR, Role.ADMIN})
@@ -136,6 +137,23 @@ class AiResult:
     label: str
     score: float
     ood: bool
+    findings: tuple[AiFinding, ...] = ()
+
+
+@dataclass(frozen=True)
+class AiView:
+    """What the shared slice viewer needs to show a case's AI result to its reader (only once shown).
+
+    ``analysis``: the ``services.reading.Analysis`` of the case's inference (per-slice
+    probabilities float32 (n, k), labels, OOD flags, most suspicious slice; its ``key`` is the read
+    page's, so Grad-CAM and pictures are shared); ``study_id`` and ``series_key`` name the series
+    in the study store (``services.reading.open_stored_series``); ``findings``: the AI nodule
+    findings, as in :attr:`AiResult.findings`.
+    """
+
+    analysis: Analysis
+    study_id: int
+    series_key: str
     findings: tuple[AiFinding, ...] = ()
 
 

@@ -22,6 +22,7 @@ from services.reader_study.common import (
     READER_ROLES,
     AidedBeforeUnaidedError,
     AiNotShownError,
+    AiView,
     CaseNotOpenError,
     CaseStep,
     NoAiModeError,
@@ -30,8 +31,10 @@ from services.reader_study.common import (
     ReaderStudyBase,
     UnaidedLockedError,
     _aware,
+    _finding,
 )
 from services.reader_study.marks import copy_unaided_marks
+from services.reading import analysis_of_inference
 
 
 class BlindedReads(ReaderStudyBase):
@@ -180,6 +183,31 @@ class BlindedReads(ReaderStudyBase):
                 copy_unaided_marks(s, case, user.id, now)
                 s.flush()
             return self._reader_case(s, rl, assignment, case)
+
+    def ai_view(self, reader: User | int, case_id: int) -> AiView:
+        """What the viewer shows of the case's AI result: its analysis, its series, its nodule findings.
+
+        Only once the AI was shown to this reader on this case (at the first opening in
+        ``ai_at_once`` lists, with :meth:`show_ai` in ``ai_after_unaided`` lists): the blinding is
+        enforced here, as for the reads. Records nothing.
+
+        Returns:
+            :class:`AiView` (``analysis`` from ``services.reading.analysis_of_inference``).
+
+        Raises:
+            NoAiModeError: a ``no_ai`` list. AiNotShownError: the AI result was not shown to this
+            reader on this case yet (both :class:`BlindingError`). PermissionDenied /
+            NotAssignedError, NotFoundError.
+        """
+        with self._factory.begin() as s:
+            user, rl, _, case = self._case_for_reader(s, reader, case_id)
+            if rl.mode == ReadingMode.NO_AI.value:
+                raise NoAiModeError(f"The list {rl.name!r} is read without AI; the AI result is not shown.")
+            if self._first_event(s, case.id, user.id, CaseEventKind.AI_SHOWN) is None:
+                raise AiNotShownError("The AI result has not been shown to you on this case; show it first.")
+            analysis = analysis_of_inference(case.inference, case.study.content_hash, case.series_key)
+            findings = tuple(_finding(n) for n in self._ai_nodules(s, case))
+            return AiView(analysis=analysis, study_id=case.study_id, series_key=case.series_key, findings=findings)
 
     def record_aided(self, reader: User | int, case_id: int, *, finding: Finding | str,
                      confidence: int) -> ReaderCase:
