@@ -252,10 +252,7 @@ def _scan(analysis: Analysis, series: Series, user: SessionUser, bar) -> NoduleF
 
 def _keep_findings(analysis: Analysis, found: NoduleFindings) -> None:
     """Keep the detection of an analysis in the session (the last 8)."""
-    cache = _cache("_nodules")
-    cache[analysis.key] = found
-    while len(cache) > 8:
-        cache.popitem(last=False)
+    _cache("_nodules", 8)[analysis.key] = found
 
 
 def nodule_findings(analysis: Analysis, series: Series, user: SessionUser) -> NoduleFindings | None:
@@ -265,7 +262,7 @@ def nodule_findings(analysis: Analysis, series: Series, user: SessionUser) -> No
         The findings (or refusal), or None when there is none yet (or no detector is registered;
         the page says which).
     """
-    cache = _cache("_nodules")
+    cache = _cache("_nodules", 8)
     if analysis.key in cache:
         return cache[analysis.key]
     service = get_reading_service()
@@ -294,12 +291,10 @@ def nodule_findings(analysis: Analysis, series: Series, user: SessionUser) -> No
 
 def _reader_nodules(findings: NoduleFindings, user_id: int, *, fresh: bool = False) -> ReaderNodules:
     """The reader's current nodule read, kept in the session until one of their writes changes it."""
-    cache = _cache("_nodule_reads")
+    cache = _cache("_nodule_reads", 8)
     key = (findings.detection_id, int(user_id))
     if fresh or key not in cache:
         cache[key] = get_reading_service().reader_nodules(findings, int(user_id))
-        while len(cache) > 8:
-            cache.popitem(last=False)
     return cache[key]
 
 

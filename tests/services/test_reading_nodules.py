@@ -265,7 +265,7 @@ class TestLungRads:
 
 class TestGeometry:
     def test_side_uses_lps_x_against_the_midline_like_the_sr(self, isolated_settings):
-        from core.export import nodule_laterality
+        from core.pacs.export import nodule_laterality
 
         for x, mid in ((-60.0, 0.0), (65.0, 0.0), (10.0, 20.0), (30.0, 20.0)):
             assert side_of(x, mid) == nodule_laterality(x, mid)
