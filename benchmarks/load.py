@@ -274,14 +274,17 @@ def rss_mb(pids: list[int]) -> float:
     return sum(_status_kb(p, "VmRSS") for p in pids) / 1024
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` (/proc/<pid>/stat fields 14 and 15, in clock ticks)."""
+def cpu_seconds(pids: list[int], children: bool = False) -> float:
+    """User + system CPU seconds of ``pids`` (/proc/<pid>/stat fields 14 and 15, in clock ticks);
+    with ``children`` also fields 16 and 17: the time of their children that have exited."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for p in pids:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
+            if children:
+                total += int(fields[13]) + int(fields[14])
         except (OSError, IndexError, ValueError):
             continue
     return total / ticks
@@ -1011,7 +1014,8 @@ def run_n(n: int, args: argparse.Namespace, work: Path) -> dict:
     out: dict = {"n": n}
     profile = None
     with contextlib.ExitStack() as stack:
-        base = stack.enter_context(streamlit_server(var))
+        env = dict(kv.split("=", 1) for kv in args.server_env)
+        base = stack.enter_context(streamlit_server(var, env))
         pid = server_pid(base)
         netlog = Path(args.netlog) / f"{args.client}_{args.input}_n{n}" if args.netlog else None
         if args.client == "ws":
@@ -1039,16 +1043,17 @@ def run_n(n: int, args: argparse.Namespace, work: Path) -> dict:
             t.start()
         barrier.wait()  # every session signed in (or failed): the timed part starts now
         load_before = os.getloadavg()
-        cpu0, t0 = cpu_seconds(process_tree(pid)), time.monotonic()
-        client0 = _client_cpu(pid)
+        cpu0, t0 = cpu_seconds(process_tree(pid), children=True), time.monotonic()
         sampler = Sampler(pid).start()
         if args.profile:
             profile = _start_profile(pid, Path(args.profile) / f"profile_{args.input}_n{n}.txt")
+        spy = profile[0].pid if profile else None
+        client0 = _client_cpu(pid, spy)
         for t in threads:
             t.join()
         wall = time.monotonic() - t0
-        cpu = cpu_seconds(process_tree(pid)) - cpu0
-        client_cpu = _client_cpu(pid) - client0
+        cpu = cpu_seconds(process_tree(pid), children=True) - cpu0
+        client_cpu = _client_cpu(pid, spy) - client0
         if profile is not None:
             _stop_profile(profile)
         sampler.stop()
@@ -1099,12 +1104,15 @@ def run_n(n: int, args: argparse.Namespace, work: Path) -> dict:
     return out
 
 
-def _client_cpu(server: int) -> float:
-    """CPU seconds of this script and its descendants other than the server's tree (the browser
-    side: Chromium, the Playwright drivers, the session threads); children already reaped are
-    not counted."""
-    skip = set(process_tree(server))
-    return cpu_seconds([p for p in process_tree(os.getpid()) if p not in skip])
+def _client_cpu(server: int, skip: int | None = None) -> float:
+    """CPU seconds of the client side: this script (its threads) and every descendant other than
+    the server's tree and ``skip`` (the profiler), including the time of descendants that have
+    exited (the browsers' renderers, a session's own Chromium and its Playwright driver)."""
+    mine = os.getpid()
+    leave = set(process_tree(server)) | {mine} | ({skip} if skip else set())
+    t = os.times()
+    live = [p for p in process_tree(mine) if p not in leave]
+    return cpu_seconds(live, children=True) + t.user + t.system + t.children_user + t.children_system
 
 
 def _start_profile(pid: int, path: Path):
@@ -1146,7 +1154,7 @@ def _f(v) -> str:
 def print_table(result: dict) -> None:
     client = "websocket clients" if result["client"] == "ws" else f"Chromium pages ({result['browser']} browser)"
     print(f"commit {result['commit']}  input {result['input']} ({'distinct' if result['distinct'] else 'same'} "
-          f"files)  {client}  cpus {result['cpus']}  moves {result['moves']}")
+          f"files)  {client}  cpus {result['cpus']}  moves {result['moves']}  server env {result['server_env']}")
     head = (f"{'N':>3} {'ok':>5} {'err':>4} {'heat p50':>8} {'p95':>6} {'max':>6} {'move p50':>8} {'p95':>6} "
             f"{'save p50':>8} {'p95':>6} {'signin':>6} {'RSS warm':>8} {'peak':>6} {'HWM':>6} {'cores':>5} "
             f"{'load before -> after':>22} {'run s':>6}")
@@ -1190,13 +1198,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=LONG // 1000, help="seconds any one wait may take")
     ap.add_argument("--profile", default=None, help="folder for py-spy profiles of the server")
     ap.add_argument("--logs", default=None, help="folder to keep the server logs in")
+    ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the server, e.g. STREAMLIT_RUNNER_POST_SCRIPT_GC=true "
+                         "(before/after comparisons; repeatable)")
     ap.add_argument("--netlog", default=None, help="folder for each page's network log")
     ap.add_argument("--json", action="store_true", help="also print one JSON object")
     args = ap.parse_args(argv)
     if args.browser == "auto":
         args.browser = "shared" if args.input == "jpg" else "own"
     work = Path(tempfile.mkdtemp(prefix="lungreview-load-"))
-    result = {"commit": commit(), "input": args.input, "distinct": args.distinct, "client": args.client,
+    result = {"commit": commit(), "server_env": args.server_env, "input": args.input, "distinct": args.distinct, "client": args.client,
               "browser": args.browser if args.client == "browser" else None,
               "moves": args.moves, "cpus": os.cpu_count(),
               "mem_total_mb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MB), "runs": []}
