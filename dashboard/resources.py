@@ -121,6 +121,10 @@ def clear_all() -> None:
 class SharedLRU:
     """A thread-safe least-recently-used cache of at most ``max_items`` values.
 
+    A value is made once even when several threads (browser sessions) ask for the same key at the
+    same time: the first makes it, outside the lock; the others wait for it instead of making
+    it again (a "single flight" per key).
+
     Args:
         max_items: how many values are kept (> 0); the least recently used go first.
     """
@@ -128,19 +132,43 @@ class SharedLRU:
     def __init__(self, max_items: int) -> None:
         self.max_items = max(1, int(max_items))
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._making: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
 
     def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        """The value of ``key``, made by ``make()`` (outside the lock) when it is not held."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = make()
+        """The value of ``key``, made by ``make()`` (outside the lock) when it is not held.
+
+        While another thread makes the value of ``key``, this waits for it; when that thread's
+        ``make()`` raises, one of the waiters makes it instead (the exception goes to the thread
+        whose ``make()`` raised it).
+
+        Raises:
+            whatever ``make()`` raises in this thread; nothing is stored then.
+        """
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+                pending = self._making.get(key)
+                if pending is None:
+                    done = self._making[key] = threading.Event()
+                    break
+            pending.wait()  # made (held now) or failed (made here on the next pass)
+        try:
+            value = make()
+        except BaseException:
+            with self._lock:
+                del self._making[key]
+            done.set()
+            raise
         with self._lock:
             self._items[key] = value
+            self._items.move_to_end(key)
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
+            del self._making[key]
+        done.set()
         return value
 
     def values(self) -> list[Any]:
