@@ -25,9 +25,9 @@ use. The defaults, 30 minutes idle and 12 hours in all (one long reading shift),
 project's choice; shorten them where local policy asks for it.
 
 Two layers, as elsewhere in ``db``: functions that take a ``Session`` and never commit
-(:func:`create_session`, :func:`check_session`, :func:`end_session_row`, :func:`end_user_session_rows`,
-:func:`active_sessions`) and service functions that take a ``sessionmaker`` and own the
-transaction (``start_session``, ``resume_session``, ``end_session``, ``end_user_sessions``,
+(:func:`create_session`, :func:`check_session`, :func:`peek_session`, :func:`end_session_row`,
+:func:`end_user_session_rows`, :func:`active_sessions`) and service functions that take a
+``sessionmaker`` and own the transaction (``start_session``, ``resume_session``, ``end_session``, ``end_user_sessions``,
 ``count_active_sessions``). Pages call only the services. Every function takes ``now`` for
 tests (timezone-aware UTC; default: the current time).
 """
@@ -150,6 +150,38 @@ def _end(row: AuthSession, reason: SessionEndReason, now: datetime) -> None:
     row.ended_reason = reason.value
 
 
+def _verdict(s: Session, token: str, now: datetime,
+             policy: SessionPolicy) -> tuple[SessionCheck, AuthSession | None, SessionEndReason | None, bool]:
+    """The outcome of checking ``token`` at ``now`` and what the check must write.
+
+    Returns:
+        ``(check, row, end, touch)``: the :class:`SessionCheck` to return; the session's row
+        (None for a malformed or unknown token); ``end``: the reason to end a live session that
+        has lapsed (expired, idle, user inactive), else None; ``touch``: True when a valid
+        session's ``last_seen_at`` is :data:`TOUCH_INTERVAL` old or older.
+    """
+    try:
+        digest = hash_token(token)
+    except ValidationError:
+        return SessionCheck(user=None), None, None, False
+    row = s.scalar(select(AuthSession).where(AuthSession.token_hash == digest))
+    if row is None:
+        return SessionCheck(user=None), None, None, False
+    if row.revoked_at is not None:
+        return SessionCheck(user=None, ended=SessionEndReason(row.ended_reason), session_id=row.id), row, None, False
+    reason = None
+    if now >= _utc(row.expires_at):
+        reason = SessionEndReason.EXPIRED
+    elif now - _utc(row.last_seen_at) > policy.idle:
+        reason = SessionEndReason.IDLE
+    elif not row.user.active:
+        reason = SessionEndReason.USER_INACTIVE
+    if reason is not None:
+        return SessionCheck(user=None, ended=reason, session_id=row.id), row, reason, False
+    touch = now - _utc(row.last_seen_at) >= TOUCH_INTERVAL
+    return SessionCheck(user=row.user, session_id=row.id, expires_at=_utc(row.expires_at)), row, None, touch
+
+
 def check_session(s: Session, token: str, *, now: datetime | None = None,
                   policy: SessionPolicy | None = None) -> SessionCheck:
     """Look up ``token`` and say whether it is valid now; end the session if it has lapsed.
@@ -164,30 +196,27 @@ def check_session(s: Session, token: str, *, now: datetime | None = None,
     """
     policy = policy or SessionPolicy.from_settings()
     now = _utc(now)
-    try:
-        digest = hash_token(token)
-    except ValidationError:
-        return SessionCheck(user=None)
-    row = s.scalar(select(AuthSession).where(AuthSession.token_hash == digest))
-    if row is None:
-        return SessionCheck(user=None)
-    if row.revoked_at is not None:
-        return SessionCheck(user=None, ended=SessionEndReason(row.ended_reason), session_id=row.id)
-    reason = None
-    if now >= _utc(row.expires_at):
-        reason = SessionEndReason.EXPIRED
-    elif now - _utc(row.last_seen_at) > policy.idle:
-        reason = SessionEndReason.IDLE
-    elif not row.user.active:
-        reason = SessionEndReason.USER_INACTIVE
-    if reason is not None:
-        _end(row, reason, now)
+    check, row, end, touch = _verdict(s, token, now, policy)
+    if end is not None:
+        _end(row, end, now)
         s.flush()
-        return SessionCheck(user=None, ended=reason, session_id=row.id)
-    if now - _utc(row.last_seen_at) >= TOUCH_INTERVAL:
+    elif touch:
         row.last_seen_at = now
         s.flush()
-    return SessionCheck(user=row.user, session_id=row.id, expires_at=_utc(row.expires_at))
+    return check
+
+
+def peek_session(s: Session, token: str, *, now: datetime | None = None,
+                 policy: SessionPolicy | None = None) -> SessionCheck | None:
+    """:func:`check_session` without writing: its outcome when it would write nothing, else None.
+
+    None means the check must write (a lapsed live session to end, or ``last_seen_at`` to move
+    forward): call :func:`check_session` in a write transaction then. Works in a read-only
+    session (``db.session.make_session_factory(read_only=True)``).
+    """
+    policy = policy or SessionPolicy.from_settings()
+    check, _, end, touch = _verdict(s, token, _utc(now), policy)
+    return None if end is not None or touch else check
 
 
 def end_session_row(s: Session, token: str, reason: SessionEndReason = SessionEndReason.SIGN_OUT, *,
@@ -260,11 +289,25 @@ def start_session(factory: sessionmaker[Session], user_id: int, *, now: datetime
 
 
 def resume_session(factory: sessionmaker[Session], token: str, *, now: datetime | None = None,
-                   policy: SessionPolicy | None = None) -> SessionCheck:
+                   policy: SessionPolicy | None = None,
+                   read_factory: sessionmaker[Session] | None = None) -> SessionCheck:
     """Check a token from the browser (see :func:`check_session`); pass a writing factory.
+
+    With ``read_factory`` (a read-only factory on the same database) the token is first checked
+    there (:func:`peek_session`), which takes no write lock; only a check that must write (at
+    most once per :data:`TOUCH_INTERVAL` per session, or to end a lapsed one) opens a write
+    transaction. The dashboard checks the token on every script run of every browser session;
+    on SQLite each write transaction takes the database's one write lock (``BEGIN IMMEDIATE``),
+    so without ``read_factory`` every run of every session queues behind every other and behind
+    every save.
 
     The returned ``user`` row stays readable after the transaction (``expire_on_commit=False``).
     """
+    if read_factory is not None:
+        with read_factory.begin() as s:
+            check = peek_session(s, token, now=now, policy=policy)
+        if check is not None:
+            return check
     with factory.begin() as s:
         return check_session(s, token, now=now, policy=policy)
 
