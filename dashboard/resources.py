@@ -23,6 +23,7 @@ temporary database or registry get their own resources; :func:`clear_all` emptie
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import threading
@@ -306,6 +307,27 @@ def keep_keras_state() -> bool:
     return True
 
 
+@functools.cache
+def _libc() -> Any:
+    """The C library through ctypes, looked up once per process; None off Linux or when missing.
+
+    Looked up once because ``ctypes.util.find_library`` runs ``ldconfig -p`` in a subprocess on
+    every call (CPython ``Lib/ctypes/util.py``): a fork of the whole server process each time.
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def release_memory() -> bool:
     """Give memory freed by Python back to the operating system (glibc ``malloc_trim(0)``).
 
@@ -318,15 +340,11 @@ def release_memory() -> bool:
     Returns:
         True when ``malloc_trim`` ran (Linux with glibc); False elsewhere (nothing done).
     """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(name)
         libc.malloc_trim(0)
-    except (OSError, AttributeError):
+    except AttributeError:  # a C library without malloc_trim (not glibc)
         return False
     return True

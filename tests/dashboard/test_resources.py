@@ -216,3 +216,18 @@ class TestReleaseMemory:
         from dashboard.resources import release_memory
 
         assert release_memory() is sys.platform.startswith("linux")
+
+    def test_the_c_library_is_looked_up_once_not_on_every_call(self, monkeypatch):
+        """``ctypes.util.find_library`` runs ``ldconfig -p`` in a subprocess (a fork of the server)."""
+        import subprocess
+        import sys
+
+        from dashboard.resources import release_memory
+
+        release_memory()  # may look it up here
+
+        def no_subprocess(*args, **kwargs):
+            raise AssertionError(f"release_memory started a subprocess: {args[:1]}")
+
+        monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+        assert release_memory() is sys.platform.startswith("linux")
