@@ -144,6 +144,10 @@ PAGE_ERRORS_JS = """() => [...document.querySelectorAll(
     .map(e => (e.innerText || '').trim().slice(0, 300))"""
 
 OOD_PREFIX = "Out-of-distribution warning"
+#: ms between two evaluations of this script's page-state functions (Playwright's default, every
+#: animation frame, costs each of N pages a script run per frame on the shared cores); the
+#: browser's own clock still dates the heatmap (``CAM_RECORDER_JS``).
+POLL_MS = 100
 
 #: Installed in every page before the app's scripts: records in ``window.__camLoads`` the wall
 #: clock (ms, ``Date.now()``) and src of every Grad-CAM overlay image that finished loading, and
@@ -444,7 +448,8 @@ def _move(page, slider, step: int, timeout: int) -> float:
     slider.focus()
     t0 = time.monotonic()
     page.keyboard.press("ArrowRight" if step > 0 else "ArrowLeft")
-    page.wait_for_function(CAM_SHOWN_JS, arg=[state["cam_src"], f"Slice {target} of {n}"], timeout=timeout)
+    page.wait_for_function(CAM_SHOWN_JS, arg=[state["cam_src"], f"Slice {target} of {n}"], timeout=timeout,
+                           polling=POLL_MS)
     dt = time.monotonic() - t0
     wait_idle(page, timeout)
     return dt
@@ -478,7 +483,7 @@ def _read(page, paths: list[Path], moves: int, r: SessionResult, timeout: int) -
     t_end = upload(page, paths, page.net, timeout=timeout)
     wall_end = time.time() - (time.monotonic() - t_end)  # t_end on the wall clock (the page's Date.now())
     r.upload_s = t_end - t_set
-    state = page.wait_for_function(ANALYSE_STATE_JS, timeout=timeout).json_value()
+    state = page.wait_for_function(ANALYSE_STATE_JS, timeout=timeout, polling=POLL_MS).json_value()
     if state == "error":
         _page_errors(page, r)
         raise AssertionError("the page shows an error after the upload: " + "; ".join(r.page_errors))
@@ -490,7 +495,7 @@ def _read(page, paths: list[Path], moves: int, r: SessionResult, timeout: int) -
         r.to_button_s = t_click - t_end
         page.net.mark("click Analyse with AI")
         page.get_by_role("button", name="Analyse with AI").click()
-    page.wait_for_function(CAM_SHOWN_JS, arg=[None, None], timeout=timeout)
+    page.wait_for_function(CAM_SHOWN_JS, arg=[None, None], timeout=timeout, polling=POLL_MS)
     t_heat = time.monotonic()
     page.net.mark("heatmap shown")
     r.to_heatmap_s = t_heat - t_end
