@@ -94,7 +94,7 @@ def restore_or_check() -> None:
     token = st.session_state.get(_TOKEN)
     if current_user() is not None:
         if token:
-            check = resume_session(get_session_factory(), token)
+            check = resume_session(get_session_factory(), token, read_factory=get_session_factory(read_only=True))
             if not check.valid:
                 log.info("session %s of user %s ended: %s", check.session_id, current_user().id, check.ended)
                 sign_out()
@@ -103,7 +103,7 @@ def restore_or_check() -> None:
     cookie = st.context.cookies.get(COOKIE_NAME)
     if not cookie or cookie == st.session_state.get(_REFUSED):
         return
-    check = resume_session(get_session_factory(), cookie)
+    check = resume_session(get_session_factory(), cookie, read_factory=get_session_factory(read_only=True))
     if check.valid:
         sign_in(SessionUser.from_row(check.user))
         st.session_state[_TOKEN] = cookie

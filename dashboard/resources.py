@@ -23,6 +23,7 @@ temporary database or registry get their own resources; :func:`clear_all` emptie
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import threading
@@ -153,6 +154,10 @@ class SharedLRU:
     """A thread-safe least-recently-used cache of at most ``max_items`` values
     (``cachetools.LRUCache`` behind a lock).
 
+    A value is made once even when several threads (browser sessions) ask for the same key at the
+    same time: the first makes it, outside the lock; the others wait for it instead of making
+    it again (a "single flight" per key).
+
     Args:
         max_items: how many values are kept (> 0); the least recently used go first.
     """
@@ -160,16 +165,39 @@ class SharedLRU:
     def __init__(self, max_items: int) -> None:
         self.max_items = max(1, int(max_items))
         self._items: LRUCache[Hashable, Any] = LRUCache(self.max_items)
+        self._making: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
 
     def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        """The value of ``key``, made by ``make()`` (outside the lock) when it is not held."""
-        with self._lock:
-            if key in self._items:
-                return self._items[key]
-        value = make()
+        """The value of ``key``, made by ``make()`` (outside the lock) when it is not held.
+
+        While another thread makes the value of ``key``, this waits for it; when that thread's
+        ``make()`` raises, one of the waiters makes it instead (the exception goes to the thread
+        whose ``make()`` raised it).
+
+        Raises:
+            whatever ``make()`` raises in this thread; nothing is stored then.
+        """
+        while True:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]  # LRUCache: a read makes it the most recently used
+                pending = self._making.get(key)
+                if pending is None:
+                    done = self._making[key] = threading.Event()
+                    break
+            pending.wait()  # made (held now) or failed (made here on the next pass)
+        try:
+            value = make()
+        except BaseException:
+            with self._lock:
+                del self._making[key]
+            done.set()
+            raise
         with self._lock:
             self._items[key] = value
+            del self._making[key]
+        done.set()
         return value
 
     def values(self) -> list[Any]:
@@ -307,6 +335,27 @@ def keep_keras_state() -> bool:
     return True
 
 
+@functools.cache
+def _libc() -> Any:
+    """The C library through ctypes, looked up once per process; None off Linux or when missing.
+
+    Looked up once because ``ctypes.util.find_library`` runs ``ldconfig -p`` in a subprocess on
+    every call (CPython ``Lib/ctypes/util.py``): a fork of the whole server process each time.
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def release_memory() -> bool:
     """Give memory freed by Python back to the operating system (glibc ``malloc_trim(0)``).
 
@@ -319,15 +368,11 @@ def release_memory() -> bool:
     Returns:
         True when ``malloc_trim`` ran (Linux with glibc); False elsewhere (nothing done).
     """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(name)
         libc.malloc_trim(0)
-    except (OSError, AttributeError):
+    except AttributeError:  # a C library without malloc_trim (not glibc)
         return False
     return True

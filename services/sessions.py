@@ -25,13 +25,14 @@ from db.repository.auth_sessions import (
     end_session_row,
     end_user_session_rows,
     hash_token,
+    peek_session,
 )
 from db.schema import SessionEndReason
 
 __all__ = [
     "MAX_TOKEN_CHARS", "TOUCH_INTERVAL", "IssuedSession", "SessionCheck", "SessionEndReason", "SessionPolicy",
     "active_sessions", "check_session", "count_active_sessions", "create_session", "end_session", "end_session_row",
-    "end_user_session_rows", "end_user_sessions", "hash_token", "resume_session", "start_session",
+    "end_user_session_rows", "end_user_sessions", "hash_token", "peek_session", "resume_session", "start_session",
 ]
 
 
@@ -43,11 +44,25 @@ def start_session(factory: sessionmaker[Session], user_id: int, *, now: datetime
 
 
 def resume_session(factory: sessionmaker[Session], token: str, *, now: datetime | None = None,
-                   policy: SessionPolicy | None = None) -> SessionCheck:
+                   policy: SessionPolicy | None = None,
+                   read_factory: sessionmaker[Session] | None = None) -> SessionCheck:
     """Check a token from the browser (see :func:`check_session`); pass a writing factory.
+
+    With ``read_factory`` (a read-only factory on the same database) the token is first checked
+    there (:func:`peek_session`), which takes no write lock; only a check that must write (at
+    most once per ``TOUCH_INTERVAL`` per session, or to end a lapsed one) opens a write
+    transaction. The dashboard checks the token on every script run of every browser session;
+    on SQLite each write transaction takes the database's one write lock (``BEGIN IMMEDIATE``),
+    so without ``read_factory`` every run of every session queues behind every other and behind
+    every save.
 
     The returned ``user`` row stays readable after the transaction (``expire_on_commit=False``).
     """
+    if read_factory is not None:
+        with read_factory.begin() as s:
+            check = peek_session(s, token, now=now, policy=policy)
+        if check is not None:
+            return check
     with factory.begin() as s:
         return check_session(s, token, now=now, policy=policy)
 

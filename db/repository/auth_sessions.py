@@ -25,7 +25,7 @@ use. The defaults, 30 minutes idle and 12 hours in all (one long reading shift),
 project's choice; shorten them where local policy asks for it.
 
 Every function here takes a ``Session`` and never commits (:func:`create_session`,
-:func:`check_session`, :func:`end_session_row`, :func:`end_user_session_rows`,
+:func:`check_session`, :func:`peek_session`, :func:`end_session_row`, :func:`end_user_session_rows`,
 :func:`active_sessions`); the services that own the transactions are ``services.sessions``
 (``start_session``, ``resume_session``, ``end_session``, ``end_user_sessions``,
 ``count_active_sessions``), and pages call only those. Every function takes ``now`` for tests
@@ -148,6 +148,38 @@ def _end(row: AuthSession, reason: SessionEndReason, now: datetime) -> None:
     row.ended_reason = reason.value
 
 
+def _verdict(s: Session, token: str, now: datetime,
+             policy: SessionPolicy) -> tuple[SessionCheck, AuthSession | None, SessionEndReason | None, bool]:
+    """The outcome of checking ``token`` at ``now`` and what the check must write.
+
+    Returns:
+        ``(check, row, end, touch)``: the :class:`SessionCheck` to return; the session's row
+        (None for a malformed or unknown token); ``end``: the reason to end a live session that
+        has lapsed (expired, idle, user inactive), else None; ``touch``: True when a valid
+        session's ``last_seen_at`` is :data:`TOUCH_INTERVAL` old or older.
+    """
+    try:
+        digest = hash_token(token)
+    except ValidationError:
+        return SessionCheck(user=None), None, None, False
+    row = s.scalar(select(AuthSession).where(AuthSession.token_hash == digest))
+    if row is None:
+        return SessionCheck(user=None), None, None, False
+    if row.revoked_at is not None:
+        return SessionCheck(user=None, ended=SessionEndReason(row.ended_reason), session_id=row.id), row, None, False
+    reason = None
+    if now >= _utc(row.expires_at):
+        reason = SessionEndReason.EXPIRED
+    elif now - _utc(row.last_seen_at) > policy.idle:
+        reason = SessionEndReason.IDLE
+    elif not row.user.active:
+        reason = SessionEndReason.USER_INACTIVE
+    if reason is not None:
+        return SessionCheck(user=None, ended=reason, session_id=row.id), row, reason, False
+    touch = now - _utc(row.last_seen_at) >= TOUCH_INTERVAL
+    return SessionCheck(user=row.user, session_id=row.id, expires_at=_utc(row.expires_at)), row, None, touch
+
+
 def check_session(s: Session, token: str, *, now: datetime | None = None,
                   policy: SessionPolicy | None = None) -> SessionCheck:
     """Look up ``token`` and say whether it is valid now; end the session if it has lapsed.
@@ -162,30 +194,27 @@ def check_session(s: Session, token: str, *, now: datetime | None = None,
     """
     policy = policy or SessionPolicy.from_settings()
     now = _utc(now)
-    try:
-        digest = hash_token(token)
-    except ValidationError:
-        return SessionCheck(user=None)
-    row = s.scalar(select(AuthSession).where(AuthSession.token_hash == digest))
-    if row is None:
-        return SessionCheck(user=None)
-    if row.revoked_at is not None:
-        return SessionCheck(user=None, ended=SessionEndReason(row.ended_reason), session_id=row.id)
-    reason = None
-    if now >= _utc(row.expires_at):
-        reason = SessionEndReason.EXPIRED
-    elif now - _utc(row.last_seen_at) > policy.idle:
-        reason = SessionEndReason.IDLE
-    elif not row.user.active:
-        reason = SessionEndReason.USER_INACTIVE
-    if reason is not None:
-        _end(row, reason, now)
+    check, row, end, touch = _verdict(s, token, now, policy)
+    if end is not None:
+        _end(row, end, now)
         s.flush()
-        return SessionCheck(user=None, ended=reason, session_id=row.id)
-    if now - _utc(row.last_seen_at) >= TOUCH_INTERVAL:
+    elif touch:
         row.last_seen_at = now
         s.flush()
-    return SessionCheck(user=row.user, session_id=row.id, expires_at=_utc(row.expires_at))
+    return check
+
+
+def peek_session(s: Session, token: str, *, now: datetime | None = None,
+                 policy: SessionPolicy | None = None) -> SessionCheck | None:
+    """:func:`check_session` without writing: its outcome when it would write nothing, else None.
+
+    None means the check must write (a lapsed live session to end, or ``last_seen_at`` to move
+    forward): call :func:`check_session` in a write transaction then. Works in a read-only
+    session (``db.session.make_session_factory(read_only=True)``).
+    """
+    policy = policy or SessionPolicy.from_settings()
+    check, _, end, touch = _verdict(s, token, _utc(now), policy)
+    return None if end is not None or touch else check
 
 
 def end_session_row(s: Session, token: str, reason: SessionEndReason = SessionEndReason.SIGN_OUT, *,

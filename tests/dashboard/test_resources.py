@@ -43,6 +43,84 @@ class TestSharedLRU:
             t.join()
         assert len(cache) == 50 and sorted(cache.values()) == [k * k for k in range(50)]
 
+    @staticmethod
+    def _counting_events(monkeypatch):
+        """Make the cache's per-key events (and no other) count the threads waiting on them;
+        returns a function that blocks until ``n`` threads wait (False after 30 s)."""
+        import types
+
+        import dashboard.resources as resources
+
+        seen = threading.Condition()
+        waiting = [0]
+
+        class Event(threading.Event):
+            def wait(self, timeout=None):
+                with seen:
+                    waiting[0] += 1
+                    seen.notify_all()
+                return super().wait(timeout)
+
+        monkeypatch.setattr(resources, "threading", types.SimpleNamespace(Lock=threading.Lock, Event=Event))
+
+        def until_waiting(n: int) -> bool:
+            with seen:
+                return seen.wait_for(lambda: waiting[0] >= n, timeout=30)
+
+        return until_waiting
+
+    def test_threads_asking_for_one_key_at_once_make_it_once(self, monkeypatch):
+        until_waiting = self._counting_events(monkeypatch)
+        cache = SharedLRU(10)
+        started, release = threading.Event(), threading.Event()
+        made, got = [], []
+
+        def make():
+            made.append(1)
+            started.set()
+            release.wait(30)
+            return "heatmap"
+
+        first = threading.Thread(target=lambda: got.append(cache.get_or_make("k", make)))
+        first.start()
+        assert started.wait(30)
+        others = [threading.Thread(target=lambda: got.append(cache.get_or_make("k", make))) for _ in range(3)]
+        for t in others:
+            t.start()
+        assert until_waiting(3), "the other threads did not wait for the first one's value"
+        release.set()
+        for t in [first, *others]:
+            t.join(30)
+        assert made == [1] and got == ["heatmap"] * 4 and len(cache) == 1
+
+    def test_when_the_maker_fails_a_waiting_thread_makes_the_value(self, monkeypatch):
+        until_waiting = self._counting_events(monkeypatch)
+        cache = SharedLRU(10)
+        started, release = threading.Event(), threading.Event()
+        errors, got = [], []
+
+        def failing():
+            started.set()
+            release.wait(30)
+            raise RuntimeError("model gone")
+
+        def first():
+            try:
+                cache.get_or_make("k", failing)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+        a = threading.Thread(target=first)
+        a.start()
+        assert started.wait(30)
+        b = threading.Thread(target=lambda: got.append(cache.get_or_make("k", lambda: "made by b")))
+        b.start()
+        assert until_waiting(1)
+        release.set()
+        a.join(30)
+        b.join(30)
+        assert errors == ["model gone"] and got == ["made by b"] and cache.values() == ["made by b"]
+
 
 class TestKerasState:
     def test_a_script_run_no_longer_clears_the_keras_session(self, app_env, monkeypatch):
@@ -137,4 +215,19 @@ class TestReleaseMemory:
 
         from dashboard.resources import release_memory
 
+        assert release_memory() is sys.platform.startswith("linux")
+
+    def test_the_c_library_is_looked_up_once_not_on_every_call(self, monkeypatch):
+        """``ctypes.util.find_library`` runs ``ldconfig -p`` in a subprocess (a fork of the server)."""
+        import subprocess
+        import sys
+
+        from dashboard.resources import release_memory
+
+        release_memory()  # may look it up here
+
+        def no_subprocess(*args, **kwargs):
+            raise AssertionError(f"release_memory started a subprocess: {args[:1]}")
+
+        monkeypatch.setattr(subprocess, "Popen", no_subprocess)
         assert release_memory() is sys.platform.startswith("linux")

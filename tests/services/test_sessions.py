@@ -184,3 +184,63 @@ class TestNoUsableTokenInTheDatabase:
             for needle in (i.token.encode(), i.token.encode("utf-16-le"), token_bytes, token_bytes.hex().encode()):
                 assert needle not in raw
             assert auth.hash_token(i.token).encode() in raw  # the digest is there, so the search is real
+
+
+class TestReadFirst:
+    """``resume_session(read_factory=...)``: the check is made without the write lock unless it must write."""
+
+    @staticmethod
+    def _rows(factory) -> dict[int, tuple]:
+        with factory.begin() as s:
+            return {r.id: (_utc(r.last_seen_at), r.revoked_at is not None, r.ended_reason)
+                    for r in s.scalars(select(AuthSession))}
+
+    def test_it_gives_the_outcomes_and_writes_of_the_write_path(self, engine, factory, people):
+        from db.session import make_session_factory
+
+        reader = make_session_factory(engine, read_only=True)
+        plain = start(factory, people["rad1"]).token
+        first = start(factory, people["rad2"]).token
+
+        def both(now: datetime) -> tuple[auth.SessionCheck, auth.SessionCheck]:
+            a = auth.resume_session(factory, plain, now=now, policy=POLICY)
+            b = auth.resume_session(factory, first, now=now, policy=POLICY, read_factory=reader)
+            return a, b
+
+        for minutes in (0.5, 1.5, 20, 49, 80):  # no write, a touch, touches, then idle for 31 min
+            a, b = both(T0 + timedelta(minutes=minutes))
+            assert (a.valid, a.ended) == (b.valid, b.ended)
+            rows = list(self._rows(factory).values())
+            assert rows[0] == rows[1]
+        assert (a.valid, a.ended) == (False, SessionEndReason.IDLE)  # so the idle end was compared too
+        for token in ("never-issued", ""):
+            assert not auth.resume_session(factory, token, now=T0, policy=POLICY, read_factory=reader).valid
+        gone = start(factory, people["rad3"], now=T0 + timedelta(hours=2)).token
+        with factory.begin() as s:
+            repo.set_user_active(s, people["admin"], people["rad3"], False)
+        check = auth.resume_session(factory, gone, now=T0 + timedelta(hours=2, seconds=10), policy=POLICY,
+                                    read_factory=reader)
+        assert not check.valid and check.ended is SessionEndReason.USER_INACTIVE
+        assert self._rows(factory)[check.session_id][1:] == (True, SessionEndReason.USER_INACTIVE.value)
+
+    def test_a_check_that_writes_nothing_does_not_wait_for_a_writer(self, engine, isolated_settings, people):
+        if engine.dialect.name != "sqlite":
+            pytest.skip("the write lock held here is SQLite's")
+        from sqlalchemy.exc import OperationalError
+
+        from db.session import make_engine, make_session_factory
+
+        impatient = make_engine(isolated_settings.db_url, busy_timeout_s=0.2)
+        try:
+            writer, reader = make_session_factory(impatient), make_session_factory(impatient, read_only=True)
+            token = start(writer, people["rad1"]).token
+            with closing(sqlite3.connect(isolated_settings.var_dir / "test.db", isolation_level=None)) as other:
+                other.execute("BEGIN IMMEDIATE")  # another writer (a save, an analysis) holds the lock
+                soon = T0 + timedelta(seconds=30)
+                check = auth.resume_session(writer, token, now=soon, policy=POLICY, read_factory=reader)
+                assert check.valid and check.user.username == "rad1"
+                with pytest.raises(OperationalError, match="locked"):  # the write path has to wait for it
+                    auth.resume_session(writer, token, now=soon, policy=POLICY)
+                other.execute("ROLLBACK")
+        finally:
+            impatient.dispose()
