@@ -122,6 +122,7 @@ def _click_image(page, fx: float, fy: float) -> None:
     """Click the slice at a fraction (fx, fy) of its plot area (Plotly's drag layer covers exactly it)."""
     area = page.locator(".st-key-viewer_image .nsewdrag").first
     area.wait_for(timeout=60_000)
+    area.scroll_into_view_if_needed()  # mouse.click takes viewport coordinates: the image must be on screen
     box = area.bounding_box()
     mark(page, f"click image at {fx:.2f}, {fy:.2f}")
     page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])

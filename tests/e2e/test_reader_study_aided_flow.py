@@ -120,6 +120,7 @@ def test_aided_step_shows_the_viewer_and_a_clicked_mark_is_a_lesion_localisation
     # the viewer opens at the most suspicious slice (13, through the nodule); click the nodule's centre
     area = page.locator("[class*=st-key-mrl_v_][class*=_viewer_image] .nsewdrag").first
     area.wait_for()
+    area.scroll_into_view_if_needed()  # mouse.click takes viewport coordinates: the image must be on screen
     box = area.bounding_box()
     _, r, c, _ = NODULE
     mark(page, "click the nodule on the image")
