@@ -144,10 +144,27 @@ def overlay(view: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def to_png(rgb: np.ndarray) -> bytes:
-    """Encode a uint8 (y, x, 3) RGB (or (y, x) grey) array as PNG bytes (Pillow)."""
+#: zlib level of :func:`to_png`: 1, zlib's "best speed" (PNG is lossless at every level; Pillow's
+#: default is 6). The dashboard encodes an overlay for every slice a reader moves to; the time
+#: and size per level are in docs/load.md.
+PNG_COMPRESS_LEVEL = 1
+
+
+def to_png(rgb: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """Encode a uint8 (y, x, 3) RGB (or (y, x) grey) array as PNG bytes (Pillow).
+
+    Args:
+        rgb: uint8 (y, x, 3) or (y, x); other dtypes are cast to uint8.
+        compress_level: zlib compression level 0 (none) to 9 (smallest, slowest); the pixels
+            decode the same at every level (PNG, ISO/IEC 15948 section 10: deflate is lossless).
+
+    Raises:
+        ValueError: ``compress_level`` is not an integer from 0 to 9.
+    """
+    if isinstance(compress_level, bool) or not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
+        raise ValueError(f"compress_level must be an integer from 0 to 9, got {compress_level!r}")
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

@@ -142,6 +142,24 @@ class TestToPng:
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
 
+    def test_every_compression_level_gives_the_same_pixels_and_the_default_is_the_fastest_zlib_level(self):
+        from core.explain import PNG_COMPRESS_LEVEL
+
+        y, x = np.mgrid[0:64, 0:64]
+        rgb = np.stack([(x * 4) % 256, (y * 4) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+        sizes = {}
+        for level in range(10):
+            data = to_png(rgb, compress_level=level)
+            np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
+            sizes[level] = len(data)
+        assert PNG_COMPRESS_LEVEL == 1 and to_png(rgb) == to_png(rgb, compress_level=1)
+        assert sizes[0] > sizes[1] >= sizes[9]  # the level reaches zlib: 0 stores, 9 packs tightest
+
+    @pytest.mark.parametrize("level", [-1, 10, 2.5, "6", True])
+    def test_a_bad_level_is_refused(self, level):
+        with pytest.raises(ValueError, match="compress_level"):
+            to_png(np.zeros((2, 2, 3), np.uint8), compress_level=level)
+
 
 class TestGradCamResNet50:
     @pytest.mark.slow
