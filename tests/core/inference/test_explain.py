@@ -143,7 +143,7 @@ class TestToPng:
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
 
     def test_every_compression_level_gives_the_same_pixels_and_the_default_is_the_fastest_zlib_level(self):
-        from core.explain import PNG_COMPRESS_LEVEL
+        from core.inference.explain import PNG_COMPRESS_LEVEL
 
         y, x = np.mgrid[0:64, 0:64]
         rgb = np.stack([(x * 4) % 256, (y * 4) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
