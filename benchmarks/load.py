@@ -1,57 +1,71 @@
-"""Load benchmark: N readers at once on one dashboard server, each in its own browser session.
+"""Load benchmark: N readers at once on one dashboard server, each in its own session.
 
 Run from the repository root with the venv's python (not a pytest test)::
 
     python -m benchmarks.load --n 1 5 10 20 --input jpg|ct [--distinct] [--moves 10] [--json]
-                              [--browser shared|own] [--profile DIR] [--logs DIR]
+        [--client ws|browser] [--browser auto|shared|own] [--server-env NAME=VALUE]
+        [--profile DIR] [--logs DIR] [--netlog DIR] [--timeout S]
 
 For each N it starts a fresh server (``tests.e2e.helpers.streamlit_server``: ``streamlit run
 dashboard/app.py`` on a temporary var/ folder and SQLite database) and, before it starts, creates
-an admin and N + 1 radiologists through the service layer (``db.services.create_first_admin`` /
+an admin and N + 1 radiologists through the service layer (``services.accounts.create_first_admin`` /
 ``create_account``). Reader 0 warms the server up (signs in, uploads an input of the same kind
 that no timed session uses, analyses, waits for the heatmap: the model is loaded and traced).
-Then N threads, each with its own Playwright driver (sync API, so the browser tests' helpers are
-reused as they are), open one browser context each in ONE Chromium (Debian's, started by this
-script with a DevTools port; ``--browser own`` gives every session its own Chromium instead).
-Each session:
+Then N readers run at once, each in its own thread, as one of two clients:
 
-1. signs in through the sign-in form (``helpers.sign_in``) and waits for the empty uploader;
-2. waits for every other session to get there (a barrier), so that the timed part starts at once;
-3. uploads the input (``helpers.upload``, which returns the moment the uploader listed the
-   files), clicks "Analyse with AI" (or finds the result stored by another session that
-   uploaded the same bytes: "recognised upload") and waits for the Grad-CAM overlay: its
-   caption "Grad-CAM for '...'" on a current (not stale) image that has loaded.
-   **upload end -> heatmap** is the time from the uploader listing the files to that;
-4. moves the "Slice" slider ``--moves`` times with the arrow keys, each to a slice not shown
-   before, and times each move until the caption "Slice K of N" shows the new K and the
-   Grad-CAM image has changed and loaded (CT only: a JPG is one slice);
+* ``--client ws`` (default): a websocket client (:class:`AppClient`) that speaks Streamlit's own
+  protocol as the browser's frontend does (rerun requests with widget states, the uploader's
+  file URLs and PUTs, a GET of every image shown) but renders nothing. It measures the server:
+  on a 2-core machine N Chromium pages take the cores the server needs (docs/load.md).
+* ``--client browser``: a Playwright driver per thread (sync API, so the browser tests' helpers
+  are reused as they are) and one browser context per reader in ONE Chromium (Debian's, started
+  here with a DevTools port); ``--browser own`` gives every reader its own Chromium. ``auto``
+  (the default) is shared for JPGs and own for CT: over a DevTools connection Playwright sends
+  the files' bytes through the protocol, which took 16 s for the 30 DICOM files.
+
+Each reader:
+
+1. signs in through the sign-in form and waits for the empty uploader of "Read a study";
+2. waits for every other reader to get there (a barrier), so that the timed part starts at once;
+3. uploads the input (browser: ``helpers.upload``, which returns the moment the uploader listed
+   the files; ws: the moment the last PUT came back), clicks "Analyse with AI" (or finds the
+   result stored by another reader who uploaded the same bytes: "recognised upload") and waits
+   for the Grad-CAM overlay: a current (not stale) image captioned "Grad-CAM for '...'" that has
+   loaded (ws: whose GET has come back). **upload end -> heatmap** is the time between;
+4. moves the "Slice" slider ``--moves`` times (browser: the arrow keys; ws: the slider's value),
+   each to a slice not shown before, and times each move until the caption "Slice K of N" shows
+   the new K and the Grad-CAM image has changed and loaded (CT only: a JPG is one slice);
 5. fills in and saves its read ("Save my read" -> "Read saved"), timed from the click.
 
 Every wait is on the app's state (script-run state, test ids, texts, websocket messages: the
-helpers' waits), never on time. Errors are counted per session: an exception in the session
-(a wait that timed out included), every ``st.error`` / ``st.exception`` element on the page
-(the out-of-distribution warning, also an ``st.error``, is counted apart as a notice), websocket
-closes, and upload retries; and per server: tracebacks and ERROR lines in the server's log.
+helpers' waits; the ws client's script_finished messages), never on time. Errors are counted
+per reader: an exception (a wait that timed out included), every ``st.error`` / ``st.exception``
+element on the page (the out-of-distribution warning, also an ``st.error``, is counted apart as
+a notice), websocket closes, and upload retries; and per server: tracebacks in its log.
 
 Measured per N besides the times: the server's resident memory (VmRSS of the ``streamlit run``
 process and its descendants from /proc, sampled every 0.25 s: after the warm-up, peak during
-the timed part, at the end; and the kernel's VmHWM, the process's peak since it started), the
-server's CPU time over the timed part (in cores: CPU seconds / wall seconds), the load average
-before and after, and the browser side's memory (every other descendant of this script).
-p50 / p95 are nearest-rank percentiles over the sessions (p95 of 20 values is the 19th
-smallest). Inputs: ``--input jpg``: one IQ-OTH/NCCD JPG (the first of "Malignant cases" in
-sorted order; the warm-up takes the first of "Normal cases"); ``--input ct``: the 30-slice
-series "2.000000-..." of Lung-PET-CT-Dx patient Lung_Dx-A0002 (the warm-up takes the other
-30-slice series of that study). Every session uploads the same files unless ``--distinct``:
-then session k uploads its own input (the k-th JPG of "Malignant cases"; a copy of the series
-with its own Study/Series/SOP Instance UIDs), so every session's analysis runs the model.
+the timed part, at the end; and the kernel's VmHWM, the server process's own peak since it
+started), the server's CPU time over the timed part (in cores: CPU seconds / wall seconds), the
+load average before and after, and the client side's memory and CPU (this script and every
+descendant other than the server; the CPU of browser processes that exit unwaited-for is lost,
+so it is a lower bound, None when the count went wrong). p50 / p95 are nearest-rank
+percentiles over the readers (p95 of 20 values is the 19th smallest). Inputs: ``--input jpg``:
+one IQ-OTH/NCCD JPG (the first of "Malignant cases" in sorted order; the warm-up takes the first
+of "Normal cases"); ``--input ct``: the 30-slice series "2.000000-..." of Lung-PET-CT-Dx patient
+Lung_Dx-A0002 (the warm-up takes the other 30-slice series of that study). Every reader uploads
+the same files unless ``--distinct``: then reader k uploads its own input (the k-th JPG of
+"Malignant cases"; a copy of the series with its own Study/Series/SOP Instance UIDs), so every
+reader's analysis runs the model.
 
+``--server-env NAME=VALUE`` passes an environment variable to the server (before/after runs of
+a Streamlit option in one sitting, e.g. ``STREAMLIT_RUNNER_POST_SCRIPT_GC=true``).
 ``--profile DIR`` records the server's Python stacks during the timed part with py-spy
 (``py-spy record --format raw --threads --idle``; pip install py-spy) into
-``DIR/profile_n<N>.txt`` (collapsed stacks, one line a stack with its sample count).
+``DIR/profile_<input>_n<N>.txt`` (collapsed stacks, one line a stack with its sample count).
 
 Prints a table; with --json also one JSON object. Exit status 0 when every N was run (whether
-or not its sessions had errors), 1 when the server or the browser could not be started.
+or not its readers had errors), 1 when the server or the browser could not be started.
 """
 
 from __future__ import annotations
@@ -74,7 +88,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.config import REPO_ROOT, get_settings
+from core.settings import REPO_ROOT, get_settings
 from tests.e2e.helpers import (
     LONG,
     NetworkLog,
@@ -332,10 +346,12 @@ class Sampler:
             self._stop.wait(self.interval)  # the sampling period, not a wait for the app
 
     def start(self) -> Sampler:
+        """Start sampling; returns self."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop sampling and wait for the thread."""
         self._stop.set()
         self._thread.join(timeout=10)
 
@@ -348,9 +364,8 @@ def seed_accounts(db_url: str, n: int) -> list[str]:
     Raises:
         db.session.DatabaseError: the database cannot be opened.
     """
-    from db.services import create_account, create_first_admin
-
     from db.session import make_engine, make_session_factory
+    from services.accounts import create_account, create_first_admin
 
     engine = make_engine(db_url)
     try:
@@ -431,6 +446,7 @@ class SessionResult:
 
     @property
     def errors(self) -> int:
+        """Errors of this session: page errors, an exception, websocket closes."""
         return len(self.page_errors) + (self.error is not None) + self.ws_closed
 
 
@@ -808,6 +824,7 @@ class AppClient:
         self._send_rerun([wid])
 
     def rerun(self) -> None:
+        """Ask for a script run with the widget states kept (a widget's value changed)."""
         self._send_rerun()
 
     def upload(self, key: str, paths: list[Path]) -> float:
@@ -853,6 +870,7 @@ class AppClient:
         return t_end
 
     def close(self) -> None:
+        """Close the websocket and the HTTP session."""
         with contextlib.suppress(Exception):
             self.ws.close()
         self.http.close()
@@ -1100,7 +1118,7 @@ def run_n(n: int, args: argparse.Namespace, work: Path) -> dict:
         "rss_end_mb": round(rss_end), "vm_hwm_mb": round(hwm),
         "client_rss_peak_mb": round(max(sampler.client_mb, default=0.0)),
         "server_cpu_cores": round(cpu / wall, 2) if wall > 0 else None, "server_cpu_s": round(cpu, 1),
-        "client_cpu_cores": round(client_cpu / wall, 2) if wall > 0 else None,
+        "client_cpu_cores": round(client_cpu / wall, 2) if wall > 0 and client_cpu >= 0 else None,
         "load_before": [round(v, 2) for v in load_before], "load_after": [round(v, 2) for v in load_after],
         "run_s": round(wall, 1),
         "sessions": [{**asdict(r), "errors": r.errors} for r in results],
@@ -1146,6 +1164,7 @@ def _stop_profile(profile) -> None:
 
 # ------------------------------------------------------------------------------------ report
 def commit() -> str:
+    """The short git commit of the working tree, or "unknown"."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -1158,6 +1177,7 @@ def _f(v) -> str:
 
 
 def print_table(result: dict) -> None:
+    """Print one line per N (times in s, RSS in MiB, server CPU in cores) and each N's notes."""
     client = "websocket clients" if result["client"] == "ws" else f"Chromium pages ({result['browser']} browser)"
     print(f"commit {result['commit']}  input {result['input']} ({'distinct' if result['distinct'] else 'same'} "
           f"files)  {client}  cpus {result['cpus']}  moves {result['moves']}  server env {result['server_env']}")
@@ -1192,6 +1212,7 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring); returns the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, nargs="+", default=[1, 5, 10, 20], help="session counts, one server each")
     ap.add_argument("--input", choices=("jpg", "ct"), default="jpg")
